@@ -1,0 +1,25 @@
+# Two commands for users and CI: `make demo` and `make test`.
+# Both build what they need first (`make setup`, idempotent).
+SHELL := /bin/bash
+PY := .venv/bin/python
+# Run the demo against an existing ComfyUI checkout: make demo COMFYUI=/path/to/ComfyUI
+COMFYUI ?= $(CURDIR)/.host/ComfyUI
+# Python that runs that ComfyUI (defaults to the project's environment).
+COMFY_PYTHON ?= $(CURDIR)/$(PY)
+
+.PHONY: setup test demo bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	$(PY) -m pytest
+
+demo: setup
+	$(PY) -m scripts.demo --comfyui "$(COMFYUI)" --python "$(COMFY_PYTHON)" --out out
+
+bench: setup
+	$(PY) benchmarks/window_attention.py
+
+clean:
+	rm -rf .venv .host .cache out
