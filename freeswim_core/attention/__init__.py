@@ -1,0 +1,71 @@
+"""Window attention: one public entry point over interchangeable backends."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..geometry import TokenGrid, Window, as_grid, as_window
+from ..log import logger
+from .chunked import chunked_window_attention
+from .flex import flex_available, flex_window_attention
+
+BACKENDS = ("auto", "flex", "chunked")
+
+_flex_broken: set[str] = set()
+
+
+def _check_inputs(q, k, v, grid: TokenGrid):
+    if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
+        raise ValueError("window_attention expects q, k, v of one shape [B, heads, L, D]; got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if q.shape[2] != grid.tokens:
+        raise ValueError(f"window_attention: sequence length {q.shape[2]} does not match the token grid "
+                         f"{grid.as_tuple()} ({grid.tokens} tokens)")
+
+
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, window, *,
+                     inward: bool = True, scale: float | None = None,
+                     backend: str = "auto") -> torch.Tensor:
+    """FreeSwim sliding-window self-attention.
+
+    Args:
+        q, k, v: ``[B, heads, L, D]``, tokens in frame-major order
+            (``index = (t * H + h) * W + w``).
+        grid: ``(T, H, W)`` token grid with ``T * H * W == L``.
+        window: ``(wh, ww)`` tokens per query in height and width.
+        inward: shift windows inward at borders (paper) instead of truncating.
+        scale: softmax scale; ``None`` means ``1 / sqrt(D)``.
+        backend: ``"flex"`` (FlexAttention, compiled), ``"chunked"`` (exact SDPA
+            over tiles, any device) or ``"auto"`` (flex on CUDA, falling back to
+            chunked once, with a log line, if flex cannot compile or run).
+
+    Returns:
+        ``[B, heads, L, D]``. Every query attends to all frames and to the keys
+        of its spatial window; a window at least as large as the grid is plain
+        full attention.
+    """
+    grid, window = as_grid(grid), as_window(window)
+    _check_inputs(q, k, v, grid)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown window attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if window.covers(grid):
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    if backend == "chunked":
+        return chunked_window_attention(q, k, v, grid, window, inward=inward, scale=scale)
+    if backend == "flex":
+        return flex_window_attention(q, k, v, grid, window, inward=inward, scale=scale)
+    # auto
+    key = q.device.type
+    if q.is_cuda and flex_available() and key not in _flex_broken:
+        try:
+            return flex_window_attention(q, k, v, grid, window, inward=inward, scale=scale)
+        except Exception as exc:  # compile or launch failure: degrade, say so once
+            _flex_broken.add(key)
+            logger.warning("FlexAttention window backend failed (%s: %s); using the exact chunked "
+                           "backend from now on. Set backend='chunked' to silence this.",
+                           type(exc).__name__, exc)
+    return chunked_window_attention(q, k, v, grid, window, inward=inward, scale=scale)
+
+
+__all__ = ["BACKENDS", "chunked_window_attention", "flex_available", "flex_window_attention",
+           "window_attention"]

@@ -1,0 +1,90 @@
+"""Exact window attention on any device: SDPA over tiles of queries.
+
+The query grid is cut into spatial tiles (all frames of a th x tw patch of
+positions). The keys any query of a tile may see lie inside one rectangle (the
+union of their windows, which is contiguous because window starts and ends grow
+monotonically with the query position), so each tile is one SDPA call over that
+rectangle with a boolean mask for the exact per-query windows. Memory is bounded
+by ``max_score_bytes``: tiles shrink and heads are processed in groups so that
+no call holds a larger score matrix.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..geometry import TokenGrid, Window, axis_windows
+
+DEFAULT_MAX_SCORE_BYTES = 256 * 1024 * 1024
+
+
+def _tile_sizes(grid: TokenGrid, win: Window, budget_elems: int) -> tuple[int, int]:
+    """Tile (rows, cols) of queries: about a quarter window, shrunk to fit the budget."""
+    th = max(1, math.ceil(win.h / 4)) if win.h < grid.h else grid.h
+    tw = max(1, math.ceil(win.w / 4)) if win.w < grid.w else grid.w
+
+    def scores(th, tw):
+        rows = min(grid.h, th + win.h - 1)
+        cols = min(grid.w, tw + win.w - 1)
+        return (grid.t * th * tw) * (grid.t * rows * cols)
+
+    while scores(th, tw) > budget_elems and (th > 1 or tw > 1):
+        if th >= tw and th > 1:
+            th = (th + 1) // 2
+        else:
+            tw = (tw + 1) // 2
+    return th, tw
+
+
+def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                             grid: TokenGrid, window: Window, *, inward: bool = True,
+                             scale: float | None = None,
+                             max_score_bytes: int = DEFAULT_MAX_SCORE_BYTES) -> torch.Tensor:
+    B, NH, L, D = q.shape
+    T, H, W = grid.as_tuple()
+    win = window.clipped(grid)
+    dev = q.device
+    sh, eh = axis_windows(H, win.h, inward, device=dev)
+    sw, ew = axis_windows(W, win.w, inward, device=dev)
+
+    elem_bytes = 4  # scores are accumulated in float32 at worst
+    budget = max(1, max_score_bytes // elem_bytes)
+    th, tw = _tile_sizes(grid, win, budget)
+
+    q5 = q.reshape(B, NH, T, H, W, D)
+    k5 = k.reshape(B, NH, T, H, W, D)
+    v5 = v.reshape(B, NH, T, H, W, D)
+    # Output stored as [B, L, heads, D] so the caller's merge of heads is free.
+    out = torch.empty((B, T, H, W, NH, D), dtype=q.dtype, device=dev)
+    kh_all = torch.arange(H, device=dev)
+    kw_all = torch.arange(W, device=dev)
+
+    for h0 in range(0, H, th):
+        h1 = min(H, h0 + th)
+        r0, r1 = int(sh[h0]), int(eh[h1 - 1]) + 1
+        mh = (kh_all[None, r0:r1] >= sh[h0:h1, None]) & (kh_all[None, r0:r1] <= eh[h0:h1, None])
+        for w0 in range(0, W, tw):
+            w1 = min(W, w0 + tw)
+            c0, c1 = int(sw[w0]), int(ew[w1 - 1]) + 1
+            mw = (kw_all[None, c0:c1] >= sw[w0:w1, None]) & (kw_all[None, c0:c1] <= ew[w0:w1, None])
+            nq = T * (h1 - h0) * (w1 - w0)
+            nk = T * (r1 - r0) * (c1 - c0)
+            tile = mh[:, None, :, None] & mw[None, :, None, :]  # [th, tw, rows, cols]
+            if bool(tile.all()):
+                mask = None
+            else:
+                mask = (tile[None, :, :, None, :, :]
+                        .expand(T, h1 - h0, w1 - w0, T, r1 - r0, c1 - c0)
+                        .reshape(nq, nk))
+            heads_per_call = max(1, min(NH, budget // max(1, B * nq * nk)))
+            for n0 in range(0, NH, heads_per_call):
+                n1 = min(NH, n0 + heads_per_call)
+                qt = q5[:, n0:n1, :, h0:h1, w0:w1].reshape(B, n1 - n0, nq, D)
+                kt = k5[:, n0:n1, :, r0:r1, c0:c1].reshape(B, n1 - n0, nk, D)
+                vt = v5[:, n0:n1, :, r0:r1, c0:c1].reshape(B, n1 - n0, nk, D)
+                o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale)
+                out[:, :, h0:h1, w0:w1, n0:n1] = (
+                    o.reshape(B, n1 - n0, T, h1 - h0, w1 - w0, D).permute(0, 2, 3, 4, 1, 5))
+    return out.reshape(B, L, NH, D).transpose(1, 2)

@@ -1,0 +1,55 @@
+"""Independent references for the tests.
+
+Written from the method's description (NOTES.md section 1 and the parity README,
+"centred bounds plus inward shifts"), deliberately not from freeswim_core, so
+that the library is checked against something it does not share code with.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def axis_allowed(n: int, size: int, inward: bool) -> torch.Tensor:
+    """[n, n] bool: may a query at position c (row) see a key at position k (column)."""
+    allowed = torch.zeros(n, n, dtype=torch.bool)
+    for c in range(n):
+        if size >= n:
+            lo, hi = 0, n - 1
+        else:
+            lo, hi = c - (size - 1) // 2, c + size // 2
+            if inward:
+                if lo < 0:          # near the top/left border: grow the far side
+                    hi += -lo
+                    lo = 0
+                if hi > n - 1:      # near the bottom/right border: grow the near side
+                    lo -= hi - (n - 1)
+                    hi = n - 1
+            else:
+                lo, hi = max(lo, 0), min(hi, n - 1)
+        allowed[c, lo:hi + 1] = True
+    return allowed
+
+
+def dense_window_mask(grid, window, inward: bool = True) -> torch.Tensor:
+    """[L, L] bool over frame-major tokens (index = (t*H + h)*W + w)."""
+    T, H, W = grid
+    ah = axis_allowed(H, window[0], inward)
+    aw = axis_allowed(W, window[1], inward)
+    spatial = (ah[:, None, :, None] & aw[None, :, None, :]).reshape(H * W, H * W)
+    return spatial.repeat(T, T)
+
+
+def masked_attention(q, k, v, mask, scale=None):
+    """Plain softmax attention in float64 with a boolean mask [L, L]."""
+    d = q.shape[-1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    s = (q.double() @ k.double().transpose(-1, -2)) * scale
+    s = s.masked_fill(~mask, float("-inf"))
+    return (s.softmax(-1) @ v.double())
+
+
+def full_attention(q, k, v, scale=None):
+    return F.scaled_dot_product_attention(q.double(), k.double(), v.double(), scale=scale)

@@ -1,0 +1,140 @@
+"""window_attention against a dense masked attention built independently (tests/reference.py)."""
+import pytest
+import torch
+
+from freeswim_core import TokenGrid, Window, window_attention
+from freeswim_core.attention.blocks import window_block_lists
+from reference import dense_window_mask, full_attention, masked_attention
+
+CASES = [
+    # (B, heads, grid, window, inward)
+    (1, 1, (3, 12, 20), (7, 11), True),      # parity set A geometry
+    (2, 3, (2, 9, 13), (5, 7), True),        # B > 1, heads > 1
+    (1, 2, (1, 10, 6), (4, 3), True),        # one frame, even x odd window
+    (1, 2, (2, 7, 16), (6, 8), False),       # even windows, no-inward
+    (1, 1, (3, 12, 20), (7, 11), False),     # no-inward on the parity geometry
+    (2, 1, (4, 5, 11), (9, 4), True),        # window taller than grid: full rows
+    (1, 2, (2, 16, 5), (3, 5), True),        # non-square, window as wide as grid
+    (1, 1, (1, 1, 9), (1, 3), True),         # degenerate single row
+]
+
+
+def _qkv(B, NH, L, D, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, NH, L, D, generator=g).to(dtype) for _ in range(3)]
+
+
+@pytest.mark.parametrize("B,NH,grid,window,inward", CASES)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.bfloat16, 3e-2)])
+def test_chunked_matches_dense_reference(B, NH, grid, window, inward, dtype, tol):
+    T, H, W = grid
+    q, k, v = _qkv(B, NH, T * H * W, 32, dtype)
+    scale = 0.18
+    out = window_attention(q, k, v, grid, window, inward=inward, scale=scale, backend="chunked")
+    ref = masked_attention(q, k, v, dense_window_mask(grid, window, inward), scale)
+    assert out.shape == q.shape and out.dtype == dtype
+    assert (out.double() - ref).abs().max().item() < tol
+
+
+def test_chunked_respects_memory_budget_tiling():
+    """A tiny score budget forces 1x1 tiles and one head per call; the result must not change."""
+    from freeswim_core.attention.chunked import chunked_window_attention
+    grid, window = TokenGrid(2, 9, 13), Window(5, 7)
+    q, k, v = _qkv(2, 3, grid.tokens, 16, torch.float32, seed=3)
+    small = chunked_window_attention(q, k, v, grid, window, max_score_bytes=64)
+    ref = masked_attention(q, k, v, dense_window_mask((2, 9, 13), (5, 7)))
+    assert (small.double() - ref).abs().max().item() < 2e-5
+
+
+@pytest.mark.parametrize("backend", ["chunked", "auto", "flex"])
+@pytest.mark.parametrize("grid,window", [((2, 6, 8), (6, 8)), ((1, 5, 7), (9, 9))])
+def test_window_covering_grid_is_full_attention(backend, grid, window):
+    T, H, W = grid
+    q, k, v = _qkv(2, 2, T * H * W, 16, torch.float32, seed=1)
+    out = window_attention(q, k, v, grid, window, backend=backend)
+    assert (out.double() - full_attention(q, k, v)).abs().max().item() < 1e-5
+
+
+def test_window_changes_the_result_when_smaller_than_grid():
+    q, k, v = _qkv(1, 2, 3 * 12 * 20, 32, torch.float32)
+    win = window_attention(q, k, v, (3, 12, 20), (7, 11), backend="chunked")
+    assert (win.double() - full_attention(q, k, v)).abs().max().item() > 1e-2
+
+
+def test_bad_inputs_are_rejected_clearly():
+    q, k, v = _qkv(1, 1, 100, 16, torch.float32)
+    with pytest.raises(ValueError, match="does not match the token grid"):
+        window_attention(q, k, v, (2, 7, 7), (3, 3))
+    with pytest.raises(ValueError, match="unknown window attention backend"):
+        window_attention(q, k, v, (1, 10, 10), (3, 3), backend="magic")
+    with pytest.raises(ValueError, match="one shape"):
+        window_attention(q, k[:, :, :50], v, (1, 10, 10), (3, 3))
+    with pytest.raises(ValueError):
+        window_attention(q, k, v, (1, 10, 10), (0, 3))
+
+
+# --- block-sparse structure (what the flex backend relies on), exact, no compile ----------
+
+def _reorder_frame_innermost(mask, grid):
+    T, H, W = grid
+    perm = torch.arange(T * H * W).reshape(T, H, W).permute(1, 2, 0).reshape(-1)
+    return mask[perm][:, perm]
+
+
+@pytest.mark.parametrize("grid,window,inward,bs", [
+    ((3, 12, 20), (7, 11), True, 128),
+    ((21, 14, 24), (7, 11), True, 128),     # 21 frames: ~6 positions per block
+    ((1, 30, 40), (11, 15), True, 128),     # one frame: blocks span rows
+    ((2, 9, 13), (4, 6), False, 16),        # even, no-inward, small blocks
+    ((5, 8, 3), (3, 9), True, 8),           # full-width windows: blocks straddle rows
+    ((2, 10, 10), (5, 5), True, 64),
+])
+def test_block_lists_equal_blockwise_reduction_of_dense_mask(grid, window, inward, bs):
+    T, H, W = grid
+    L = T * H * W
+    dense = _reorder_frame_innermost(dense_window_mask(grid, window, inward), grid)
+    n = -(-L // bs)
+    padded = torch.zeros(n * bs, n * bs, dtype=torch.bool)
+    padded[:L, :L] = dense
+    valid = torch.zeros(n * bs, n * bs, dtype=torch.bool)
+    valid[:L, :L] = True
+    blocks = padded.reshape(n, bs, n, bs)
+    vblocks = valid.reshape(n, bs, n, bs)
+    any_ref = blocks.any(3).any(1)
+    # a block is full when every existing (query, key) pair in it is allowed
+    all_ref = (blocks | ~vblocks).all(3).all(1) & vblocks.any(3).any(1)
+
+    lists = window_block_lists(TokenGrid(*grid), Window(*window), inward=inward, block_size=bs)
+
+    def dense_of(num, idx):
+        out = torch.zeros(n, n, dtype=torch.bool)
+        for r in range(n):
+            out[r, idx[r, : int(num[r])].long()] = True
+        return out
+
+    partial = dense_of(lists.kv_num_blocks, lists.kv_indices)
+    full = dense_of(lists.full_kv_num_blocks, lists.full_kv_indices)
+    assert not (partial & full).any()
+    assert torch.equal(full, all_ref)
+    assert torch.equal(partial | full, any_ref)
+    # indices are ascending within each row
+    for r in range(n):
+        row = lists.kv_indices[r, : int(lists.kv_num_blocks[r])]
+        assert bool((row[1:] > row[:-1]).all())
+
+
+# --- flex backend, compiled on the CPU (inductor's C++ flex template) ---------------------
+
+FLEX_CASES = [
+    (2, 2, (3, 12, 20), (7, 11), True, torch.float32, 1e-5),   # L = 720: not a multiple of 128
+    (1, 2, (1, 10, 24), (4, 9), False, torch.float32, 1e-5),   # even window, no-inward, T = 1
+]
+
+
+@pytest.mark.parametrize("B,NH,grid,window,inward,dtype,tol", FLEX_CASES)
+def test_flex_matches_dense_reference(B, NH, grid, window, inward, dtype, tol):
+    T, H, W = grid
+    q, k, v = _qkv(B, NH, T * H * W, 32, dtype, seed=7)
+    out = window_attention(q, k, v, grid, window, inward=inward, scale=0.2, backend="flex")
+    ref = masked_attention(q, k, v, dense_window_mask(grid, window, inward), 0.2)
+    assert (out.double() - ref).abs().max().item() < tol
