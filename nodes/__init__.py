@@ -1,0 +1,17 @@
+"""ComfyUI nodes of the FreeSwim pack (V3 schema)."""
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from .window_patch import FreeSwimWindowAttentionPatch
+
+NODES = [FreeSwimWindowAttentionPatch]
+
+
+class FreeSwimExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> FreeSwimExtension:
+    return FreeSwimExtension()

@@ -1,0 +1,63 @@
+"""FreeSwim Window Attention Patch: inward sliding-window self-attention for Wan."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..freeswim_core import BACKENDS, SCALE_MODES
+from . import runtime
+from .wan import NATIVE_SIZE_OPTIONS, wan_info
+
+NODE_NAME = "FreeSwim Window Attention Patch"
+
+
+class FreeSwimWindowAttentionPatch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FreeSwimWindowAttentionPatch",
+            display_name=NODE_NAME,
+            category="FreeSwim",
+            description=(
+                "Sample a Wan video model above its native size without repetition: every video "
+                "token attends to all frames but only to keys inside a spatial window the size of "
+                "the model's native token grid, shifted inward at the borders (FreeSwim). "
+                "No effect when the video is not larger than the native size."),
+            inputs=[
+                io.Model.Input("model", tooltip="A Wan 2.1 / 2.2 model (T2V, I2V, FLF, VACE, Fun, A14B, 5B)."),
+                io.Combo.Input("native_size", options=NATIVE_SIZE_OPTIONS, default="auto",
+                               tooltip="Native resolution (width x height) the model was trained at; sets "
+                                       "the window. auto: 1.3B 832x480, 14B 1280x720, TI2V-5B 1280x704, "
+                                       "turned portrait for portrait videos."),
+                io.Int.Input("custom_width", default=832, min=16, max=8192, step=16,
+                             tooltip="Native width in pixels when native_size is custom."),
+                io.Int.Input("custom_height", default=480, min=16, max=8192, step=16,
+                             tooltip="Native height in pixels when native_size is custom."),
+                io.Boolean.Input("inward", default=True,
+                                 tooltip="Shift windows inward at the borders so every token keeps a "
+                                         "full window (paper). Off: truncate them (ablation)."),
+                io.Combo.Input("attention_scale", options=list(SCALE_MODES), default="reference",
+                               tooltip="Softmax scale of self-attention. reference: the official "
+                                       "sqrt(log 3120 / log 1560 / d); native: same formula with this "
+                                       "model's native grid; none: 1/sqrt(d)."),
+                io.Combo.Input("backend", options=list(BACKENDS), default="auto",
+                               tooltip="auto: FlexAttention on CUDA (compiled, block-sparse), exact "
+                                       "chunked attention elsewhere or if flex fails."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with window attention; the input model is unchanged.")],
+        )
+
+    @classmethod
+    def execute(cls, model, native_size, custom_width, custom_height, inward, attention_scale,
+                backend) -> io.NodeOutput:
+        info = wan_info(model, NODE_NAME)
+        if native_size == "custom" and min(custom_width, custom_height) < info.px_per_token:
+            raise ValueError(f"{NODE_NAME}: custom native size {custom_width}x{custom_height} is smaller "
+                             f"than one token ({info.px_per_token} px); use at least "
+                             f"{info.px_per_token} px per side.")
+        settings = runtime.WindowSettings(info=info, native_size=native_size,
+                                          custom_width=int(custom_width),
+                                          custom_height=int(custom_height), inward=bool(inward),
+                                          scale_mode=attention_scale, backend=backend)
+        m = model.clone()
+        runtime.install(m, window=settings)
+        return io.NodeOutput(m)
