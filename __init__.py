@@ -1,4 +1,11 @@
-"""comfyui-freeswim: ComfyUI entry point (the host imports this folder as a package)."""
-from .nodes import comfy_entrypoint
+"""comfyui-freeswim: ComfyUI entry point (the host imports this folder as a package).
 
-__all__ = ["comfy_entrypoint"]
+The nodes are imported when ComfyUI asks for them, not at package import, so
+that tools importing this folder outside ComfyUI (test collectors, linters)
+never need the host.
+"""
+
+
+async def comfy_entrypoint():
+    from .nodes import comfy_entrypoint as nodes_entrypoint
+    return await nodes_entrypoint()

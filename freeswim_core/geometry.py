@@ -112,22 +112,29 @@ def native_window(native_width_px: int, native_height_px: int, px_per_token: int
                   native_window_tokens(native_width_px, px_per_token))
 
 
-def axis_windows(n: int, size: int, inward: bool = True, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def axis_bounds(n: int, size: int, inward: bool = True) -> tuple[list[int], list[int]]:
     """Inclusive ``(start, end)`` key positions for every query position on one axis.
 
-    Returns two int64 tensors of length ``n``; both are non-decreasing in the
-    query position, which the block-sparse mask builder relies on.
+    Plain Python integers, so that code traced by ``torch.compile`` (ComfyUI's
+    TorchCompileModel) sees constants instead of data-dependent tensor reads.
+    Both lists are non-decreasing in the query position.
     """
     if n < 1 or size < 1:
         raise ValueError(f"axis length and window size must be positive, got n={n}, size={size}")
-    c = torch.arange(n, device=device, dtype=torch.int64)
     if size >= n:
-        return torch.zeros_like(c), torch.full_like(c, n - 1)
+        return [0] * n, [n - 1] * n
     before, after = (size - 1) // 2, size // 2
     if inward:
-        start = (c - before).clamp(0, n - size)
-        return start, start + (size - 1)
-    return (c - before).clamp(min=0), (c + after).clamp(max=n - 1)
+        starts = [min(max(c - before, 0), n - size) for c in range(n)]
+        return starts, [s + size - 1 for s in starts]
+    return [max(c - before, 0) for c in range(n)], [min(c + after, n - 1) for c in range(n)]
+
+
+def axis_windows(n: int, size: int, inward: bool = True, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`axis_bounds` as int64 tensors of length ``n``."""
+    starts, ends = axis_bounds(n, size, inward)
+    return (torch.tensor(starts, dtype=torch.int64, device=device),
+            torch.tensor(ends, dtype=torch.int64, device=device))
 
 
 def keys_per_query(grid: TokenGrid, window: Window, inward: bool = True) -> torch.Tensor:
@@ -142,7 +149,11 @@ def attention_cost(grid: TokenGrid, window: Window, heads: int, head_dim: int,
                    inward: bool = True) -> dict:
     """Forward FLOPs of window vs full self-attention (4 * N * keys * D * heads)."""
     n = grid.tokens
-    window_keys = int(keys_per_query(grid, window, inward).sum())
+    sh, eh = axis_bounds(grid.h, window.h, inward)
+    sw, ew = axis_bounds(grid.w, window.w, inward)
+    rows = sum(e - s + 1 for s, e in zip(sh, eh))
+    cols = sum(e - s + 1 for s, e in zip(sw, ew))
+    window_keys = grid.t * grid.t * rows * cols
     full = 4.0 * n * n * head_dim * heads
     windowed = 4.0 * window_keys * head_dim * heads
     return {

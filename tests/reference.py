@@ -53,3 +53,38 @@ def masked_attention(q, k, v, mask, scale=None):
 
 def full_attention(q, k, v, scale=None):
     return F.scaled_dot_product_attention(q.double(), k.double(), v.double(), scale=scale)
+
+
+def window_override(grid, window, scale, inward=True):
+    """A test-owned ComfyUI attention override: dense masked attention for the
+    video self-attention calls of a model whose token grid is ``grid``.
+
+    Self-attention is recognised the simple way a test can afford: q and k both
+    have the grid's token count (the tests pick grids whose token count differs
+    from every conditioning length).
+    """
+    T, H, W = grid
+    L = T * H * W
+    mask = dense_window_mask(grid, window, inward)
+    calls = {"self": 0, "other": 0}
+
+    def override(func, *args, **kwargs):
+        q, k, v = args[:3]
+        heads = kwargs["heads"]
+        if q.shape[1] == L and k.shape[1] == L and kwargs.get("mask") is None:
+            calls["self"] += 1
+            B, _, C = q.shape
+            d = C // heads
+            qh, kh, vh = (t.reshape(B, L, heads, d).transpose(1, 2) for t in (q, k, v))
+            out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, scale=scale)
+            return out.transpose(1, 2).reshape(B, L, C)
+        calls["other"] += 1
+        return func(*args, **kwargs)
+
+    override.calls = calls
+    return override
+
+
+def reference_scale(head_dim: int, native_tokens: int = 30 * 52) -> float:
+    """sqrt(log_N(2N) / head_dim), the official self-attention scale (N = 1560 in the reference)."""
+    return math.sqrt((math.log(2 * native_tokens) / math.log(native_tokens)) / head_dim)

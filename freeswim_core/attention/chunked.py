@@ -7,6 +7,10 @@ monotonically with the query position), so each tile is one SDPA call over that
 rectangle with a boolean mask for the exact per-query windows. Memory is bounded
 by ``max_score_bytes``: tiles shrink and heads are processed in groups so that
 no call holds a larger score matrix.
+
+The function is excluded from ``torch.compile`` tracing: it is a loop of SDPA
+calls that compilation cannot improve, and unrolling it makes compile times of a
+compiled model (ComfyUI's TorchCompileModel) grow with the number of tiles.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..geometry import TokenGrid, Window, axis_windows
+from ..geometry import TokenGrid, Window, axis_bounds
 
 DEFAULT_MAX_SCORE_BYTES = 256 * 1024 * 1024
 
@@ -38,6 +42,7 @@ def _tile_sizes(grid: TokenGrid, win: Window, budget_elems: int) -> tuple[int, i
     return th, tw
 
 
+@torch.compiler.disable
 def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                              grid: TokenGrid, window: Window, *, inward: bool = True,
                              scale: float | None = None,
@@ -46,8 +51,8 @@ def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     T, H, W = grid.as_tuple()
     win = window.clipped(grid)
     dev = q.device
-    sh, eh = axis_windows(H, win.h, inward, device=dev)
-    sw, ew = axis_windows(W, win.w, inward, device=dev)
+    sh, eh = axis_bounds(H, win.h, inward)
+    sw, ew = axis_bounds(W, win.w, inward)
 
     elem_bytes = 4  # scores are accumulated in float32 at worst
     budget = max(1, max_score_bytes // elem_bytes)
@@ -58,23 +63,34 @@ def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     v5 = v.reshape(B, NH, T, H, W, D)
     # Output stored as [B, L, heads, D] so the caller's merge of heads is free.
     out = torch.empty((B, T, H, W, NH, D), dtype=q.dtype, device=dev)
-    kh_all = torch.arange(H, device=dev)
-    kw_all = torch.arange(W, device=dev)
+
+    def band(starts, ends, q0, q1):
+        """Key range of queries q0..q1-1, their mask over it, and whether it is all True."""
+        k0, k1 = starts[q0], ends[q1 - 1] + 1
+        full = starts[q1 - 1] == k0 and ends[q0] == k1 - 1
+        if full:
+            return k0, k1, None, True
+        keys = torch.arange(k0, k1, device=dev)
+        lo = torch.tensor(starts[q0:q1], device=dev)[:, None]
+        hi = torch.tensor(ends[q0:q1], device=dev)[:, None]
+        return k0, k1, (keys[None] >= lo) & (keys[None] <= hi), False
 
     for h0 in range(0, H, th):
         h1 = min(H, h0 + th)
-        r0, r1 = int(sh[h0]), int(eh[h1 - 1]) + 1
-        mh = (kh_all[None, r0:r1] >= sh[h0:h1, None]) & (kh_all[None, r0:r1] <= eh[h0:h1, None])
+        r0, r1, mh, h_full = band(sh, eh, h0, h1)
         for w0 in range(0, W, tw):
             w1 = min(W, w0 + tw)
-            c0, c1 = int(sw[w0]), int(ew[w1 - 1]) + 1
-            mw = (kw_all[None, c0:c1] >= sw[w0:w1, None]) & (kw_all[None, c0:c1] <= ew[w0:w1, None])
+            c0, c1, mw, w_full = band(sw, ew, w0, w1)
             nq = T * (h1 - h0) * (w1 - w0)
             nk = T * (r1 - r0) * (c1 - c0)
-            tile = mh[:, None, :, None] & mw[None, :, None, :]  # [th, tw, rows, cols]
-            if bool(tile.all()):
+            if h_full and w_full:
                 mask = None
             else:
+                if mh is None:
+                    mh = torch.ones(h1 - h0, r1 - r0, dtype=torch.bool, device=dev)
+                if mw is None:
+                    mw = torch.ones(w1 - w0, c1 - c0, dtype=torch.bool, device=dev)
+                tile = mh[:, None, :, None] & mw[None, :, None, :]  # [th, tw, rows, cols]
                 mask = (tile[None, :, :, None, :, :]
                         .expand(T, h1 - h0, w1 - w0, T, r1 - r0, c1 - c0)
                         .reshape(nq, nk))

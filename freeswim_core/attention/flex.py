@@ -64,10 +64,19 @@ def window_mask_mod(grid: TokenGrid, window: Window, inward: bool, device):
     return mask_mod
 
 
-@functools.lru_cache(maxsize=8)
+@torch.compiler.disable
 def window_block_mask(grid: TokenGrid, window: Window, inward: bool, device: torch.device,
                       block_size: int = 128):
-    """BlockMask for the window in frame-innermost order (cached per geometry and device)."""
+    """BlockMask for the window in frame-innermost order (cached per geometry and device).
+
+    Built outside any ``torch.compile`` trace: it is host-side integer work.
+    """
+    return _cached_block_mask(grid, window, inward, torch.device(device), block_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_block_mask(grid: TokenGrid, window: Window, inward: bool, device: torch.device,
+                      block_size: int = 128):
     from torch.nn.attention.flex_attention import BlockMask
     lists = window_block_lists(grid, window, inward=inward, block_size=block_size, device=device)
     return BlockMask.from_kv_blocks(

@@ -1,0 +1,153 @@
+"""FreeSwim Window Attention Patch inside the real ComfyUI host (0.3.75), tiny random Wan models.
+
+The reference for "what window attention should have produced" is a test-owned
+attention override (tests/reference.py) with a dense mask built independently of
+freeswim_core, installed on an unpatched copy of the same model.
+"""
+import logging
+
+import pytest
+import torch
+
+from reference import reference_scale, window_override
+
+NODE = "FreeSwimWindowAttentionPatch"
+HEAD_DIM = 128  # ComfyUI derives Wan heads as dim // 128
+
+
+def patch(comfy, model, **kw):
+    inputs = dict(native_size="custom", custom_width=128, custom_height=96, inward=True,
+                  attention_scale="reference", backend="auto")
+    inputs.update(kw)
+    (patched,) = comfy.run_node(NODE, model=model, **inputs)
+    return patched
+
+
+def with_override(model, override):
+    m = model.clone()
+    m.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = override
+    return m
+
+
+@pytest.fixture(scope="module")
+def wan(comfy):
+    return comfy.load_tiny_wan(seed=11)
+
+
+LATENT = torch.zeros(1, 16, 3, 24, 40)     # token grid 3 x 12 x 20
+
+
+def test_node_registered_with_its_inputs(comfy):
+    import nodes
+    cls = nodes.NODE_CLASS_MAPPINGS[NODE]
+    assert nodes.NODE_DISPLAY_NAME_MAPPINGS.get(NODE) == "FreeSwim Window Attention Patch"
+    info = cls.INPUT_TYPES()
+    assert set(info["required"]) == {"model", "native_size", "custom_width", "custom_height", "inward",
+                                     "attention_scale", "backend"}
+    assert cls.CATEGORY == "FreeSwim"
+
+
+def test_window_covering_grid_is_bitwise_unpatched(comfy, wan):
+    base = comfy.ksample(wan, LATENT, seed=3)
+    patched = patch(comfy, wan, native_size="832x480")        # 31 x 53 window > 12 x 20 grid
+    assert torch.equal(comfy.ksample(patched, LATENT, seed=3), base)
+
+
+@pytest.mark.parametrize("inward,scale_mode", [(True, "reference"), (False, "none")])
+def test_small_window_matches_dense_reference(comfy, wan, inward, scale_mode):
+    # custom native 128 x 96 px -> 2*(96//16//2)+1 = 7 rows, 2*(128//16//2)+1 = 9 columns
+    scale = reference_scale(HEAD_DIM) if scale_mode == "reference" else HEAD_DIM ** -0.5
+    ref_model = with_override(wan, window_override((3, 12, 20), (7, 9), scale, inward))
+    expected = comfy.ksample(ref_model, LATENT, seed=5)
+    got = comfy.ksample(patch(comfy, wan, inward=inward, attention_scale=scale_mode,
+                              backend="chunked"), LATENT, seed=5)
+    unpatched = comfy.ksample(wan, LATENT, seed=5)
+    assert ref_model.model_options["transformer_options"]["optimized_attention_override"].calls["self"] > 0
+    err = (got - expected).abs().max().item()
+    moved = (unpatched - expected).abs().max().item()
+    assert err < 1e-4 * max(1.0, expected.abs().max().item())
+    assert moved > 100 * max(err, 1e-6), "the window must change the result measurably"
+
+
+def test_earlier_override_is_kept_and_called(comfy, wan):
+    seen = []
+
+    def other_pack_override(func, *args, **kwargs):
+        seen.append((args[0].shape[1], args[1].shape[1]))
+        return func(*args, **kwargs)
+
+    base = with_override(wan, other_pack_override)
+    patched = patch(comfy, base)
+    comfy.ksample(patched, LATENT, seed=1, steps=2)
+    assert seen, "the earlier override must still be called"
+    # window self-attention (720 x 720) is FreeSwim's; everything it passed on is cross-attention
+    assert all(k == 512 for _, k in seen)
+    # when the window covers the grid FreeSwim hands everything to the earlier override
+    seen.clear()
+    comfy.ksample(patch(comfy, base, native_size="832x480"), LATENT, seed=1, steps=2)
+    assert any(k == 720 for _, k in seen)
+
+
+def test_input_model_is_untouched(comfy, wan):
+    before = comfy.ksample(wan, LATENT, seed=9, steps=2)
+    patch(comfy, wan)
+    to = wan.model_options.get("transformer_options", {})
+    assert "freeswim" not in to and "optimized_attention_override" not in to
+    assert torch.equal(comfy.ksample(wan, LATENT, seed=9, steps=2), before)
+
+
+def test_patching_twice_is_one_patch(comfy, wan):
+    once = patch(comfy, wan)
+    twice = patch(comfy, once)
+    wrappers = twice.wrappers
+    assert all(len(by_key.get("freeswim", [])) <= 1 for by_key in wrappers.values())
+    assert twice.model_options["transformer_options"]["freeswim"].inner_override is None
+    assert torch.equal(comfy.ksample(twice, LATENT, seed=2, steps=2),
+                       comfy.ksample(once, LATENT, seed=2, steps=2))
+
+
+def test_batch_of_two_with_odd_latent_size(comfy, wan):
+    latent = torch.zeros(2, 16, 2, 13, 9)        # padded by Wan to 14 x 10 -> grid 2 x 7 x 5
+    # custom 64 x 48 px -> window 3 rows x 5 columns: rows windowed, columns whole
+    ref_model = with_override(wan, window_override((2, 7, 5), (3, 5), reference_scale(HEAD_DIM)))
+    expected = comfy.ksample(ref_model, latent, seed=4)
+    got = comfy.ksample(patch(comfy, wan, custom_width=64, custom_height=48), latent, seed=4)
+    assert got.shape == latent.shape
+    assert (got - expected).abs().max().item() < 1e-4 * max(1.0, expected.abs().max().item())
+
+
+def test_non_wan_model_is_rejected_naming_the_node(comfy):
+    from comfy.ldm.lightricks.model import LTXVModel
+    from comfy.ops import disable_weight_init
+    from comfy.sd import load_diffusion_model_state_dict
+    ltx = LTXVModel(in_channels=128, cross_attention_dim=128, attention_head_dim=64, num_attention_heads=2,
+                    num_layers=1, operations=disable_weight_init, device="cpu", dtype=torch.float32)
+    model = load_diffusion_model_state_dict(
+        {k: torch.randn(v.shape) * 0.02 for k, v in ltx.state_dict().items()})
+    with pytest.raises(ValueError, match="FreeSwim Window Attention Patch: the connected model is a LTXVModel"):
+        patch(comfy, model)
+
+
+def test_custom_native_size_below_one_token_is_rejected(comfy, wan):
+    with pytest.raises(ValueError, match="smaller than one token"):
+        patch(comfy, wan, custom_width=16, custom_height=8)
+
+
+def test_noop_is_logged_once_per_run(comfy, wan, caplog):
+    caplog.set_level(logging.INFO, logger="freeswim")
+    patched = patch(comfy, wan, native_size="832x480")
+    for _ in range(2):
+        caplog.clear()
+        comfy.ksample(patched, LATENT, seed=1, steps=3)
+        noop = [r for r in caplog.records if "no-op" in r.getMessage()]
+        assert len(noop) == 1, [r.getMessage() for r in caplog.records]
+        assert "FreeSwim Window Attention Patch" in noop[0].getMessage()
+
+
+def test_torch_compile_model_node_still_works(comfy, wan):
+    from comfy_extras.nodes_torch_compile import TorchCompileModel
+    patched = patch(comfy, wan, backend="auto")
+    eager = comfy.ksample(patched, LATENT, seed=6, steps=2)
+    compiled = TorchCompileModel.execute(patched, "inductor").result[0]
+    out = comfy.ksample(compiled, LATENT, seed=6, steps=2)
+    assert (out - eager).abs().max().item() < 1e-3 * max(1.0, eager.abs().max().item())
