@@ -53,7 +53,7 @@ def run_node(name: str, **inputs):
 
 
 def tiny_wan_state_dict(dim=256, layers=2, ffn_dim=512, in_dim=16, out_dim=16, text_dim=4096,
-                        i2v=False, ref_conv_dim=None, seed=0) -> dict[str, torch.Tensor]:
+                        i2v=False, ref_conv_dim=None, vace_layers=None, seed=0) -> dict[str, torch.Tensor]:
     """Random weights in the original Wan key layout, as Wan files ComfyUI loads use.
 
     Built by instantiating ComfyUI's own WanModel (so every key and shape is
@@ -61,11 +61,14 @@ def tiny_wan_state_dict(dim=256, layers=2, ffn_dim=512, in_dim=16, out_dim=16, t
     biases N(0, 0.02^2), modulations N(0, 0.1^2), norm weights 1.
     """
     import comfy.ops
-    from comfy.ldm.wan.model import WanModel
-    model = WanModel(model_type="i2v" if i2v else "t2v", dim=dim, ffn_dim=ffn_dim, num_layers=layers,
-                     num_heads=dim // 128, in_dim=in_dim, out_dim=out_dim, text_dim=text_dim,
-                     in_dim_ref_conv=ref_conv_dim, operations=comfy.ops.disable_weight_init,
-                     device="cpu", dtype=torch.float32)
+    from comfy.ldm.wan.model import VaceWanModel, WanModel
+    common = dict(dim=dim, ffn_dim=ffn_dim, num_layers=layers, num_heads=dim // 128, in_dim=in_dim,
+                  out_dim=out_dim, text_dim=text_dim, operations=comfy.ops.disable_weight_init,
+                  device="cpu", dtype=torch.float32)
+    if vace_layers:
+        model = VaceWanModel(vace_layers=vace_layers, vace_in_dim=96, **common)
+    else:
+        model = WanModel(model_type="i2v" if i2v else "t2v", in_dim_ref_conv=ref_conv_dim, **common)
     gen = torch.Generator().manual_seed(seed)
     sd = {}
     for name, p in sorted(model.state_dict().items()):
