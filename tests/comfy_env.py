@@ -52,43 +52,11 @@ def run_node(name: str, **inputs):
     return out.result if hasattr(out, "result") else out
 
 
-def tiny_wan_state_dict(dim=256, layers=2, ffn_dim=512, in_dim=16, out_dim=16, text_dim=4096,
-                        i2v=False, ref_conv_dim=None, vace_layers=None, seed=0) -> dict[str, torch.Tensor]:
-    """Random weights in the original Wan key layout, as Wan files ComfyUI loads use.
-
-    Built by instantiating ComfyUI's own WanModel (so every key and shape is
-    right) and filling it from a seeded generator: matrices N(0, 1/fan_in),
-    biases N(0, 0.02^2), modulations N(0, 0.1^2), norm weights 1.
-    """
-    import comfy.ops
-    from comfy.ldm.wan.model import VaceWanModel, WanModel
-    common = dict(dim=dim, ffn_dim=ffn_dim, num_layers=layers, num_heads=dim // 128, in_dim=in_dim,
-                  out_dim=out_dim, text_dim=text_dim, operations=comfy.ops.disable_weight_init,
-                  device="cpu", dtype=torch.float32)
-    if vace_layers:
-        model = VaceWanModel(vace_layers=vace_layers, vace_in_dim=96, **common)
-    else:
-        model = WanModel(model_type="i2v" if i2v else "t2v", in_dim_ref_conv=ref_conv_dim, **common)
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for name, p in sorted(model.state_dict().items()):
-        if "norm" in name and name.endswith("weight") and p.dim() == 1:
-            t = torch.ones_like(p)
-        elif "modulation" in name or "emb_pos" in name:
-            t = torch.randn(p.shape, generator=gen) * 0.1
-        elif p.dim() >= 2:
-            fan_in = p[0].numel()
-            t = torch.randn(p.shape, generator=gen) / fan_in ** 0.5
-        else:
-            t = torch.randn(p.shape, generator=gen) * 0.02
-        sd[name] = t.to(torch.float32)
-    return sd
-
-
 def load_tiny_wan(**kwargs):
     """A ComfyUI MODEL (ModelPatcher) detected and built by comfy.sd from a tiny state dict."""
     comfy_ready()
     import comfy.sd
+    from scripts.tiny_wan import tiny_wan_state_dict
     model = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(**kwargs))
     if model is None:
         raise RuntimeError("ComfyUI did not recognise the tiny Wan state dict")

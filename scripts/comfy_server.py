@@ -1,0 +1,132 @@
+"""Run a ComfyUI server headless in an isolated base directory and talk to it over HTTP.
+
+The base directory (``--base-directory``) holds its own ``custom_nodes/`` (links to
+this pack and to any extra node folders), ``models/``, ``input/`` and ``output/``,
+so a run never touches the user's ComfyUI folders. Used by ``make demo`` and by
+the server-level tests.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare_base(base: Path, extra_nodes: dict[str, Path] | None = None) -> Path:
+    """Create a ComfyUI base directory with this pack (and ``extra_nodes``) linked in."""
+    base = Path(base)
+    nodes_dir = base / "custom_nodes"
+    for sub in ("custom_nodes", "models/diffusion_models", "input", "output", "temp", "user"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    links = {"comfyui-freeswim": REPO, **(extra_nodes or {})}
+    for name, target in links.items():
+        link = nodes_dir / name
+        if link.is_symlink() or link.exists():
+            if link.resolve() == Path(target).resolve():
+                continue
+            link.unlink()
+        link.symlink_to(Path(target).resolve(), target_is_directory=True)
+    return base
+
+
+class ComfyServer:
+    """A ComfyUI process on 127.0.0.1; use as a context manager."""
+
+    def __init__(self, comfyui: Path, base: Path, python: str, log_path: Path, port: int | None = None):
+        self.comfyui = Path(comfyui).resolve()
+        self.base = Path(base).resolve()
+        self.python = python
+        self.log_path = Path(log_path)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    # -- process ---------------------------------------------------------------------
+    def start(self, timeout: float = 240.0) -> "ComfyServer":
+        main = self.comfyui / "main.py"
+        if not main.is_file():
+            raise FileNotFoundError(f"no ComfyUI at {self.comfyui} (main.py missing)")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "w")
+        cmd = [self.python, str(main), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+               "--base-directory", str(self.base), "--disable-metadata"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(cmd, cwd=self.comfyui, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with code {self.proc.returncode}; log:\n{self.log()[-4000:]}")
+            try:
+                self.get("/system_stats", timeout=2)
+                return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"ComfyUI did not answer within {timeout:.0f}s; log:\n{self.log()[-4000:]}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    # -- HTTP --------------------------------------------------------------------------
+    def get(self, path: str, timeout: float = 30):
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def post(self, path: str, payload: dict, timeout: float = 30):
+        req = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"POST {path} failed ({e.code}): {e.read().decode(errors='replace')}") from e
+
+    def run_prompt(self, prompt: dict, timeout: float = 600.0) -> dict:
+        """Queue an API-format graph and wait for its history entry."""
+        client_id = uuid.uuid4().hex
+        prompt_id = self.post("/prompt", {"prompt": prompt, "client_id": client_id})["prompt_id"]
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            hist = self.get(f"/history/{prompt_id}")
+            if prompt_id in hist:
+                entry = hist[prompt_id]
+                status = entry.get("status", {})
+                if status.get("completed") or status.get("status_str") in ("success", "error"):
+                    return entry
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited while running the prompt; log:\n{self.log()[-4000:]}")
+            time.sleep(0.25)
+        raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:.0f}s")

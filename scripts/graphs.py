@@ -1,0 +1,33 @@
+"""API-format ComfyUI graphs used by the demo and the server tests."""
+from __future__ import annotations
+
+TEST_NODES_NAME = "freeswim_test_nodes"
+
+
+def window_patch_graph(*, unet_name: str, width: int, height: int, length: int, steps: int,
+                       native_width: int, native_height: int, seed: int = 0, cfg: float = 5.0,
+                       prefix: str = "freeswim/window") -> dict:
+    """Wan loader -> FreeSwim Window Attention Patch -> KSampler -> SaveLatent.
+
+    Conditioning comes from the test-only stand-in node (no text encoder weights here).
+    """
+    def cond(text, seed):
+        return {"class_type": "FreeSwimTestTextConditioning",
+                "inputs": {"text": text, "seed": seed, "tokens": 512, "dim": 4096}}
+
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": unet_name, "weight_dtype": "default"}},
+        "2": {"class_type": "FreeSwimWindowAttentionPatch",
+              "inputs": {"model": ["1", 0], "native_size": "custom", "custom_width": native_width,
+                         "custom_height": native_height, "inward": True, "attention_scale": "reference",
+                         "backend": "auto"}},
+        "3": cond("a lighthouse on a cliff at dawn, waves, drone shot", 1),
+        "4": cond("blurry, low quality, repeated objects", 2),
+        "5": {"class_type": "EmptyHunyuanLatentVideo",
+              "inputs": {"width": width, "height": height, "length": length, "batch_size": 1}},
+        "6": {"class_type": "KSampler",
+              "inputs": {"model": ["2", 0], "seed": seed, "steps": steps, "cfg": cfg,
+                         "sampler_name": "euler", "scheduler": "simple", "positive": ["3", 0],
+                         "negative": ["4", 0], "latent_image": ["5", 0], "denoise": 1.0}},
+        "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": prefix}},
+    }

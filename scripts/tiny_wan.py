@@ -1,0 +1,73 @@
+"""Small random-weight Wan checkpoints for the demo and the tests.
+
+The state dict is produced by instantiating ComfyUI's own ``WanModel`` (so every
+key and shape is the one real Wan files have) and filling it from a seeded
+generator: matrices N(0, 1/fan_in), biases N(0, 0.02^2), modulations
+N(0, 0.1^2), norm weights 1. ComfyUI detects the result as a Wan model from its
+keys, exactly as it does a downloaded file.
+
+Usage: python -m scripts.tiny_wan --comfyui .host/ComfyUI OUT.safetensors
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+
+def tiny_wan_state_dict(dim=256, layers=2, ffn_dim=512, in_dim=16, out_dim=16, text_dim=4096,
+                        i2v=False, ref_conv_dim=None, vace_layers=None, seed=0) -> dict[str, torch.Tensor]:
+    """Needs ComfyUI importable (``comfy`` on sys.path); uses it in CPU mode."""
+    if "comfy.model_management" not in sys.modules:
+        import comfy.cli_args
+        comfy.cli_args.args.cpu = True
+    import comfy.ops
+    from comfy.ldm.wan.model import VaceWanModel, WanModel
+    common = dict(dim=dim, ffn_dim=ffn_dim, num_layers=layers, num_heads=dim // 128, in_dim=in_dim,
+                  out_dim=out_dim, text_dim=text_dim, operations=comfy.ops.disable_weight_init,
+                  device="cpu", dtype=torch.float32)
+    if vace_layers:
+        model = VaceWanModel(vace_layers=vace_layers, vace_in_dim=96, **common)
+    else:
+        model = WanModel(model_type="i2v" if i2v else "t2v", in_dim_ref_conv=ref_conv_dim, **common)
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, p in sorted(model.state_dict().items()):
+        if "norm" in name and name.endswith("weight") and p.dim() == 1:
+            t = torch.ones_like(p)
+        elif "modulation" in name or "emb_pos" in name:
+            t = torch.randn(p.shape, generator=gen) * 0.1
+        elif p.dim() >= 2:
+            t = torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5
+        else:
+            t = torch.randn(p.shape, generator=gen) * 0.02
+        sd[name] = t.to(torch.float32).contiguous()
+    return sd
+
+
+def save_tiny_wan(path: Path, comfyui: Path, **kwargs) -> Path:
+    """Write a tiny Wan checkpoint to ``path`` (skipped when it already exists)."""
+    path = Path(path)
+    if path.exists():
+        return path
+    if str(comfyui) not in sys.path:
+        sys.path.insert(0, str(comfyui))
+    from safetensors.torch import save_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(tiny_wan_state_dict(**kwargs), str(tmp))
+    tmp.replace(path)
+    return path
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--comfyui", type=Path, default=Path(".host/ComfyUI"))
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    save_tiny_wan(a.out, a.comfyui.resolve(), dim=a.dim, layers=a.layers, seed=a.seed)

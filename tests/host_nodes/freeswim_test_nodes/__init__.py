@@ -1,0 +1,44 @@
+"""Test-only ComfyUI nodes: stand-ins for what cannot be run here at real size.
+
+No text encoder weights (UMT5-XXL, 5.7B parameters) can be downloaded or
+sensibly randomised on a CPU machine, so graphs under test take their
+conditioning from this node instead: a deterministic random tensor of the shape
+a Wan text encoder produces. Everything else in those graphs is real.
+Never shipped with the pack: the host loads this folder only when a test or the
+demo links it into a throwaway ``custom_nodes`` directory.
+"""
+import zlib
+
+import torch
+from comfy_api.latest import ComfyExtension, io
+
+
+class FreeSwimTestTextConditioning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FreeSwimTestTextConditioning",
+            display_name="Test Text Conditioning (random, stands in for a text encoder)",
+            category="FreeSwim/testing",
+            inputs=[
+                io.String.Input("text", default=""),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
+                io.Int.Input("tokens", default=512, min=1, max=4096),
+                io.Int.Input("dim", default=4096, min=1, max=8192),
+            ],
+            outputs=[io.Conditioning.Output()],
+        )
+
+    @classmethod
+    def execute(cls, text, seed, tokens, dim) -> io.NodeOutput:
+        g = torch.Generator().manual_seed((zlib.crc32(text.encode()) ^ seed) & 0x7FFFFFFF)
+        return io.NodeOutput([[torch.randn(1, tokens, dim, generator=g), {}]])
+
+
+class TestNodes(ComfyExtension):
+    async def get_node_list(self):
+        return [FreeSwimTestTextConditioning]
+
+
+async def comfy_entrypoint():
+    return TestNodes()

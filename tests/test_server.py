@@ -1,0 +1,58 @@
+"""The pack in a real ComfyUI server process, driven over its HTTP API."""
+from pathlib import Path
+
+import pytest
+
+from comfy_env import COMFY_DIR, REPO
+from scripts.comfy_server import ComfyServer, prepare_base
+from scripts.graphs import TEST_NODES_NAME, window_patch_graph
+from scripts.tiny_wan import save_tiny_wan
+
+TEST_NODES = Path(__file__).parent / "host_nodes" / TEST_NODES_NAME
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = prepare_base(tmp_path_factory.mktemp("comfy_base"), {TEST_NODES_NAME: TEST_NODES})
+    save_tiny_wan(base / "models" / "diffusion_models" / "tiny_wan.safetensors", COMFY_DIR, seed=3)
+    python = str(REPO / ".venv" / "bin" / "python")
+    with ComfyServer(COMFY_DIR, base, python, base / "server.log") as srv:
+        yield srv
+
+
+def test_object_info_lists_the_node_and_its_inputs(server):
+    info = server.get("/object_info/FreeSwimWindowAttentionPatch")["FreeSwimWindowAttentionPatch"]
+    assert info["display_name"] == "FreeSwim Window Attention Patch"
+    assert info["category"] == "FreeSwim"
+    required = info["input"]["required"]
+    assert list(required) == ["model", "native_size", "custom_width", "custom_height", "inward",
+                              "attention_scale", "backend"]
+    native_options = required["native_size"][1]["options"] if isinstance(required["native_size"][1], dict) \
+        and "options" in required["native_size"][1] else required["native_size"][0]
+    assert "auto" in native_options and "custom" in native_options
+    assert info["output"] == ["MODEL"]
+
+
+def test_prompt_with_the_patch_runs_to_completion(server):
+    graph = window_patch_graph(unet_name="tiny_wan.safetensors", width=384, height=256, length=5,
+                               steps=2, native_width=128, native_height=96, prefix="freeswim/test")
+    entry = server.run_prompt(graph, timeout=300)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    saved = list((server.base / "output" / "freeswim").glob("test_*.latent"))
+    assert saved, "SaveLatent wrote nothing"
+    # the server log carries the plan the patch computed for this grid: 2 x 16 x 24 tokens, 7 x 9 window
+    assert "FreeSwim window attention: grid 2x16x24 tokens, window 7x9" in server.log()
+
+
+def test_bad_choice_fails_with_a_message_naming_the_node(server):
+    graph = window_patch_graph(unet_name="tiny_wan.safetensors", width=384, height=256, length=5,
+                               steps=1, native_width=128, native_height=96)
+    graph["2"]["inputs"]["native_size"] = "999x999"
+    try:
+        entry = server.run_prompt(graph, timeout=120)
+    except RuntimeError as refused:            # refused by ComfyUI's own input validation
+        assert "native_size" in str(refused)
+        return
+    assert entry["status"]["status_str"] == "error"
+    messages = str(entry["status"]["messages"])
+    assert "FreeSwim Window Attention Patch: native_size '999x999' is not one of auto" in messages
