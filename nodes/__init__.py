@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .dual_path import FreeSwimCrossAttnCache, FreeSwimDualPathOverride
 from .window_patch import FreeSwimWindowAttentionPatch
 
-NODES = [FreeSwimWindowAttentionPatch]
+NODES = [FreeSwimWindowAttentionPatch, FreeSwimDualPathOverride, FreeSwimCrossAttnCache]
 
 
 class FreeSwimExtension(ComfyExtension):

@@ -27,16 +27,24 @@ from typing import Callable, Optional
 
 import comfy.model_patcher
 import comfy.patcher_extension
+import torch
+from comfy.ldm.wan.model import WanI2VCrossAttention
 from comfy.patcher_extension import WrappersMP
 
 from ..freeswim_core import (TokenGrid, Window, attention_cost, attention_scale,
                              token_grid_from_latent, window_attention)
+from ..freeswim_core.dualpath import (DualLayout, FeatureStore, cache_bytes, choose_storage,
+                                      element_bytes, is_guide_step, row_keys, row_kinds, step_index,
+                                      twin_rows)
 from ..freeswim_core.log import log_once, logger
 from .wan import WanInfo, native_tokens_per_frame, native_window_for, resolve_native_px
 
 OPTIONS_KEY = "freeswim"
 FORWARD_KEY = "freeswim_forward"
 RUN_KEY = "freeswim_run"
+# Diagnostic: when set in transformer_options, a dual-path call also returns the
+# full-branch twin rows (after the caller's rows). Used by the parity checks.
+KEEP_TWINS_KEY = "freeswim_keep_twins"
 WRAPPER_KEY = "freeswim"
 OVERRIDE_SLOT = "optimized_attention_override"
 
@@ -58,11 +66,32 @@ class WindowSettings:
 
 
 @dataclass(frozen=True)
+class DualPathSettings:
+    """What the user chose on Dual-Path Override."""
+
+    passes: str = "cond"                 # "cond" or "cond_and_uncond"
+    override_image_cross: bool = False   # also replace I2V image cross-attention
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """What the user chose on Cross-Attn Cache."""
+
+    interval: int = 2
+    storage: str = "auto"
+    precision: str = "model"
+
+
+@dataclass(frozen=True)
 class FreeSwimOptions:
     """Everything the FreeSwim patches put on a model, in one place, so that the
     nodes can be applied in any order and any number of times."""
 
     window: Optional[WindowSettings] = None
+    dual: Optional[DualPathSettings] = None
+    cache: Optional[CacheSettings] = None
     inner_override: Optional[Callable] = None
 
 
@@ -82,6 +111,12 @@ class RunState:
     """Per sampling run; created by the OUTER_SAMPLE wrapper, dropped when it ends."""
 
     said: set = field(default_factory=set)
+    sigma_start: float = float("inf")    # dual path active for sigma_end <= sigma <= sigma_start
+    sigma_end: float = 0.0
+    store: Optional[FeatureStore] = None
+    cache_off: bool = False              # the cache did not fit: full branch every step
+    guide_calls: int = 0
+    reuse_calls: int = 0
 
     def say(self, key: str, level: int, msg: str, *args) -> None:
         if key in self.said:
@@ -119,11 +154,24 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     guider = executor.class_obj
     orig = guider.model_options
     guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
-    guider.model_options.setdefault("transformer_options", {})[RUN_KEY] = RunState()
+    to = guider.model_options.setdefault("transformer_options", {})
+    run = RunState()
+    opts: Optional[FreeSwimOptions] = to.get(OPTIONS_KEY)
+    if opts is not None and opts.dual is not None:
+        sampling = guider.model_patcher.get_model_object("model_sampling")
+        run.sigma_start = float(sampling.percent_to_sigma(opts.dual.start_percent))
+        run.sigma_end = float(sampling.percent_to_sigma(opts.dual.end_percent))
+    to[RUN_KEY] = run
     try:
         return executor(*args, **kwargs)
     finally:
         guider.model_options = orig
+        if run.store is not None:
+            logger.info("FreeSwim Cross-Attn Cache: %d guide and %d reuse calls, %d feature reads, "
+                        "%.1f MB on %s (%s).", run.guide_calls, run.reuse_calls, run.store.hits,
+                        run.store.nbytes() / 2**20, run.store.storage, run.store.precision)
+            run.store.clear()
+        run.store = None
 
 
 # --- per model call ---------------------------------------------------------------------
@@ -196,62 +244,255 @@ def plan_window(settings: WindowSettings, grid: TokenGrid, head_dim: int,
     return plan
 
 
+@dataclass
+class ForwardState:
+    """What one model call does, and where it is inside the model.
+
+    Blocks are identified by counting video self-attention calls (every Wan block,
+    VACE blocks included, makes exactly one, before its cross-attention), so no
+    ``block_index`` from the host is needed.
+    """
+
+    window: Optional[WindowPlan]
+    layout: Optional[DualLayout] = None
+    mode: str = "off"                     # off | dual | guide | reuse
+    keys: tuple = ()
+    reuse_rows: tuple[int, ...] = ()
+    store: Optional[FeatureStore] = None
+    cross_per_block: int = 1              # 2 for I2V blocks (image call, then text call)
+    override_image: bool = False
+    text_len: Optional[int] = None
+    block: int = -1
+    cross_in_block: int = 0
+    signature: tuple = ()
+
+    @property
+    def grid(self) -> Optional[TokenGrid]:
+        return self.window.grid if self.window is not None else None
+
+
+def _dual_unavailable(opts: FreeSwimOptions, window: Optional[WindowPlan], run) -> bool:
+    if opts.window is None:
+        _say(run, "dual:no-window", logging.WARNING,
+             "FreeSwim Dual-Path Override: this model has no FreeSwim Window Attention Patch, so the "
+             "full-attention branch has nothing to correct and the override is off. Add FreeSwim "
+             "Window Attention Patch to the model (before or after this node).")
+        return True
+    return window is None     # window is a no-op for this grid (already logged)
+
+
+def plan_dual(opts: FreeSwimOptions, window: Optional[WindowPlan], to: dict, rows: int, dm, x,
+              run: Optional[RunState]) -> ForwardState:
+    state = ForwardState(window=window)
+    if opts.dual is None:
+        if opts.cache is not None:
+            _say(run, "cache:no-dual", logging.WARNING,
+                 "FreeSwim Cross-Attn Cache: this model has no FreeSwim Dual-Path Override, so there "
+                 "are no full-branch features to cache and the cache is off. Add FreeSwim Dual-Path "
+                 "Override to the model (before or after this node).")
+        return state
+    if _dual_unavailable(opts, window, run):
+        return state
+    sigmas = to.get("sigmas")
+    sigma = float(sigmas.flatten()[0]) if sigmas is not None else None
+    if run is not None and sigma is not None and not (run.sigma_end <= sigma <= run.sigma_start):
+        return state
+    kinds = row_kinds(to.get("cond_or_uncond") or [0], rows)
+    keys = row_keys(to.get("uuids") or [None] * len(to.get("cond_or_uncond") or [0]), rows)
+    eligible = twin_rows(kinds, opts.dual.passes)
+    if not eligible:
+        return state
+    state.keys = tuple(keys)
+    state.cross_per_block = 2 if isinstance(dm.blocks[0].cross_attn, WanI2VCrossAttention) else 1
+    state.override_image = opts.dual.override_image_cross
+    state.signature = (window.grid.as_tuple(), tuple(x.shape[1:2]), str(x.dtype))
+    if opts.cache is None or run is None or run.cache_off:
+        state.mode, state.layout = "dual", DualLayout(rows, eligible)
+        return state
+    store = run.store
+    if store is None:
+        store = _open_store(opts.cache, window.grid, dm, x, len(eligible), run)
+        if store is None:
+            state.mode, state.layout = "dual", DualLayout(rows, eligible)
+            return state
+    state.store = store
+    step = step_index(sigma, to.get("sample_sigmas")) if sigma is not None else None
+    fresh = [r for r in eligible if store.valid_for(keys[r], state.signature)]
+    same_sigma = all(store.computed_at(keys[r]) == sigma for r in fresh) and len(fresh) == len(eligible)
+    if len(fresh) < len(eligible) or (is_guide_step(step, opts.cache.interval) and not same_sigma):
+        state.mode, state.layout = "guide", DualLayout(rows, eligible)
+        run.guide_calls += 1
+        for r in eligible:
+            store.mark(keys[r], sigma, state.signature)
+    else:
+        state.mode, state.reuse_rows = "reuse", tuple(eligible)
+        run.reuse_calls += 1
+    return state
+
+
+def _open_store(cache: CacheSettings, grid: TokenGrid, dm, x, rows: int, run: RunState):
+    import psutil
+    import comfy.model_management as mm
+    blocks = len(dm.blocks) + len(getattr(dm, "vace_blocks", None) or [])
+    elem = element_bytes(cache.precision, x.dtype)
+    needed = cache_bytes(blocks, grid.tokens, dm.dim, rows, elem)
+    device = x.device
+    free_accel = mm.get_free_memory(device) if device.type != "cpu" else None
+    free_host = psutil.virtual_memory().available
+    where = choose_storage(cache.storage, needed, free_accel, free_host)
+    if where is None:
+        run.cache_off = True
+        _say(run, "cache:nofit", logging.WARNING,
+             "FreeSwim Cross-Attn Cache: %.2f GB of features (%d blocks x %d tokens x %d x %d rows) "
+             "do not fit in %s memory; running without the cache (full branch on every step). "
+             "Try storage cpu or precision fp8.", needed / 2**30, blocks, grid.tokens, dm.dim, rows,
+             cache.storage)
+        return None
+    run.store = FeatureStore(where, cache.precision, device)
+    _say(run, "cache:open", logging.INFO,
+         "FreeSwim Cross-Attn Cache: %.2f GB of features on %s (%s, storage %s), guide every %d steps.",
+         needed / 2**30, where, cache.precision, cache.storage, cache.interval)
+    return run.store
+
+
+def _expand_batch(args, kwargs, layout: DualLayout):
+    """Append twin rows to every batch-sized tensor argument of the model call."""
+    def grow(v):
+        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == layout.rows:
+            return layout.expand(v)
+        return v
+    args = tuple(grow(a) if i != _ARG_TRANSFORMER_OPTIONS else a for i, a in enumerate(args))
+    kwargs = {k: (v if k == "transformer_options" else grow(v)) for k, v in kwargs.items()}
+    return args, kwargs
+
+
 def diffusion_model_wrapper(executor, *args, **kwargs):
     to = _arg(args, kwargs, _ARG_TRANSFORMER_OPTIONS, "transformer_options", None)
     opts: Optional[FreeSwimOptions] = to.get(OPTIONS_KEY) if isinstance(to, dict) else None
-    if opts is None or opts.window is None:
+    if opts is None or (opts.window is None and opts.dual is None and opts.cache is None):
         return executor(*args, **kwargs)
+    run = to.get(RUN_KEY)
     dm = executor.class_obj
     x = _arg(args, kwargs, _ARG_X, "x")
     grid = model_token_grid(dm, x, _arg(args, kwargs, _ARG_TIME_DIM_CONCAT, "time_dim_concat"),
                             "reference_latent" in kwargs)
-    lengths = cross_attention_lengths(_arg(args, kwargs, _ARG_CONTEXT, "context"),
-                                      _arg(args, kwargs, _ARG_CLIP_FEA, "clip_fea"))
-    plan = plan_window(opts.window, grid, dm.dim // dm.num_heads, lengths, to.get(RUN_KEY))
-    args, kwargs = _with_transformer_options(args, kwargs, {**to, FORWARD_KEY: plan})
-    return executor(*args, **kwargs)
+    context = _arg(args, kwargs, _ARG_CONTEXT, "context")
+    lengths = cross_attention_lengths(context, _arg(args, kwargs, _ARG_CLIP_FEA, "clip_fea"))
+    window = (plan_window(opts.window, grid, dm.dim // dm.num_heads, lengths, run)
+              if opts.window is not None else None)
+    state = plan_dual(opts, window, to, x.shape[0], dm, x, run)
+    state.text_len = int(context.shape[1]) if isinstance(context, torch.Tensor) else None
+    args, kwargs = _with_transformer_options(args, kwargs, {**to, FORWARD_KEY: state})
+    layout = state.layout
+    if layout is None or not layout.twin_sources:
+        return executor(*args, **kwargs)
+    args, kwargs = _expand_batch(args, kwargs, layout)
+    out = executor(*args, **kwargs)
+    return out if to.get(KEEP_TWINS_KEY) else out[:layout.rows]
 
 
 # --- the attention override ------------------------------------------------------------
 
-def _window_self_attention(plan: WindowPlan, args, kwargs):
-    """Window attention for a video self-attention call, or None if the call is not one."""
+def _split_heads(t, heads):
+    B, L, C = t.shape
+    return t.view(B, L, heads, C // heads).transpose(1, 2)
+
+
+def _self_attention(state: ForwardState, call, q, k, v, heads, kwargs):
+    plan = state.window
+    layout = state.layout
+    rows = layout.rows if layout is not None else q.shape[0]
+    L = plan.grid.tokens if plan is not None else q.shape[1]
+    parts = []
+    if plan is not None:
+        qh, kh, vh = (_split_heads(t[:rows], heads) for t in (q, k, v))
+        out = window_attention(qh, kh, vh, plan.grid, plan.window, inward=plan.inward,
+                               scale=plan.scale, backend=plan.backend)
+        B, NH, _, D = out.shape
+        parts.append(out.transpose(1, 2).reshape(B, L, NH * D))
+    else:
+        parts.append(call(q[:rows], k[:rows], v[:rows], **{**kwargs, "heads": heads}))
+    if layout is not None and q.shape[0] > rows:
+        # Full-attention twins, through the host's own attention (and any earlier override),
+        # with the FreeSwim scale folded into q: func applies 1/sqrt(D) itself.
+        head_dim = q.shape[-1] // heads
+        factor = plan.scale * head_dim ** 0.5 if plan is not None else 1.0
+        parts.append(call(q[rows:] * factor, k[rows:], v[rows:], **{**kwargs, "heads": heads}))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+
+
+def _cross_attention(state: ForwardState, call, q, k, v, heads, kwargs, cache_block):
+    total = q.shape[0]
+    out = None
+    if state.mode == "reuse":
+        cached = {}
+        for r in state.reuse_rows:
+            f = state.store.get(state.keys[r], cache_block)
+            if f is None:
+                break
+            cached[r] = f
+        else:
+            others = [r for r in range(total) if r not in cached]
+            out = torch.empty(q.shape[:2] + (v.shape[-1],), dtype=q.dtype, device=q.device)
+            if others:
+                idx = torch.tensor(others, device=q.device)
+                out[idx] = call(q[idx], k[idx], v[idx], **{**kwargs, "heads": heads})
+            for r, f in cached.items():
+                out[r] = f
+            return out
+        return None    # a block without features (should not happen): compute it normally
+    twin_of = state.layout.twin_of()
+    need = [r for r in range(total) if r not in twin_of]
+    idx = torch.tensor(need, device=q.device)
+    res = call(q[idx], k[idx], v[idx], **{**kwargs, "heads": heads})
+    out = torch.empty((total,) + tuple(res.shape[1:]), dtype=res.dtype, device=res.device)
+    out[idx] = res
+    for src, twin in twin_of.items():
+        out[src] = out[twin]
+        if state.mode == "guide":
+            state.store.put(state.keys[src], cache_block, out[twin])
+    return out
+
+
+def _handle(state: ForwardState, call, args, kwargs):
+    """FreeSwim's result for one attention call, or None to leave the call alone."""
     if len(args) < 3:
         return None
     q, k, v = args[:3]
     heads = kwargs.get("heads", args[3] if len(args) > 3 else None)
     mask = kwargs.get("mask", args[4] if len(args) > 4 else None)
-    if heads is None or mask is not None or not (q.shape == k.shape == v.shape):
+    if (heads is None or mask is not None or q.dim() != 3 or k.dim() != 3
+            or kwargs.get("skip_reshape") or kwargs.get("skip_output_reshape")):
         return None
-    skip_reshape = kwargs.get("skip_reshape", False)
-    L = plan.grid.tokens
-    if skip_reshape:
-        if q.dim() != 4 or q.shape[1] != heads or q.shape[2] != L:
-            return None
-        qh, kh, vh = q, k, v
-    else:
-        if q.dim() != 3 or q.shape[1] != L or q.shape[2] % heads:
-            return None
-        B, _, C = q.shape
-        qh, kh, vh = (t.view(B, L, heads, C // heads).transpose(1, 2) for t in (q, k, v))
-    out = window_attention(qh, kh, vh, plan.grid, plan.window, inward=plan.inward,
-                           scale=plan.scale, backend=plan.backend)
-    if kwargs.get("skip_output_reshape", False):
-        return out
-    B, NH, _, D = out.shape
-    return out.transpose(1, 2).reshape(B, L, NH * D)
+    rest = {key: val for key, val in kwargs.items() if key not in ("heads",)}
+    grid = state.grid
+    is_self = grid is not None and q.shape == k.shape == v.shape and q.shape[1] == grid.tokens
+    if is_self:
+        state.block += 1
+        state.cross_in_block = 0
+        return _self_attention(state, call, q, k, v, heads, rest)
+    if state.block < 0 or state.mode == "off" or k.shape[0] != q.shape[0]:
+        return None
+    state.cross_in_block += 1
+    text_call = state.cross_in_block == state.cross_per_block
+    if not text_call and not state.override_image:
+        return None
+    cache_block = (state.block, "text" if text_call else "image")
+    return _cross_attention(state, call, q, k, v, heads, rest, cache_block)
 
 
 def freeswim_attention_override(func, *args, **kwargs):
     """ComfyUI ``optimized_attention_override`` for FreeSwim-patched models."""
     to = kwargs.get("transformer_options") or {}
     opts: Optional[FreeSwimOptions] = to.get(OPTIONS_KEY)
-    plan: Optional[WindowPlan] = to.get(FORWARD_KEY)
-    if plan is not None:
-        out = _window_self_attention(plan, args, kwargs)
+    inner = opts.inner_override if opts is not None else None
+
+    def call(*a, **kw):
+        return inner(func, *a, **kw) if inner is not None else func(*a, **kw)
+
+    state: Optional[ForwardState] = to.get(FORWARD_KEY)
+    if state is not None:
+        out = _handle(state, call, args, kwargs)
         if out is not None:
             return out
-    inner = opts.inner_override if opts is not None else None
-    if inner is not None:
-        return inner(func, *args, **kwargs)
-    return func(*args, **kwargs)
+    return call(*args, **kwargs)

@@ -77,3 +77,24 @@ def ksample(model, latent, *, seed=0, steps=3, cfg=5.0, sampler="euler", schedul
     (out,) = nodes.common_ksampler(model, seed, steps, cfg, sampler, scheduler, positive, negative,
                                    {"samples": latent}, denoise=denoise)
     return out["samples"]
+
+
+def pack_module(suffix: str):
+    """A module of this pack as ComfyUI loaded it (its package name is the pack's folder path)."""
+    comfy_ready()
+    for name, mod in list(sys.modules.items()):
+        if name.endswith("." + suffix) and "comfyui-freeswim" in name:
+            return mod
+    raise LookupError(f"pack module {suffix!r} is not loaded")
+
+
+def sampling_options(patched, *, cond_or_uncond, uuids, sigma, sample_sigmas, run=None, **extra):
+    """transformer_options as ComfyUI's calc_cond_batch hands them to the model for one call,
+    with a sampling run's FreeSwim state (normally created by the OUTER_SAMPLE wrapper)."""
+    runtime = pack_module("nodes.runtime")
+    to = {**patched.model_options["transformer_options"], "wrappers": patched.wrappers,
+          "cond_or_uncond": list(cond_or_uncond), "uuids": list(uuids),
+          "sigmas": torch.tensor([sigma]), "sample_sigmas": torch.tensor(sample_sigmas)}
+    to[runtime.RUN_KEY] = run if run is not None else runtime.RunState()
+    to.update(extra)
+    return to

@@ -1,0 +1,111 @@
+"""Dual-Path Override and Cross-Attn Cache nodes."""
+from __future__ import annotations
+
+from comfy.ldm.wan.model import CameraWanModel, VaceWanModel, WanModel
+from comfy_api.latest import io
+
+from ..freeswim_core.dualpath import PASSES, PRECISIONS, STORAGE_MODES
+from . import runtime
+from .wan import diffusion_model_of, wan_info
+
+DUAL_NAME = "FreeSwim Dual-Path Override"
+CACHE_NAME = "FreeSwim Cross-Attn Cache"
+
+# Wan variants whose blocks make exactly one self-attention call followed by their
+# cross-attention call(s); S2V, HuMo and Animate add audio/face attention in between.
+DUAL_PATH_MODELS = (WanModel, VaceWanModel, CameraWanModel)
+
+
+def _check_dual_model(model, node_name: str):
+    wan_info(model, node_name)
+    dm = diffusion_model_of(model)
+    if type(dm) not in DUAL_PATH_MODELS:
+        raise ValueError(f"{node_name}: {type(dm).__name__} adds attention layers between a block's "
+                         "self- and cross-attention, which the dual path does not support yet. Use "
+                         "FreeSwim Window Attention Patch alone with this model.")
+
+
+def _one_of(node_name: str, name: str, value, options):
+    if value not in options:
+        raise ValueError(f"{node_name}: {name} {value!r} is not one of {', '.join(map(str, options))}.")
+
+
+class FreeSwimDualPathOverride(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FreeSwimDualPathOverride",
+            display_name="Dual-Path Override",
+            category="FreeSwim",
+            description=(
+                "FreeSwim's dual path: the conditional pass also runs a full-attention branch from the "
+                "same latent, and in every block its text cross-attention output replaces the window "
+                "branch's, restoring global coherence that window attention alone loses. Needs "
+                "FreeSwim Window Attention Patch on the same model (either order)."),
+            inputs=[
+                io.Model.Input("model"),
+                io.Combo.Input("passes", options=list(PASSES), default="cond",
+                               tooltip="cond: only the conditional pass gets the full branch (the "
+                                       "reference's cache variant). cond_and_uncond: both passes (the "
+                                       "reference's no-cache variant)."),
+                io.Boolean.Input("override_image_cross", default=False,
+                                 tooltip="I2V/FLF models: also replace the CLIP image cross-attention "
+                                         "(the reference replaces only the text cross-attention)."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Part of the schedule where the dual path runs: start."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Part of the schedule where the dual path runs: end."),
+            ],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, passes, override_image_cross, start_percent, end_percent) -> io.NodeOutput:
+        _check_dual_model(model, DUAL_NAME)
+        _one_of(DUAL_NAME, "passes", passes, PASSES)
+        if not 0.0 <= start_percent < end_percent <= 1.0:
+            raise ValueError(f"{DUAL_NAME}: start_percent ({start_percent}) must be below end_percent "
+                             f"({end_percent}), both between 0 and 1.")
+        m = model.clone()
+        runtime.install(m, dual=runtime.DualPathSettings(
+            passes=passes, override_image_cross=bool(override_image_cross),
+            start_percent=float(start_percent), end_percent=float(end_percent)))
+        return io.NodeOutput(m)
+
+
+class FreeSwimCrossAttnCache(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FreeSwimCrossAttnCache",
+            display_name="Cross-Attn Cache",
+            category="FreeSwim",
+            description=(
+                "Runs the dual path's full-attention branch only on guide steps and reuses its "
+                "per-block cross-attention features on the others (FreeSwim's feature reuse, about "
+                "2x faster). Needs FreeSwim Dual-Path Override on the same model (either order)."),
+            inputs=[
+                io.Model.Input("model"),
+                io.Int.Input("guide_interval", default=2, min=1, max=100,
+                             tooltip="Run the full branch every N scheduled steps (reference: 2)."),
+                io.Combo.Input("storage", options=list(STORAGE_MODES), default="auto",
+                               tooltip="auto: GPU if the features fit with room to spare, else pinned "
+                                       "CPU memory streamed back per block, else no cache (logged)."),
+                io.Combo.Input("precision", options=list(PRECISIONS), default="model",
+                               tooltip="Stored precision: the model's, bf16, or fp8 (e4m3 with a "
+                                       "per-token scale; a quarter of fp32)."),
+            ],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, guide_interval, storage, precision) -> io.NodeOutput:
+        _check_dual_model(model, CACHE_NAME)
+        _one_of(CACHE_NAME, "storage", storage, STORAGE_MODES)
+        _one_of(CACHE_NAME, "precision", precision, PRECISIONS)
+        if int(guide_interval) < 1:
+            raise ValueError(f"{CACHE_NAME}: guide_interval must be at least 1.")
+        m = model.clone()
+        runtime.install(m, cache=runtime.CacheSettings(interval=int(guide_interval), storage=storage,
+                                                        precision=precision))
+        return io.NodeOutput(m)

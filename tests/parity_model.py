@@ -1,0 +1,84 @@
+"""The tiny diffusers Wan of ../shared/parity, loaded into ComfyUI's own WanModel.
+
+The parity weights use diffusers' ``WanTransformer3DModel`` names; ComfyUI's Wan
+uses the original Wan names. The mapping below is written from the two module
+layouts (diffusers attn1/attn2/norm2/ffn.net/scale_shift_table/condition_embedder
+versus ComfyUI self_attn/cross_attn/norm3/ffn/modulation/time_* and text_*).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity"
+
+_BLOCK_RULES = [
+    (r"attn1\.to_q\.", "self_attn.q."), (r"attn1\.to_k\.", "self_attn.k."),
+    (r"attn1\.to_v\.", "self_attn.v."), (r"attn1\.to_out\.0\.", "self_attn.o."),
+    (r"attn1\.norm_q\.", "self_attn.norm_q."), (r"attn1\.norm_k\.", "self_attn.norm_k."),
+    (r"attn2\.to_q\.", "cross_attn.q."), (r"attn2\.to_k\.", "cross_attn.k."),
+    (r"attn2\.to_v\.", "cross_attn.v."), (r"attn2\.to_out\.0\.", "cross_attn.o."),
+    (r"attn2\.norm_q\.", "cross_attn.norm_q."), (r"attn2\.norm_k\.", "cross_attn.norm_k."),
+    (r"norm2\.", "norm3."),                      # the affine norm before cross-attention
+    (r"ffn\.net\.0\.proj\.", "ffn.0."), (r"ffn\.net\.2\.", "ffn.2."),
+    (r"scale_shift_table$", "modulation"),
+]
+_TOP_RULES = {
+    "condition_embedder.time_embedder.linear_1.": "time_embedding.0.",
+    "condition_embedder.time_embedder.linear_2.": "time_embedding.2.",
+    "condition_embedder.time_proj.": "time_projection.1.",
+    "condition_embedder.text_embedder.linear_1.": "text_embedding.0.",
+    "condition_embedder.text_embedder.linear_2.": "text_embedding.2.",
+    "proj_out.": "head.head.",
+    "patch_embedding.": "patch_embedding.",
+}
+
+
+def diffusers_to_comfy_key(key: str) -> str:
+    m = re.match(r"blocks\.(\d+)\.(.*)$", key)
+    if m:
+        rest = m.group(2)
+        for pattern, repl in _BLOCK_RULES:
+            new, n = re.subn("^" + pattern, repl, rest)
+            if n:
+                return f"blocks.{m.group(1)}.{new}"
+        raise KeyError(f"no ComfyUI name for diffusers key {key}")
+    if key == "scale_shift_table":
+        return "head.modulation"
+    for prefix, repl in _TOP_RULES.items():
+        if key.startswith(prefix):
+            return repl + key[len(prefix):]
+    raise KeyError(f"no ComfyUI name for diffusers key {key}")
+
+
+def parity_config() -> dict:
+    return json.loads((PARITY / "config.json").read_text())
+
+
+def load_parity_model():
+    """A ComfyUI ModelPatcher around ComfyUI's WanModel holding the parity weights.
+
+    ComfyUI's Wan detection assumes head_dim 128 and the released freq/text widths;
+    the tiny model's values come from its config instead.
+    """
+    import comfy.model_detection
+    import comfy.model_patcher
+    cfg = parity_config()
+    sd = {diffusers_to_comfy_key(k): v for k, v in load_file(str(PARITY / "model.safetensors")).items()}
+    model_config = comfy.model_detection.model_config_from_unet(sd, "")
+    model_config.unet_config.update(num_heads=cfg["num_attention_heads"], freq_dim=cfg["freq_dim"],
+                                    text_dim=cfg["text_dim"], eps=cfg["eps"])
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model(sd, "")
+    missing, unexpected = model.diffusion_model.load_state_dict(sd, strict=True), None
+    del missing, unexpected
+    device = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+
+
+def parity_tensors():
+    return load_file(str(PARITY / "inputs.safetensors")), load_file(str(PARITY / "outputs.safetensors"))
