@@ -88,3 +88,47 @@ def window_override(grid, window, scale, inward=True):
 def reference_scale(head_dim: int, native_tokens: int = 30 * 52) -> float:
     """sqrt(log_N(2N) / head_dim), the official self-attention scale (N = 1560 in the reference)."""
     return math.sqrt((math.log(2 * native_tokens) / math.log(native_tokens)) / head_dim)
+
+
+def dual_path_reference(model, grid, window, scale, inward=True):
+    """A test-owned dual path, written from the parity README's description (items 3, 5, 10):
+    every model call's rows are duplicated as [window rows, full rows] from the same latent;
+    self-attention is masked on the window half and full on the other, both with ``scale``;
+    the text cross-attention of each window row is the one computed from its full twin's
+    query; only the window half is returned. Applied to every row (the no-cache variant).
+
+    Returns a clone of ``model`` carrying this as a DIFFUSION_MODEL wrapper plus an
+    attention override (ComfyUI's own extension points), independent of the pack.
+    """
+    import comfy.patcher_extension
+    T, H, W = grid
+    L = T * H * W
+    mask = dense_window_mask(grid, window, inward)
+
+    def override(func, *args, **kwargs):
+        q, k, v = args[:3]
+        heads = kwargs["heads"]
+        B2, Lq, C = q.shape
+        half = B2 // 2
+        d = C // heads
+        split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, d).transpose(1, 2)  # noqa: E731
+        merge = lambda t: t.transpose(1, 2).reshape(t.shape[0], -1, C)  # noqa: E731
+        if Lq == L and k.shape[1] == L:
+            win = F.scaled_dot_product_attention(split(q[:half]), split(k[:half]), split(v[:half]),
+                                                 attn_mask=mask, scale=scale)
+            full = F.scaled_dot_product_attention(split(q[half:]), split(k[half:]), split(v[half:]),
+                                                  scale=scale)
+            return torch.cat([merge(win), merge(full)])
+        cross = F.scaled_dot_product_attention(split(q[half:]), split(k[half:]), split(v[half:]))
+        return torch.cat([merge(cross), merge(cross)])
+
+    def wrapper(executor, x, timestep, context, clip_fea=None, time_dim_concat=None,
+                transformer_options={}, **kwargs):
+        to = {**transformer_options, "optimized_attention_override": override}
+        out = executor(torch.cat([x, x]), torch.cat([timestep, timestep]), torch.cat([context, context]),
+                       clip_fea, time_dim_concat, to, **kwargs)
+        return out[: x.shape[0]]
+
+    m = model.clone()
+    m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test-reference", wrapper)
+    return m
