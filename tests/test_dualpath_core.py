@@ -1,0 +1,83 @@
+"""freeswim_core.dualpath: row layout, schedule, storage choice and the feature store."""
+import pytest
+import torch
+
+from freeswim_core.dualpath import (DualLayout, FeatureStore, cache_bytes, choose_storage, element_bytes,
+                                    is_guide_step, row_keys, row_kinds, step_index, twin_rows)
+
+GB = 10**9
+
+
+def test_cache_sizes_match_the_hand_computed_table():
+    # NOTES.md: cache = blocks x tokens x model dim x bytes (bf16)
+    assert cache_bytes(30, 21 * 68 * 120, 1536, 1, 2) / GB == pytest.approx(15.8, abs=0.05)     # 1.3B @ 1088p
+    assert cache_bytes(30, 21 * 135 * 240, 1536, 1, 2) / GB == pytest.approx(62.7, abs=0.05)    # 1.3B @ 4K
+    assert cache_bytes(40, 21 * 68 * 120, 5120, 1, 2) / GB == pytest.approx(70.2, abs=0.05)     # 14B @ 1088p
+    assert cache_bytes(40, 21 * 135 * 240, 5120, 1, 2) / GB == pytest.approx(278.7, abs=0.05)   # 14B @ 4K
+    assert element_bytes("model", torch.float32) == 4
+    assert element_bytes("bf16", torch.float32) == 2 and element_bytes("fp8", torch.bfloat16) == 1
+
+
+def test_rows_follow_comfyui_chunks_uncond_first():
+    assert row_kinds([1, 0], 4) == [1, 1, 0, 0]
+    assert row_kinds([0], 2) == [0, 0]
+    assert row_keys(["u", "c"], 4) == [("u", 0), ("u", 1), ("c", 0), ("c", 1)]
+    assert twin_rows([1, 1, 0, 0], "cond") == (2, 3)
+    assert twin_rows([1, 0], "cond_and_uncond") == (0, 1)
+    with pytest.raises(ValueError):
+        row_kinds([0, 1], 3)
+    with pytest.raises(ValueError):
+        twin_rows([0], "both")
+
+
+def test_layout_appends_twins_after_the_callers_rows():
+    layout = DualLayout(rows=3, twin_sources=(0, 2))
+    x = torch.arange(3.0)[:, None]
+    assert layout.expand(x).flatten().tolist() == [0.0, 1.0, 2.0, 0.0, 2.0]
+    assert layout.twin_of() == {0: 3, 2: 4} and layout.total_rows == 5
+
+
+def test_guide_steps_from_the_runs_schedule():
+    sched = [14.6, 9.0, 5.2, 2.1, 0.0]
+    assert [step_index(s, sched) for s in (14.6, 9.0, 2.1)] == [0, 1, 3]
+    assert step_index(7.3, sched) is None                    # a midpoint of a 2-stage sampler
+    assert step_index(1.0, None) is None
+    assert [is_guide_step(i, 2) for i in range(5)] == [True, False, True, False, True]
+    assert not is_guide_step(None, 2)
+
+
+@pytest.mark.parametrize("mode,needed,accel,host,expected", [
+    ("auto", 10, 100, 1000, "gpu"),
+    ("auto", 90, 100, 1000, "cpu"),          # over the 25% headroom on the GPU
+    ("auto", 900, 100, 1000, None),          # fits nowhere: run without the cache
+    ("auto", 10, None, 1000, "gpu"),         # model on the CPU: its own device
+    ("gpu", 90, 100, 1000, None),
+    ("cpu", 10, 100, 1000, "cpu"),
+    ("cpu", 900, 100, 1000, None),
+])
+def test_storage_choice(mode, needed, accel, host, expected):
+    assert choose_storage(mode, needed, accel, host) == expected
+
+
+def test_storage_mode_is_validated():
+    with pytest.raises(ValueError):
+        choose_storage("disk", 1, 1, 1)
+
+
+@pytest.mark.parametrize("precision,tol", [("model", 0.0), ("bf16", 1e-2), ("fp8", 7e-2)])
+@pytest.mark.parametrize("storage", ["gpu", "cpu"])
+def test_feature_store_round_trip(precision, tol, storage):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 64, generator=g) * 3
+    store = FeatureStore(storage, precision, torch.device("cpu"))
+    store.put(("u", 0), (0, "text"), x)
+    x_before = x.clone()
+    x.add_(1.0)                                          # the store must not alias the caller's tensor
+    back = store.get(("u", 0), (0, "text"))
+    assert back.dtype == torch.float32 and back.shape == (96, 64)
+    rel = ((back - x_before).abs() / x_before.abs().amax(dim=-1, keepdim=True)).max().item()
+    assert rel <= tol
+    assert store.get(("u", 0), (1, "text")) is None
+    assert store.nbytes() >= 96 * 64 * element_bytes(precision, torch.float32)
+    store.clear()
+    assert store.nbytes() == 0
