@@ -348,6 +348,8 @@ def _open_store(cache: CacheSettings, grid: TokenGrid, dm, x, rows: int, run: Ru
              "Try storage cpu or precision fp8.", needed / 2**30, blocks, grid.tokens, dm.dim, rows,
              cache.storage)
         return None
+    if device.type == "cpu":
+        where = "cpu"        # the model runs on the CPU: its device is host memory
     run.store = FeatureStore(where, cache.precision, device)
     _say(run, "cache:open", logging.INFO,
          "FreeSwim Cross-Attn Cache: %.2f GB of features on %s (%s, storage %s), guide every %d steps.",

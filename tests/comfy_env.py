@@ -30,7 +30,8 @@ def comfy_ready():
         raise RuntimeError(f"no ComfyUI host at {COMFY_DIR}; run `make setup`")
     sys.path.insert(0, str(COMFY_DIR))
     import comfy.cli_args
-    comfy.cli_args.args.cpu = True
+    # Tests run on the CPU; benchmarks on a CUDA machine set FREESWIM_COMFY_CPU=0.
+    comfy.cli_args.args.cpu = os.environ.get("FREESWIM_COMFY_CPU", "1") == "1"
     import nodes  # ComfyUI's
     if not PACK_LINK.exists():
         PACK_LINK.symlink_to(REPO)

@@ -1,0 +1,124 @@
+"""Average denoising-step time (cond + uncond, CFG) of a random-weight Wan in ComfyUI.
+
+Modes
+  full          unpatched model: direct full attention at the target size
+  window        FreeSwim Window Attention Patch
+  dual          + Dual-Path Override (conditional pass), no cache: full branch every step
+  cache2/cache5 + Cross-Attn Cache with guide interval 2 / 5
+
+Each mode samples ``--steps`` steps with ComfyUI's own KSampler (euler) and reports
+the average time per step, so cache modes are averaged over a schedule of guide
+and reuse steps. Peak GPU memory and the cache's storage choice are reported on CUDA.
+
+  python benchmarks/step.py                 # CPU: a small Wan at a small size
+  python benchmarks/step.py --preset 1.3b   # GPU: 1.3B architecture at 1088x1920x81
+  python benchmarks/step.py --preset 14b    # GPU: 14B architecture at 2160x3840x81
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+PRESETS = {
+    # name: model dims, latent [C, T, H, W], native px (w, h), steps
+    "cpu": dict(dim=256, layers=4, ffn=1024, latent=(16, 5, 48, 80), native=(256, 160), steps=6),
+    "1.3b": dict(dim=1536, layers=30, ffn=8960, latent=(16, 21, 136, 240), native=(832, 480), steps=10),
+    "14b": dict(dim=5120, layers=40, ffn=13824, latent=(16, 21, 270, 480), native=(1280, 720), steps=10),
+}
+MODES = ("full", "window", "dual", "cache2", "cache5")
+
+
+class CacheLog(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if "Cross-Attn Cache" in msg:
+            self.lines.append(msg)
+
+
+def build(comfy, preset, device_dtype):
+    from comfy.sd import load_diffusion_model_state_dict
+    from scripts.tiny_wan import tiny_wan_state_dict
+    sd = tiny_wan_state_dict(dim=preset["dim"], layers=preset["layers"], ffn_dim=preset["ffn"], seed=0)
+    if device_dtype is not None:
+        sd = {k: v.to(device_dtype) for k, v in sd.items()}
+    return load_diffusion_model_state_dict(sd)
+
+
+def patched(comfy, model, mode, native):
+    if mode == "full":
+        return model
+    (m,) = comfy.run_node("FreeSwimWindowAttentionPatch", model=model, native_size="custom",
+                          custom_width=native[0], custom_height=native[1], inward=True,
+                          attention_scale="reference", backend="auto")
+    if mode == "window":
+        return m
+    (m,) = comfy.run_node("FreeSwimDualPathOverride", model=m, passes="cond", override_image_cross=False,
+                          start_percent=0.0, end_percent=1.0)
+    if mode == "dual":
+        return m
+    (m,) = comfy.run_node("FreeSwimCrossAttnCache", model=m, guide_interval=int(mode[5:]), storage="auto",
+                          precision="model")
+    return m
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--steps", type=int, default=None)
+    a = ap.parse_args()
+    preset = PRESETS[a.preset]
+    steps = a.steps or preset["steps"]
+    import comfy_env as comfy
+    if torch.cuda.is_available():
+        os.environ.setdefault("FREESWIM_COMFY_CPU", "0")
+    comfy.comfy_ready()
+    handler = CacheLog()
+    logging.getLogger("freeswim").addHandler(handler)
+    logging.getLogger("freeswim").setLevel(logging.INFO)
+    model = build(comfy, preset, None)
+    latent = torch.zeros(1, *preset["latent"])
+    T, H, W = preset["latent"][1], preset["latent"][2] // 2, preset["latent"][3] // 2
+    dev = "cuda" if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    print(f"device: {torch.cuda.get_device_name() if torch.cuda.is_available() else dev}; torch {torch.__version__}; "
+          f"Wan dim {preset['dim']}, {preset['layers']} blocks; latent {list(latent.shape)} -> tokens "
+          f"{T}x{H}x{W} = {T * H * W:,}; native {preset['native'][0]}x{preset['native'][1]} px; "
+          f"{steps} euler steps, cfg 5")
+    print("| mode | s / step | vs full | peak GPU (GB) | cache |")
+    print("|---|---|---|---|---|")
+    base = None
+    for mode in a.modes.split(","):
+        m = patched(comfy, model, mode, preset["native"])
+        comfy.ksample(m, latent, seed=0, steps=1)          # warm-up: loads weights, compiles
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        handler.lines.clear()
+        t0 = time.perf_counter()
+        comfy.ksample(m, latent, seed=0, steps=steps)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        per_step = (time.perf_counter() - t0) / steps
+        base = base or (per_step if mode == "full" else None)
+        peak = f"{torch.cuda.max_memory_allocated() / 1e9:.1f}" if torch.cuda.is_available() else ""
+        cache = handler.lines[-1].split("Cache: ", 1)[-1] if handler.lines else ""
+        ratio = f"{per_step / base:.2f}x" if base else ""
+        print(f"| {mode} | {per_step:.3f} | {ratio} | {peak} | {cache} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
