@@ -1,9 +1,9 @@
-"""`make demo`: FreeSwim window attention through a real ComfyUI server.
+"""`make demo`: FreeSwim attention patches through a real ComfyUI server.
 
 Starts ComfyUI headless in an isolated base directory under .cache/, builds a
 small random-weight Wan checkpoint, queues a graph that samples a video latent
-at 3x the (demo) native size with FreeSwim Window Attention Patch, and writes
-the result and a short report into out/.
+at 3x the (demo) native size with FreeSwim Window Attention Patch, Dual-Path
+Override and Cross-Attn Cache, and writes the result and a short report into out/.
 
 With random weights the latent is noise-like; what the demo shows is the
 pipeline running in the host, the window geometry and the attention cost.
@@ -58,7 +58,7 @@ def main() -> int:
 
     graph = window_patch_graph(unet_name=UNET, width=TARGET[0], height=TARGET[1], length=FRAMES,
                                steps=STEPS, native_width=NATIVE[0], native_height=NATIVE[1], seed=7,
-                               prefix="freeswim/demo")
+                               prefix="freeswim/demo", dual_path=True, guide_interval=2)
     t0 = time.time()
     with ComfyServer(a.comfyui, base, a.python, out / "comfyui.log") as server:
         started = time.time() - t0
@@ -74,6 +74,8 @@ def main() -> int:
     shutil.copy2(latents[-1], result)
     marker = "FreeSwim window attention:"
     plan = [line[line.index(marker):] for line in log.splitlines() if marker in line]
+    cache_marker = "FreeSwim Cross-Attn Cache:"
+    cache = [line[line.index(cache_marker):] for line in log.splitlines() if cache_marker in line]
 
     report = {
         "comfyui": str(a.comfyui),
@@ -85,6 +87,7 @@ def main() -> int:
         "window_fraction_of_full": cost["fraction_of_full"],
         "server_start_s": round(started, 1), "prompt_s": round(ran, 1),
         "server_plan_line": plan[-1] if plan else None,
+        "server_cache_lines": cache,
         "output": str(result),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -92,6 +95,8 @@ def main() -> int:
           f"({100 * cost['fraction_of_full']:.1f}% of full self-attention FLOPs per layer: "
           f"{cost['window_flops'] / 1e9:.2f} vs {cost['full_flops'] / 1e9:.2f} GFLOP)")
     print(f"[demo] server log: {plan[-1] if plan else 'no FreeSwim plan line found'}")
+    for line in cache:
+        print(f"[demo] server log: {line}")
     print(f"[demo] server up in {started:.1f}s, prompt ran in {ran:.1f}s")
     print(f"[demo] wrote {result.relative_to(REPO) if result.is_relative_to(REPO) else result} and "
           f"{(out / 'report.json').relative_to(REPO) if out.is_relative_to(REPO) else out / 'report.json'}")

@@ -6,8 +6,10 @@ TEST_NODES_NAME = "freeswim_test_nodes"
 
 def window_patch_graph(*, unet_name: str, width: int, height: int, length: int, steps: int,
                        native_width: int, native_height: int, seed: int = 0, cfg: float = 5.0,
-                       prefix: str = "freeswim/window") -> dict:
-    """Wan loader -> FreeSwim Window Attention Patch -> KSampler -> SaveLatent.
+                       prefix: str = "freeswim/window", dual_path: bool = False,
+                       guide_interval: int = 0) -> dict:
+    """Wan loader -> FreeSwim Window Attention Patch [-> Dual-Path Override [-> Cross-Attn Cache]]
+    -> KSampler -> SaveLatent.
 
     Conditioning comes from the test-only stand-in node (no text encoder weights here).
     """
@@ -15,7 +17,7 @@ def window_patch_graph(*, unet_name: str, width: int, height: int, length: int, 
         return {"class_type": "FreeSwimTestTextConditioning",
                 "inputs": {"text": text, "seed": seed, "tokens": 512, "dim": 4096}}
 
-    return {
+    graph = {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": unet_name, "weight_dtype": "default"}},
         "2": {"class_type": "FreeSwimWindowAttentionPatch",
               "inputs": {"model": ["1", 0], "native_size": "custom", "custom_width": native_width,
@@ -31,3 +33,14 @@ def window_patch_graph(*, unet_name: str, width: int, height: int, length: int, 
                          "negative": ["4", 0], "latent_image": ["5", 0], "denoise": 1.0}},
         "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": prefix}},
     }
+    if dual_path:
+        graph["8"] = {"class_type": "FreeSwimDualPathOverride",
+                      "inputs": {"model": ["2", 0], "passes": "cond", "override_image_cross": False,
+                                 "start_percent": 0.0, "end_percent": 1.0}}
+        graph["6"]["inputs"]["model"] = ["8", 0]
+        if guide_interval:
+            graph["9"] = {"class_type": "FreeSwimCrossAttnCache",
+                          "inputs": {"model": ["8", 0], "guide_interval": guide_interval,
+                                     "storage": "auto", "precision": "model"}}
+            graph["6"]["inputs"]["model"] = ["9", 0]
+    return graph

@@ -45,13 +45,9 @@ def test_object_info_lists_the_dual_path_and_cache_nodes(server):
 
 def test_prompt_with_all_three_patches_runs(server):
     graph = window_patch_graph(unet_name="tiny_wan.safetensors", width=384, height=256, length=5,
-                               steps=3, native_width=128, native_height=96, prefix="freeswim/all3")
-    graph["8"] = {"class_type": "FreeSwimDualPathOverride",
-                  "inputs": {"model": ["2", 0], "passes": "cond", "override_image_cross": False,
-                             "start_percent": 0.0, "end_percent": 1.0}}
-    graph["9"] = {"class_type": "FreeSwimCrossAttnCache",
-                  "inputs": {"model": ["8", 0], "guide_interval": 2, "storage": "auto", "precision": "model"}}
-    graph["6"]["inputs"]["model"] = ["9", 0]
+                               steps=3, native_width=128, native_height=96, prefix="freeswim/all3",
+                               dual_path=True, guide_interval=2)
+    assert graph["6"]["inputs"]["model"] == ["9", 0] and graph["9"]["inputs"]["model"] == ["8", 0]
     entry = server.run_prompt(graph, timeout=300)
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert "FreeSwim Cross-Attn Cache: 2 guide and 1 reuse calls" in server.log()
