@@ -6,6 +6,7 @@ from comfy_api.latest import io
 
 from ..freeswim_core.dualpath import PASSES, PRECISIONS, STORAGE_MODES
 from . import runtime
+from .checks import check_choice
 from .wan import diffusion_model_of, wan_info
 
 DUAL_NAME = "FreeSwim Dual-Path Override"
@@ -23,11 +24,6 @@ def _check_dual_model(model, node_name: str):
         raise ValueError(f"{node_name}: {type(dm).__name__} adds attention layers between a block's "
                          "self- and cross-attention, which the dual path does not support yet. Use "
                          "FreeSwim Window Attention Patch alone with this model.")
-
-
-def _one_of(node_name: str, name: str, value, options):
-    if value not in options:
-        raise ValueError(f"{node_name}: {name} {value!r} is not one of {', '.join(map(str, options))}.")
 
 
 class FreeSwimDualPathOverride(io.ComfyNode):
@@ -62,7 +58,7 @@ class FreeSwimDualPathOverride(io.ComfyNode):
     @classmethod
     def execute(cls, model, passes, override_image_cross, start_percent, end_percent) -> io.NodeOutput:
         _check_dual_model(model, DUAL_NAME)
-        _one_of(DUAL_NAME, "passes", passes, PASSES)
+        check_choice(DUAL_NAME, "passes", passes, PASSES)
         if not 0.0 <= start_percent < end_percent <= 1.0:
             raise ValueError(f"{DUAL_NAME}: start_percent ({start_percent}) must be below end_percent "
                              f"({end_percent}), both between 0 and 1.")
@@ -101,8 +97,8 @@ class FreeSwimCrossAttnCache(io.ComfyNode):
     @classmethod
     def execute(cls, model, guide_interval, storage, precision) -> io.NodeOutput:
         _check_dual_model(model, CACHE_NAME)
-        _one_of(CACHE_NAME, "storage", storage, STORAGE_MODES)
-        _one_of(CACHE_NAME, "precision", precision, PRECISIONS)
+        check_choice(CACHE_NAME, "storage", storage, STORAGE_MODES)
+        check_choice(CACHE_NAME, "precision", precision, PRECISIONS)
         if int(guide_interval) < 1:
             raise ValueError(f"{CACHE_NAME}: guide_interval must be at least 1.")
         m = model.clone()

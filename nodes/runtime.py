@@ -2,22 +2,28 @@
 
 How a patched Wan model runs:
 
-* The node stores its settings in ``transformer_options["freeswim"]`` and installs
-  one attention override, :func:`freeswim_attention_override`, in ComfyUI's single
-  ``optimized_attention_override`` slot. An override that another pack installed
-  earlier is kept and called for every call FreeSwim does not handle.
+* The nodes store their settings in ``transformer_options["freeswim"]`` (one
+  :class:`FreeSwimOptions`, so the patches apply in any order) and install one
+  attention override, :func:`freeswim_attention_override`, in ComfyUI's single
+  ``optimized_attention_override`` slot. An override another pack installed
+  earlier is kept and called for every call FreeSwim does not handle, and for
+  the full-attention branch.
 * A DIFFUSION_MODEL wrapper sees every model call with the real latent. It derives
   the token grid from the latent shape and the patch size (ComfyUI 0.3.75 tells
-  the blocks neither ``grid_sizes`` nor ``block_index``), decides what this call
-  does and hands that plan to the override through ``transformer_options``.
-* An OUTER_SAMPLE wrapper gives every sampling run its own small state (what has
-  been logged) and drops it in ``finally``, so nothing carries over between runs,
-  prompts or models.
+  the blocks neither ``grid_sizes`` nor ``block_index``), decides what the call
+  does (window only; dual path, appending a full-attention twin per eligible row;
+  cache guide or reuse) and hands that :class:`ForwardState` to the override.
+  Twin rows are cut off the output, so the caller always gets its own batch.
+* An OUTER_SAMPLE wrapper gives every sampling run its own :class:`RunState`
+  (what was logged, the cached features, the dual path's sigma range) and drops
+  it in ``finally``, so nothing carries over between runs, prompts or models.
 
-The override recognises video self-attention by shape: q, k and v with the grid's
-token count and no mask. Cross-attention keys are text (512) or CLIP image
-tokens; when the grid's token count happens to equal one of those lengths the two
-cannot be told apart and the call is passed through, with a warning.
+The override recognises video self-attention by shape (q, k and v with the
+grid's token count, no mask) and counts those calls to know the block; the
+cross-attention calls that follow belong to that block, the text call being
+the block's last. When the grid's token count equals a conditioning length,
+self- and cross-attention cannot be told apart and the call is passed through,
+with a warning.
 """
 from __future__ import annotations
 
@@ -261,7 +267,6 @@ class ForwardState:
     store: Optional[FeatureStore] = None
     cross_per_block: int = 1              # 2 for I2V blocks (image call, then text call)
     override_image: bool = False
-    text_len: Optional[int] = None
     block: int = -1
     cross_in_block: int = 0
     signature: tuple = ()
@@ -383,7 +388,6 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     window = (plan_window(opts.window, grid, dm.dim // dm.num_heads, lengths, run)
               if opts.window is not None else None)
     state = plan_dual(opts, window, to, x.shape[0], dm, x, run)
-    state.text_len = int(context.shape[1]) if isinstance(context, torch.Tensor) else None
     args, kwargs = _with_transformer_options(args, kwargs, {**to, FORWARD_KEY: state})
     layout = state.layout
     if layout is None or not layout.twin_sources:

@@ -5,6 +5,7 @@ from comfy_api.latest import io
 
 from ..freeswim_core import BACKENDS, SCALE_MODES
 from . import runtime
+from .checks import check_choice
 from .wan import NATIVE_SIZE_OPTIONS, wan_info
 
 NODE_NAME = "FreeSwim Window Attention Patch"
@@ -50,11 +51,9 @@ class FreeSwimWindowAttentionPatch(io.ComfyNode):
     def execute(cls, model, native_size, custom_width, custom_height, inward, attention_scale,
                 backend) -> io.NodeOutput:
         info = wan_info(model, NODE_NAME)
-        for name, value, options in (("native_size", native_size, NATIVE_SIZE_OPTIONS),
-                                     ("attention_scale", attention_scale, SCALE_MODES),
-                                     ("backend", backend, BACKENDS)):
-            if value not in options:
-                raise ValueError(f"{NODE_NAME}: {name} {value!r} is not one of {', '.join(options)}.")
+        check_choice(NODE_NAME, "native_size", native_size, NATIVE_SIZE_OPTIONS)
+        check_choice(NODE_NAME, "attention_scale", attention_scale, SCALE_MODES)
+        check_choice(NODE_NAME, "backend", backend, BACKENDS)
         if native_size == "custom" and min(custom_width, custom_height) < info.px_per_token:
             raise ValueError(f"{NODE_NAME}: custom native size {custom_width}x{custom_height} is smaller "
                              f"than one token ({info.px_per_token} px); use at least "

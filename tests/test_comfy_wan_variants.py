@@ -4,7 +4,6 @@ Each variant is a tiny random model detected by ComfyUI from its state dict; its
 patched forward is compared with the same forward under a test-owned dense
 window override (tests/reference.py).
 """
-import pytest
 import torch
 
 from reference import reference_scale, window_override

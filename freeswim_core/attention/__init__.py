@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..geometry import TokenGrid, Window, as_grid, as_window
+from ..geometry import TokenGrid, as_grid, as_window
 from ..log import logger
 from .chunked import chunked_window_attention
 from .flex import flex_available, flex_window_attention
