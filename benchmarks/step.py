@@ -17,6 +17,7 @@ and reuse steps. Peak GPU memory and the cache's storage choice are reported on 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -80,6 +81,8 @@ def main():
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--latent", default=None, help="override the latent size: C,T,H,W")
+    ap.add_argument("--json", type=Path, default=None, help="append one JSON record per mode to this file")
     a = ap.parse_args()
     preset = PRESETS[a.preset]
     steps = a.steps or preset["steps"]
@@ -91,8 +94,9 @@ def main():
     logging.getLogger("freeswim").addHandler(handler)
     logging.getLogger("freeswim").setLevel(logging.INFO)
     model = build(comfy, preset, None)
-    latent = torch.zeros(1, *preset["latent"])
-    T, H, W = preset["latent"][1], preset["latent"][2] // 2, preset["latent"][3] // 2
+    shape = tuple(int(v) for v in a.latent.split(",")) if a.latent else preset["latent"]
+    latent = torch.zeros(1, *shape)
+    T, H, W = shape[1], shape[2] // 2, shape[3] // 2
     dev = "cuda" if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     print(f"device: {torch.cuda.get_device_name() if torch.cuda.is_available() else dev}; torch {torch.__version__}; "
           f"Wan dim {preset['dim']}, {preset['layers']} blocks; latent {list(latent.shape)} -> tokens "
@@ -118,6 +122,11 @@ def main():
         cache = handler.lines[-1].split("Cache: ", 1)[-1] if handler.lines else ""
         ratio = f"{per_step / base:.2f}x" if base else ""
         print(f"| {mode} | {per_step:.3f} | {ratio} | {peak} | {cache} |", flush=True)
+        if a.json:
+            with open(a.json, "a") as f:
+                f.write(json.dumps(dict(device=dev if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+                                        preset=a.preset, tokens=T * H * W, latent=list(shape), mode=mode,
+                                        seconds=per_step, steps=steps)) + "\n")
 
 
 if __name__ == "__main__":

@@ -90,12 +90,15 @@ def reference_scale(head_dim: int, native_tokens: int = 30 * 52) -> float:
     return math.sqrt((math.log(2 * native_tokens) / math.log(native_tokens)) / head_dim)
 
 
-def dual_path_reference(model, grid, window, scale, inward=True):
+def dual_path_reference(model, grid, window, scale, inward=True, image_tokens=None, override_image=False):
     """A test-owned dual path, written from the parity README's description (items 3, 5, 10):
     every model call's rows are duplicated as [window rows, full rows] from the same latent;
     self-attention is masked on the window half and full on the other, both with ``scale``;
     the text cross-attention of each window row is the one computed from its full twin's
     query; only the window half is returned. Applied to every row (the no-cache variant).
+
+    For I2V models (``image_tokens`` CLIP tokens), the image cross-attention keeps each
+    row's own query unless ``override_image``.
 
     Returns a clone of ``model`` carrying this as a DIFFUSION_MODEL wrapper plus an
     attention override (ComfyUI's own extension points), independent of the pack.
@@ -119,14 +122,16 @@ def dual_path_reference(model, grid, window, scale, inward=True):
             full = F.scaled_dot_product_attention(split(q[half:]), split(k[half:]), split(v[half:]),
                                                   scale=scale)
             return torch.cat([merge(win), merge(full)])
+        if k.shape[1] == image_tokens and not override_image:
+            return merge(F.scaled_dot_product_attention(split(q), split(k), split(v)))
         cross = F.scaled_dot_product_attention(split(q[half:]), split(k[half:]), split(v[half:]))
         return torch.cat([merge(cross), merge(cross)])
 
     def wrapper(executor, x, timestep, context, clip_fea=None, time_dim_concat=None,
                 transformer_options={}, **kwargs):
         to = {**transformer_options, "optimized_attention_override": override}
-        out = executor(torch.cat([x, x]), torch.cat([timestep, timestep]), torch.cat([context, context]),
-                       clip_fea, time_dim_concat, to, **kwargs)
+        twice = lambda t: None if t is None else torch.cat([t, t])  # noqa: E731
+        out = executor(twice(x), twice(timestep), twice(context), twice(clip_fea), time_dim_concat, to, **kwargs)
         return out[: x.shape[0]]
 
     m = model.clone()
