@@ -4,9 +4,11 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .dual_path import FreeSwimCrossAttnCache, FreeSwimDualPathOverride
+from .upscale_refine import FreeSwimLatentUpscaleRefine
 from .window_patch import FreeSwimWindowAttentionPatch
 
-NODES = [FreeSwimWindowAttentionPatch, FreeSwimDualPathOverride, FreeSwimCrossAttnCache]
+NODES = [FreeSwimWindowAttentionPatch, FreeSwimDualPathOverride, FreeSwimCrossAttnCache,
+         FreeSwimLatentUpscaleRefine]
 
 
 class FreeSwimExtension(ComfyExtension):

@@ -47,6 +47,46 @@ def tiny_wan_state_dict(dim=256, layers=2, ffn_dim=512, in_dim=16, out_dim=16, t
     return sd
 
 
+def _seeded_fill(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, p in sorted(module.state_dict().items()):
+        if ("norm" in name or "gamma" in name) and p.dim() <= 1 or name.endswith("gamma"):
+            t = torch.ones_like(p)
+        elif p.dim() >= 2:
+            t = torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5
+        else:
+            t = torch.randn(p.shape, generator=gen) * 0.02
+        sd[name] = t.to(torch.float32).contiguous()
+    return sd
+
+
+def tiny_wan_vae_state_dict(dim: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A Wan 2.1 VAE (8x spatial, 4x temporal, 16 latent channels) with ``dim`` base channels
+    instead of 96; ComfyUI reads ``dim`` from the weights, so it loads as a Wan VAE."""
+    if "comfy.model_management" not in sys.modules:
+        import comfy.cli_args
+        comfy.cli_args.args.cpu = True
+    from comfy.ldm.wan.vae import WanVAE
+    vae = WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                 temperal_downsample=[False, True, True], dropout=0.0)
+    return _seeded_fill(vae, seed)
+
+
+def save_tiny_wan_vae(path: Path, comfyui: Path, **kwargs) -> Path:
+    path = Path(path)
+    if path.exists():
+        return path
+    if str(comfyui) not in sys.path:
+        sys.path.insert(0, str(comfyui))
+    from safetensors.torch import save_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(tiny_wan_vae_state_dict(**kwargs), str(tmp))
+    tmp.replace(path)
+    return path
+
+
 def save_tiny_wan(path: Path, comfyui: Path, **kwargs) -> Path:
     """Write a tiny Wan checkpoint to ``path`` (skipped when it already exists)."""
     path = Path(path)

@@ -1,0 +1,195 @@
+"""Latent Upscale Refine: FreeSwim's coarse-to-fine pass in one node.
+
+Native-size latent -> upscale (pixel space through the VAE, the reference path,
+or directly in latent space) -> re-noise to ``strength`` -> denoise the last
+``round(steps * strength)`` steps of a ``steps``-step schedule with the (normally
+FreeSwim-patched) model under flow shift ``shift``. Reference recipe: 50 steps x
+0.7 = 35 steps run, shift 9.0, cfg 5.0, bilinear pixel upscale.
+"""
+from __future__ import annotations
+
+import logging
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+import torch
+from comfy_api.latest import io
+from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+
+from .checks import check_choice
+from .wan import wan_info
+
+NODE_NAME = "FreeSwim Latent Upscale Refine"
+UPSCALE_PATHS = ("pixel", "latent")
+RESIZE_METHODS = ("bilinear", "bicubic", "lanczos")
+# Above this many output pixels per frame the VAE runs tiled (4K frames would not fit otherwise).
+TILED_ABOVE_PX = 1280 * 720
+# Conditioning entries that carry latents at the native size (I2V / FLF image latents, Fun reference).
+SPATIAL_CONDITIONING = ("concat_latent_image", "concat_mask", "reference_latents")
+
+log = logging.getLogger("freeswim")
+
+
+def nearest_sizes(value: int, multiple: int) -> tuple[int, int]:
+    low = max(multiple, value // multiple * multiple)
+    return low, low + multiple
+
+
+def resolve_target(width: int, height: int, scale_by: float, in_w: int, in_h: int, multiple: int):
+    """Target (width, height) in pixels; reject sizes the VAE and patch grid cannot represent."""
+    if scale_by > 0:
+        width, height = round(in_w * scale_by), round(in_h * scale_by)
+    bad = [(name, v) for name, v in (("width", width), ("height", height)) if v % multiple]
+    if bad:
+        hints = ", ".join(f"{name} {v} -> {' or '.join(map(str, nearest_sizes(v, multiple)))}" for name, v in bad)
+        src = f"scale_by {scale_by} of {in_w}x{in_h}" if scale_by > 0 else f"{width}x{height}"
+        raise ValueError(f"{NODE_NAME}: target {src} gives {width}x{height}, which is not a multiple of "
+                         f"{multiple} px (VAE factor x patch size for this model). Nearest valid: {hints}.")
+    return width, height
+
+
+def _upscale_latent_space(samples, w_lat, h_lat, method):
+    return comfy.utils.common_upscale(samples, w_lat, h_lat, method, "disabled")
+
+
+def _decode(vae, latent, tiled):
+    if tiled:
+        return vae.decode_tiled(latent, tile_x=512 // 8, tile_y=512 // 8, overlap=64 // 8,
+                                tile_t=64 // 4, overlap_t=max(1, 8 // 4))
+    return vae.decode(latent)
+
+
+def _encode(vae, frames, tiled):
+    if tiled:
+        return vae.encode_tiled(frames, tile_x=512, tile_y=512, overlap=64, tile_t=64, overlap_t=8)
+    return vae.encode(frames)
+
+
+def _upscale_pixel_space(vae, samples, width, height, method, pbar):
+    """Decode each video of the batch, resize its frames, encode it again."""
+    tiled = width * height > TILED_ABOVE_PX
+    out = []
+    for row in samples.split(1, dim=0):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        frames = _decode(vae, row, tiled)
+        frames = frames.reshape(-1, *frames.shape[-3:])            # [frames, H, W, 3]
+        pbar.update(1)
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        frames = comfy.utils.common_upscale(frames.movedim(-1, 1), width, height, method,
+                                            "disabled").movedim(1, -1)
+        out.append(_encode(vae, frames[..., :3], tiled))
+        pbar.update(1)
+    return torch.cat(out, dim=0)
+
+
+def _resize_conditioning(conditioning, w_lat, h_lat):
+    """Resize the native-size latents a conditioning carries (I2V image, masks) to the target."""
+    out = []
+    for tensor, extra in conditioning:
+        extra = dict(extra)
+        for key in SPATIAL_CONDITIONING:
+            value = extra.get(key)
+            if isinstance(value, torch.Tensor) and value.dim() >= 4 and value.shape[-2:] != (h_lat, w_lat):
+                mode = "nearest-exact" if key == "concat_mask" else "bilinear"
+                extra[key] = comfy.utils.common_upscale(value, w_lat, h_lat, mode, "disabled")
+            elif isinstance(value, list):
+                extra[key] = [comfy.utils.common_upscale(v, w_lat, h_lat, "bilinear", "disabled")
+                              if isinstance(v, torch.Tensor) and v.shape[-2:] != (h_lat, w_lat) else v
+                              for v in value]
+        out.append([tensor, extra])
+    return out
+
+
+class FreeSwimLatentUpscaleRefine(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FreeSwimLatentUpscaleRefine",
+            display_name="Latent Upscale Refine",
+            category="FreeSwim",
+            description=(
+                "FreeSwim's coarse-to-fine stage: upscale a native-size video latent to the target size "
+                "and denoise the last part of the schedule with the (FreeSwim-patched) model. "
+                "Reference: pixel path, bilinear, strength 0.7 of 50 steps, cfg 5, shift 9."),
+            inputs=[
+                io.Model.Input("model", tooltip="Normally patched by the other FreeSwim nodes."),
+                io.Conditioning.Input("positive"),
+                io.Conditioning.Input("negative"),
+                io.Latent.Input("latent", tooltip="The native-size video latent to refine."),
+                io.Int.Input("width", default=1920, min=16, max=16384, step=16,
+                             tooltip="Target width in pixels (multiple of 16; 32 for Wan2.2 TI2V-5B)."),
+                io.Int.Input("height", default=1088, min=16, max=16384, step=16,
+                             tooltip="Target height in pixels (1088, not 1080)."),
+                io.Float.Input("scale_by", default=0.0, min=0.0, max=8.0, step=0.05,
+                               tooltip="When above 0, the target is the input size times this, and "
+                                       "width/height are ignored."),
+                io.Combo.Input("upscale_path", options=list(UPSCALE_PATHS), default="pixel",
+                               tooltip="pixel: decode, resize, encode (reference; needs the VAE). "
+                                       "latent: interpolate the latent (no VAE, softer)."),
+                io.Combo.Input("resize_method", options=list(RESIZE_METHODS), default="bilinear",
+                               tooltip="lanczos is for the pixel path only."),
+                io.Float.Input("strength", default=0.7, min=0.01, max=1.0, step=0.01,
+                               tooltip="How much of the schedule is run again (reference 0.7; lower keeps "
+                                       "the subject closer to the native result)."),
+                io.Int.Input("steps", default=50, min=1, max=1000,
+                             tooltip="Steps of the full schedule; round(steps x strength) of them run."),
+                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1),
+                io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="euler"),
+                io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="simple"),
+                io.Float.Input("shift", default=9.0, min=0.0, max=100.0, step=0.1,
+                               tooltip="Flow shift applied to the model's sampling (as ModelSamplingSD3)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
+                io.Vae.Input("vae", optional=True, tooltip="Needed by the pixel path."),
+            ],
+            outputs=[io.Latent.Output(tooltip="The refined latent at the target size.")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, width, height, scale_by, upscale_path,
+                resize_method, strength, steps, cfg, sampler_name, scheduler, shift, seed,
+                vae=None) -> io.NodeOutput:
+        info = wan_info(model, NODE_NAME)
+        check_choice(NODE_NAME, "upscale_path", upscale_path, UPSCALE_PATHS)
+        check_choice(NODE_NAME, "resize_method", resize_method, RESIZE_METHODS)
+        samples = latent["samples"]
+        if samples.dim() != 5:
+            raise ValueError(f"{NODE_NAME}: expected a video latent [batch, channels, frames, height, width], "
+                             f"got shape {tuple(samples.shape)}. Connect the LATENT of a Wan video sampler.")
+        vf = info.vae_factor
+        in_h, in_w = samples.shape[-2] * vf, samples.shape[-1] * vf
+        width, height = resolve_target(int(width), int(height), float(scale_by), in_w, in_h, info.px_per_token)
+        w_lat, h_lat = width // vf, height // vf
+        if upscale_path == "pixel" and vae is None:
+            raise ValueError(f"{NODE_NAME}: the pixel upscale path decodes and re-encodes the video and needs "
+                             "a VAE. Connect the Wan VAE to the vae input, or set upscale_path to latent.")
+        if upscale_path == "latent" and resize_method == "lanczos":
+            raise ValueError(f"{NODE_NAME}: lanczos resizes images; with upscale_path latent use bilinear "
+                             "or bicubic.")
+        run_steps = max(1, round(steps * strength))
+        pbar = comfy.utils.ProgressBar(2 * samples.shape[0])    # decode + encode per video
+        log.info("%s: %dx%d -> %dx%d px (%s, %s), %d of %d steps (strength %.2f), shift %.2f, cfg %.2f.",
+                 NODE_NAME, in_w, in_h, width, height, upscale_path, resize_method, run_steps, steps,
+                 strength, shift, cfg)
+        if upscale_path == "pixel":
+            up = _upscale_pixel_space(vae, samples, width, height, resize_method, pbar)
+        else:
+            up = _upscale_latent_space(samples, w_lat, h_lat, resize_method)
+            pbar.update(2 * samples.shape[0])
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+        (shifted,) = ModelSamplingSD3().patch(model, shift)
+        up = comfy.sample.fix_empty_latent_channels(shifted, up)
+        sigmas = comfy.samplers.KSampler(shifted, steps=steps, device=shifted.load_device,
+                                         sampler=sampler_name, scheduler=scheduler, denoise=1.0,
+                                         model_options=shifted.model_options).sigmas
+        sigmas = sigmas[-(run_steps + 1):]
+        noise = comfy.sample.prepare_noise(up, seed, latent.get("batch_index"))
+        callback = latent_preview.prepare_callback(shifted, run_steps)   # progress + previews
+        out = comfy.sample.sample_custom(
+            shifted, noise, cfg, comfy.samplers.sampler_object(sampler_name), sigmas,
+            _resize_conditioning(positive, w_lat, h_lat), _resize_conditioning(negative, w_lat, h_lat),
+            up, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+        return io.NodeOutput({"samples": out})

@@ -1,0 +1,114 @@
+"""Latent Upscale Refine in the real ComfyUI host: equal to the chain of core nodes it replaces."""
+import pytest
+import torch
+
+NODE = "FreeSwimLatentUpscaleRefine"
+NATIVE = torch.randn(1, 16, 3, 12, 16, generator=torch.Generator().manual_seed(0))   # 128x96 px, 9 frames
+
+
+@pytest.fixture(scope="module")
+def wan(comfy):
+    return comfy.load_tiny_wan(seed=41)
+
+
+@pytest.fixture(scope="module")
+def vae(comfy):
+    import comfy.sd
+    from scripts.tiny_wan import tiny_wan_vae_state_dict
+    return comfy.sd.VAE(sd=tiny_wan_vae_state_dict(dim=8, seed=5))
+
+
+def refine(comfy, model, latent, vae=None, **kw):
+    inputs = dict(positive=comfy.text_conditioning(1), negative=comfy.text_conditioning(2),
+                  width=192, height=160, scale_by=0.0, upscale_path="latent", resize_method="bilinear",
+                  strength=0.5, steps=10, cfg=5.0, sampler_name="euler", scheduler="simple", shift=9.0, seed=3)
+    inputs.update(kw)
+    (out,) = comfy.run_node(NODE, model=model, latent={"samples": latent}, vae=vae, **inputs)
+    return out["samples"]
+
+
+def core_chain(comfy, model, up, *, steps=5, denoise=0.5, seed=3, positive=None):
+    """ModelSamplingSD3 -> KSampler(denoise) on an already upscaled latent, with ComfyUI's own nodes."""
+    import nodes
+    from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+    (shifted,) = ModelSamplingSD3().patch(model, 9.0)
+    (out,) = nodes.common_ksampler(shifted, seed, steps, 5.0, "euler", "simple",
+                                   positive or comfy.text_conditioning(1), comfy.text_conditioning(2),
+                                   {"samples": up}, denoise=denoise)
+    return out["samples"]
+
+
+def test_latent_path_equals_core_nodes(comfy, wan):
+    import nodes
+    got = refine(comfy, wan, NATIVE)
+    (up,) = nodes.LatentUpscale().upscale({"samples": NATIVE}, "bilinear", 192, 160, "disabled")
+    expected = core_chain(comfy, wan, up["samples"])            # 10 steps x 0.5 = the last 5 run
+    assert got.shape == (1, 16, 3, 20, 24)
+    assert torch.equal(got, expected)
+
+
+def test_pixel_path_equals_core_nodes(comfy, wan, vae):
+    import nodes
+    got = refine(comfy, wan, NATIVE, vae=vae, upscale_path="pixel")
+    (frames,) = nodes.VAEDecode().decode(vae, {"samples": NATIVE})
+    (frames,) = nodes.ImageScale().upscale(frames, "bilinear", 192, 160, "disabled")
+    (up,) = nodes.VAEEncode().encode(vae, frames)
+    assert torch.equal(got, core_chain(comfy, wan, up["samples"]))
+
+
+def test_pixel_path_tiles_large_targets(comfy, wan, vae, monkeypatch):
+    module = comfy.pack_module("nodes.upscale_refine")
+    plain = refine(comfy, wan, NATIVE, vae=vae, upscale_path="pixel", steps=2)
+    monkeypatch.setattr(module, "TILED_ABOVE_PX", 0)
+    tiled = refine(comfy, wan, NATIVE, vae=vae, upscale_path="pixel", steps=2)
+    assert tiled.shape == plain.shape and torch.isfinite(tiled).all()
+
+
+def test_scale_factor_and_reference_step_count(comfy, wan):
+    out = refine(comfy, wan, NATIVE, width=16, height=16, scale_by=1.5)        # 128x96 -> 192x144
+    assert out.shape == (1, 16, 3, 18, 24)
+
+
+def test_sizes_off_the_grid_are_rejected_with_nearest_valid(comfy, wan):
+    with pytest.raises(ValueError, match=r"1080 -> 1072 or 1088"):
+        refine(comfy, wan, NATIVE, width=1920, height=1080)
+    with pytest.raises(ValueError, match=r"not a multiple of 16 px"):
+        refine(comfy, wan, NATIVE, scale_by=1.1)
+
+
+def test_pixel_path_without_vae_names_the_fix(comfy, wan):
+    with pytest.raises(ValueError, match="Connect the Wan VAE to the vae input, or set upscale_path to latent"):
+        refine(comfy, wan, NATIVE, upscale_path="pixel")
+
+
+def test_image_latent_is_rejected(comfy, wan):
+    with pytest.raises(ValueError, match="expected a video latent"):
+        refine(comfy, wan, torch.zeros(1, 16, 12, 16))
+
+
+def test_i2v_conditioning_follows_the_target_size(comfy, vae):
+    """WanImageToVideo puts the start image latent into the conditioning at native size; the refine
+    pass must feed it to the model at the target size."""
+    from comfy_extras.nodes_wan import WanImageToVideo
+    i2v = comfy.load_tiny_wan(i2v=True, in_dim=36, seed=42)
+    image = torch.rand(1, 96, 128, 3, generator=torch.Generator().manual_seed(1))
+    res = WanImageToVideo.execute(comfy.text_conditioning(1), comfy.text_conditioning(2), vae, 128, 96, 9, 1,
+                                  start_image=image)
+    pos, neg, latent = res.result if hasattr(res, "result") else res
+    assert pos[0][1]["concat_latent_image"].shape[-2:] == (12, 16)
+    (out,) = comfy.run_node(NODE, model=i2v, positive=pos, negative=neg, latent=latent, vae=None,
+                            width=192, height=160, scale_by=0.0, upscale_path="latent", resize_method="bilinear",
+                            strength=0.5, steps=2, cfg=5.0, sampler_name="euler", scheduler="simple", shift=9.0,
+                            seed=1)
+    assert out["samples"].shape == (1, 16, 3, 20, 24)
+
+
+def test_interrupt_stops_cleanly(comfy, wan, vae):
+    import comfy.model_management as mm
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            refine(comfy, wan, NATIVE, vae=vae, upscale_path="pixel")
+    finally:
+        mm.interrupt_current_processing(False)
+    assert refine(comfy, wan, NATIVE).shape == (1, 16, 3, 20, 24)       # the next run is unaffected
