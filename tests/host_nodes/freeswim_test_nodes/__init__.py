@@ -35,9 +35,34 @@ class FreeSwimTestTextConditioning(io.ComfyNode):
         return io.NodeOutput([[torch.randn(1, tokens, dim, generator=g), {}]])
 
 
+class FreeSwimTestClipVision(io.ComfyNode):
+    """Stands in for CLIP Vision Loader + CLIP Vision Encode (ViT-H, 257 tokens x 1280)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FreeSwimTestClipVision",
+            display_name="Test CLIP Vision Output (random, stands in for CLIP vision)",
+            category="FreeSwim/testing",
+            inputs=[io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
+                    io.Image.Input("image", optional=True)],
+            outputs=[io.ClipVisionOutput.Output()],
+        )
+
+    @classmethod
+    def execute(cls, seed, image=None) -> io.NodeOutput:
+        import comfy.clip_vision
+        g = torch.Generator().manual_seed(seed)
+        out = comfy.clip_vision.Output()
+        out["penultimate_hidden_states"] = torch.randn(1, 257, 1280, generator=g)
+        out["last_hidden_state"] = torch.randn(1, 257, 1280, generator=g)
+        out["image_embeds"] = torch.randn(1, 1024, generator=g)
+        return io.NodeOutput(out)
+
+
 class TestNodes(ComfyExtension):
     async def get_node_list(self):
-        return [FreeSwimTestTextConditioning]
+        return [FreeSwimTestTextConditioning, FreeSwimTestClipVision]
 
 
 async def comfy_entrypoint():

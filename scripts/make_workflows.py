@@ -1,0 +1,192 @@
+"""Regenerate workflows/*.json (UI format) from the definitions below.
+
+Runs a headless ComfyUI (the embedded host) to read ``object_info``, so widget
+order and defaults follow the real node definitions.
+
+  .venv/bin/python -m scripts.make_workflows
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from scripts.comfy_server import ComfyServer, prepare_base  # noqa: E402
+from scripts.workflow_format import UIGraph  # noqa: E402
+
+TEXT_ENCODER = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+VAE = "wan_2.1_vae.safetensors"
+CLIP_VISION = "clip_vision_h.safetensors"
+NEGATIVE = ("bright colors, overexposed, static, blurred details, subtitles, worst quality, low quality, "
+            "JPEG artifacts, ugly, deformed, extra fingers, poorly drawn hands, poorly drawn face, "
+            "repeated subjects, duplicated objects")
+
+
+def freeswim_chain(g: UIGraph, model, *, interval, storage="auto", precision="model", column=2):
+    w = g.add("FreeSwimWindowAttentionPatch", {"native_size": "auto"}, {"model": model}, column=column)
+    d = g.add("FreeSwimDualPathOverride", {"passes": "cond"}, {"model": (w, 0)}, column=column)
+    c = g.add("FreeSwimCrossAttnCache", {"guide_interval": interval, "storage": storage, "precision": precision},
+              {"model": (d, 0)}, column=column)
+    return (c, 0)
+
+
+def text(g: UIGraph, prompt: str):
+    clip = g.add("CLIPLoader", {"clip_name": TEXT_ENCODER, "type": "wan"})
+    pos = g.add("CLIPTextEncode", {"text": prompt}, {"clip": (clip, 0)}, title="Positive prompt")
+    neg = g.add("CLIPTextEncode", {"text": NEGATIVE}, {"clip": (clip, 0)}, title="Negative prompt")
+    return (pos, 0), (neg, 0)
+
+
+def refine_and_save(g: UIGraph, model, pos, neg, latent, vae, *, width, height, prefix, fps=15):
+    r = g.add("FreeSwimLatentUpscaleRefine",
+              {"width": width, "height": height, "upscale_path": "pixel", "resize_method": "bilinear",
+               "strength": 0.7, "steps": 50, "cfg": 5.0, "sampler_name": "uni_pc", "scheduler": "simple",
+               "shift": 9.0, "seed": 42},
+              {"model": model, "positive": pos, "negative": neg, "latent": latent, "vae": vae}, column=3)
+    dec = g.add("VAEDecodeTiled", {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8},
+                {"samples": (r, 0), "vae": vae}, column=3)
+    vid = g.add("CreateVideo", {"fps": fps}, {"images": (dec, 0)}, column=3)
+    g.add("SaveVideo", {"filename_prefix": prefix}, {"video": (vid, 0)}, column=3)
+
+
+def t2v(info, *, unet, width, height, target, interval, note, prefix, storage="auto", precision="model"):
+    g = UIGraph(info)
+    g.note(note, column=1)
+    unet_node = g.add("UNETLoader", {"unet_name": unet, "weight_dtype": "default"})
+    base = g.add("ModelSamplingSD3", {"shift": 8.0}, {"model": (unet_node, 0)}, column=1)
+    pos, neg = text(g, "A lighthouse on a rocky cliff at dawn, waves crashing below, seabirds circling, "
+                       "cinematic drone shot, golden light")
+    vae = g.add("VAELoader", {"vae_name": VAE})
+    empty = g.add("EmptyHunyuanLatentVideo", {"width": width, "height": height, "length": 81, "batch_size": 1},
+                  column=1)
+    native = g.add("KSampler", {"seed": 42, "steps": 30, "cfg": 5.0, "sampler_name": "uni_pc",
+                                "scheduler": "simple", "denoise": 1.0},
+                   {"model": (base, 0), "positive": pos, "negative": neg, "latent_image": (empty, 0)},
+                   column=1, title="Native-size pass")
+    fs = freeswim_chain(g, (unet_node, 0), interval=interval, storage=storage, precision=precision)
+    refine_and_save(g, fs, pos, neg, (native, 0), (vae, 0), width=target[0], height=target[1], prefix=prefix)
+    return g.to_json()
+
+
+def i2v(info):
+    g = UIGraph(info)
+    g.note(I2V_NOTE, column=1)
+    unet_node = g.add("UNETLoader", {"unet_name": "wan2.1_i2v_720p_14B_fp16.safetensors", "weight_dtype": "default"})
+    base = g.add("ModelSamplingSD3", {"shift": 8.0}, {"model": (unet_node, 0)}, column=1)
+    pos, neg = text(g, "The woman turns towards the camera and smiles, hair moving in the wind, soft evening light")
+    vae = g.add("VAELoader", {"vae_name": VAE})
+    cv = g.add("CLIPVisionLoader", {"clip_name": CLIP_VISION})
+    image = g.add("LoadImage", {"image": "freeswim_start_frame.png"})
+    cve = g.add("CLIPVisionEncode", {"crop": "none"}, {"clip_vision": (cv, 0), "image": (image, 0)})
+    cond = g.add("WanImageToVideo", {"width": 1280, "height": 720, "length": 81, "batch_size": 1},
+                 {"positive": pos, "negative": neg, "vae": (vae, 0), "clip_vision_output": (cve, 0),
+                  "start_image": (image, 0)}, column=1)
+    native = g.add("KSampler", {"seed": 42, "steps": 30, "cfg": 5.0, "sampler_name": "uni_pc",
+                                "scheduler": "simple", "denoise": 1.0},
+                   {"model": (base, 0), "positive": (cond, 0), "negative": (cond, 1), "latent_image": (cond, 2)},
+                   column=1, title="Native-size pass")
+    fs = freeswim_chain(g, (unet_node, 0), interval=2, storage="cpu", precision="bf16")
+    refine_and_save(g, fs, (cond, 0), (cond, 1), (native, 0), (vae, 0), width=2560, height=1440,
+                    prefix="freeswim/wan_i2v_1440p")
+    return g.to_json()
+
+
+def a14b(info):
+    g = UIGraph(info)
+    g.note(A14B_NOTE, column=1)
+    high = g.add("UNETLoader", {"unet_name": "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
+                                "weight_dtype": "default"}, title="High-noise model")
+    low = g.add("UNETLoader", {"unet_name": "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
+                               "weight_dtype": "default"}, title="Low-noise model")
+    high_s = g.add("ModelSamplingSD3", {"shift": 8.0}, {"model": (high, 0)}, column=1)
+    low_s = g.add("ModelSamplingSD3", {"shift": 8.0}, {"model": (low, 0)}, column=1)
+    pos, neg = text(g, "A red vintage car drives along a coastal road at sunset, long tracking shot")
+    vae = g.add("VAELoader", {"vae_name": VAE})
+    empty = g.add("EmptyHunyuanLatentVideo", {"width": 1280, "height": 720, "length": 81, "batch_size": 1}, column=1)
+    adv = dict(cfg=3.5, sampler_name="euler", scheduler="simple", noise_seed=42, steps=20)
+    first = g.add("KSamplerAdvanced", {**adv, "add_noise": "enable", "start_at_step": 0, "end_at_step": 10,
+                                       "return_with_leftover_noise": "enable"},
+                  {"model": (high_s, 0), "positive": pos, "negative": neg, "latent_image": (empty, 0)},
+                  column=1, title="Native pass: high-noise steps 0-10")
+    second = g.add("KSamplerAdvanced", {**adv, "add_noise": "disable", "start_at_step": 10, "end_at_step": 20,
+                                        "return_with_leftover_noise": "disable"},
+                   {"model": (low_s, 0), "positive": pos, "negative": neg, "latent_image": (first, 0)},
+                   column=1, title="Native pass: low-noise steps 10-20")
+    fs = freeswim_chain(g, (low, 0), interval=2)
+    refine_and_save(g, fs, pos, neg, (second, 0), (vae, 0), width=1920, height=1088,
+                    prefix="freeswim/wan22_a14b_1088p", fps=16)
+    return g.to_json()
+
+
+T2V_13B_NOTE = """FreeSwim: Wan2.1 T2V 1.3B, 832x480 -> 1920x1088 (the reference recipe)
+
+1. Native pass: the model at its training size (832x480, 81 frames).
+2. FreeSwim: window attention at the native receptive field (31x53 tokens, inward), dual-path
+   cross-attention override, cross-attention cache (guide every 2 steps).
+3. Latent Upscale Refine: decode, bilinear resize to 1920x1088, encode, re-noise to strength 0.7 and
+   run 35 of 50 steps with shift 9, cfg 5.
+
+Sizes must be multiples of 16 (1088, not 1080). The cache holds 15.8 GB of features at 1088p in bf16
+(30 blocks x 171,360 tokens x 1536); storage auto keeps it on the GPU when it fits with 25% to spare,
+else in CPU RAM, else runs without it (logged). Lower strength keeps the subject closer to the
+native pass. Files: models/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors,
+models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors, models/vae/wan_2.1_vae.safetensors."""
+
+T2V_14B_NOTE = """FreeSwim: Wan 14B T2V, 1280x720 -> 3840x2160 (4K)
+
+Native pass at 1280x720 (81 frames), then FreeSwim window attention (45x81 token window), dual path
+and cache, and the refine pass at 3840x2160 (tiled VAE).
+
+Memory: at 4K one pass has 680,400 tokens. The cross-attention cache would be 279 GB in bf16 (40
+blocks x 680,400 tokens x 5120), so this graph stores it in CPU RAM in fp8 (140 GB); with less RAM
+the cache switches itself off and the full branch runs every step (slower, no extra memory).
+Expect a long run; use --lowvram if the 14B weights and activations do not fit together.
+Works with wan2.1_t2v_14B or the Wan2.2 low-noise 14B file (swap the UNET file name)."""
+
+I2V_NOTE = """FreeSwim: Wan2.1 I2V 14B 720p, image -> 2560x1440
+
+WanImageToVideo builds the native-size conditioning from the start image; Latent Upscale Refine resizes
+that image latent to the target with the video, so the refine pass keeps the image conditioning.
+The dual path overrides only the text cross-attention (like the reference); set override_image_cross
+to also override the CLIP image branch. Cache: 1440p = 302,400 tokens x 40 blocks x 5120 = 124 GB in
+bf16, kept in CPU RAM here; with less RAM the cache turns itself off (logged).
+Files: wan2.1_i2v_720p_14B_fp16, umt5_xxl_fp8_e4m3fn_scaled, wan_2.1_vae, clip_vision_h; put the start
+frame into ComfyUI/input as freeswim_start_frame.png or pick another image."""
+
+A14B_NOTE = """FreeSwim: Wan2.2 A14B (high/low-noise models) 1280x720 -> 1920x1088
+
+Native pass: the usual two-model split (high-noise model for steps 0-10, low-noise model for 10-20).
+Refine pass: the low-noise model with FreeSwim (window attention, dual path, cache). At strength 0.7
+with shift 9 the refine starts at a high noise level, but the low-noise model restores detail well
+and one model keeps the cache simple. FreeSwim state is per sampling run and per model, so the
+FreeSwim nodes can also be put on the high-noise model in your own graphs.
+Cache at 1088p for 14B: 70 GB in bf16 (auto picks GPU, CPU or none)."""
+
+
+def main():
+    out = REPO / "workflows"
+    out.mkdir(exist_ok=True)
+    base = prepare_base(REPO / ".cache" / "workflow_base")
+    with ComfyServer(REPO / ".host" / "ComfyUI", base, str(REPO / ".venv" / "bin" / "python"),
+                     base / "server.log") as server:
+        info = server.get("/object_info")
+    graphs = {
+        "wan2.1_t2v_1.3B_freeswim_1088p.json": t2v(
+            info, unet="wan2.1_t2v_1.3B_fp16.safetensors", width=832, height=480, target=(1920, 1088),
+            interval=2, note=T2V_13B_NOTE, prefix="freeswim/wan21_1.3B_1088p"),
+        "wan_14B_t2v_freeswim_4k.json": t2v(
+            info, unet="wan2.1_t2v_14B_fp16.safetensors", width=1280, height=720, target=(3840, 2160),
+            interval=5, note=T2V_14B_NOTE, prefix="freeswim/wan_14B_4k", storage="cpu", precision="fp8"),
+        "wan2.1_i2v_14B_freeswim_1440p.json": i2v(info),
+        "wan2.2_a14b_t2v_freeswim_1088p.json": a14b(info),
+    }
+    for name, graph in graphs.items():
+        (out / name).write_text(json.dumps(graph, indent=1) + "\n")
+        print(f"wrote workflows/{name}")
+
+
+if __name__ == "__main__":
+    main()

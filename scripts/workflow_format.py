@@ -1,0 +1,132 @@
+"""ComfyUI workflow files: build the UI format the frontend loads, convert it to the API format.
+
+The UI format stores each node's widget values as a positional list
+(``widgets_values``) in the order of the node's widget inputs, with one extra
+value after every widget that has ``control_after_generate`` (the frontend's
+"randomize/fixed" switch). Connections are ``links`` entries
+``[id, from_node, from_slot, to_node, to_slot, type]``. Both directions here
+read that order from ComfyUI's ``object_info``, so they follow the node
+definitions of the host they run against.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+UI_ONLY_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+
+
+def _spec_inputs(info: dict) -> list[tuple[str, Any, dict]]:
+    out = []
+    for section in ("required", "optional"):
+        for name, spec in (info.get("input", {}).get(section) or {}).items():
+            kind = spec[0]
+            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            out.append((name, kind, opts))
+    return out
+
+
+def is_widget(kind, opts) -> bool:
+    return (isinstance(kind, list) or kind in WIDGET_TYPES) and not opts.get("forceInput")
+
+
+def widget_names(info: dict) -> list[tuple[str, bool]]:
+    """(name, has control_after_generate) for each widget input, in order."""
+    return [(n, bool(o.get("control_after_generate"))) for n, k, o in _spec_inputs(info) if is_widget(k, o)]
+
+
+def ui_to_api(ui: dict, object_info: dict) -> dict:
+    """API-format prompt from a UI-format workflow (UI-only nodes and bypassed nodes dropped)."""
+    links = {link[0]: link for link in ui.get("links", [])}
+    prompt = {}
+    for node in ui["nodes"]:
+        ntype = node["type"]
+        if ntype in UI_ONLY_NODES or node.get("mode", 0) in (2, 4):
+            continue
+        if ntype not in object_info:
+            raise KeyError(f"workflow node {node['id']} has type {ntype!r}, which this ComfyUI does not know")
+        info = object_info[ntype]
+        inputs: dict[str, Any] = {}
+        values = list(node.get("widgets_values") or [])
+        i = 0
+        for name, control in widget_names(info):
+            if i < len(values):
+                inputs[name] = values[i]
+            i += 2 if control else 1
+        for inp in node.get("inputs", []):
+            if inp.get("link") is not None:
+                link = links[inp["link"]]
+                inputs[inp["name"]] = [str(link[1]), link[2]]
+        prompt[str(node["id"])] = {"class_type": ntype, "inputs": inputs,
+                                   "_meta": {"title": node.get("title", ntype)}}
+    return prompt
+
+
+class UIGraph:
+    """Builds a UI-format workflow from node types, widget values and connections."""
+
+    def __init__(self, object_info: dict):
+        self.info = object_info
+        self.nodes: list[dict] = []
+        self.links: list[list] = []
+        self._col: dict[int, int] = {}
+
+    def add(self, ntype: str, widgets: dict | None = None, inputs: dict | None = None, *,
+            title: str | None = None, column: int = 0) -> int:
+        info = self.info[ntype]
+        widgets = dict(widgets or {})
+        node_id = len(self.nodes) + 1
+        row = self._col.get(column, 0)
+        self._col[column] = row + 1
+        values = []
+        for name, control in widget_names(info):
+            spec = next(o for n, k, o in _spec_inputs(info) if n == name)
+            value = widgets.pop(name, spec.get("default"))
+            if value is None:
+                kind = next(k for n, k, o in _spec_inputs(info) if n == name)
+                options = kind if isinstance(kind, list) else spec.get("options", [])
+                value = options[0] if options else None
+            values.append(value)
+            if control:
+                values.append("fixed")
+        if widgets:
+            raise KeyError(f"{ntype} has no widgets {sorted(widgets)}")
+        node_inputs = []
+        for name, kind, opts in _spec_inputs(info):
+            if is_widget(kind, opts):
+                continue
+            node_inputs.append({"name": name, "type": kind, "link": None})
+        for name, (src, slot) in (inputs or {}).items():
+            target = next((j for j, inp in enumerate(node_inputs) if inp["name"] == name), None)
+            if target is None:
+                raise KeyError(f"{ntype} has no connection input {name!r}")
+            link_id = len(self.links) + 1
+            src_node = self.nodes[src - 1]
+            ltype = src_node["outputs"][slot]["type"]
+            self.links.append([link_id, src, slot, node_id, target, ltype])
+            node_inputs[target]["link"] = link_id
+            src_node["outputs"][slot]["links"].append(link_id)
+        outputs = [{"name": n, "type": t, "links": [], "slot_index": k}
+                   for k, (t, n) in enumerate(zip(info.get("output", []), info.get("output_name", [])))]
+        self.nodes.append({
+            "id": node_id, "type": ntype, "pos": [40 + 380 * column, 40 + 200 * row], "size": [340, 160],
+            "flags": {}, "order": node_id - 1, "mode": 0, "inputs": node_inputs, "outputs": outputs,
+            "properties": {"Node name for S&R": ntype}, "widgets_values": values,
+            **({"title": title} if title else {}),
+        })
+        return node_id
+
+    def note(self, text: str, *, column: int = 0) -> int:
+        node_id = len(self.nodes) + 1
+        row = self._col.get(column, 0)
+        self._col[column] = row + 2
+        self.nodes.append({"id": node_id, "type": "Note", "pos": [40 + 380 * column, 40 + 200 * row],
+                           "size": [360, 360], "flags": {}, "order": node_id - 1, "mode": 0, "inputs": [],
+                           "outputs": [], "properties": {}, "widgets_values": [text],
+                           "color": "#432", "bgcolor": "#653"})
+        return node_id
+
+    def to_json(self) -> dict:
+        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+                "links": self.links, "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+                "version": 0.4}
