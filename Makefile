@@ -6,6 +6,8 @@ PY := .venv/bin/python
 COMFYUI ?= $(CURDIR)/.host/ComfyUI
 # Python that runs that ComfyUI (defaults to the project's environment).
 COMFY_PYTHON ?= $(CURDIR)/$(PY)
+# A ComfyUI models folder with the real Wan, UMT5 and VAE files: make demo MODELS=/path/to/models
+MODELS ?=
 
 .PHONY: setup test demo bench clean
 
@@ -16,7 +18,7 @@ test: setup
 	$(PY) -m pytest
 
 demo: setup
-	$(PY) -m scripts.demo --comfyui "$(COMFYUI)" --python "$(COMFY_PYTHON)" --out out
+	$(PY) -m scripts.demo --comfyui "$(COMFYUI)" --python "$(COMFY_PYTHON)" --out out $(if $(MODELS),--models "$(MODELS)")
 
 bench: setup
 	$(PY) benchmarks/window_attention.py

@@ -114,6 +114,41 @@ class ComfyServer:
         except urllib.error.HTTPError as e:
             raise RuntimeError(f"POST {path} failed ({e.code}): {e.read().decode(errors='replace')}") from e
 
+    def run_prompt_timed(self, prompt: dict, timeout: float = 900.0) -> tuple[dict, list[tuple[str, float]]]:
+        """Like :meth:`run_prompt`, also returning (node id, seconds) in execution order, from the
+        server's websocket ``executing`` events (cached nodes do not appear)."""
+        import asyncio
+
+        import aiohttp
+
+        async def run():
+            client_id = uuid.uuid4().hex
+            marks: list[tuple[str | None, float]] = []
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}") as ws:
+                    prompt_id = self.post("/prompt", {"prompt": prompt, "client_id": client_id})["prompt_id"]
+                    deadline = time.time() + timeout
+                    while time.time() < deadline:
+                        msg = await ws.receive(timeout=deadline - time.time())
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            continue
+                        data = json.loads(msg.data)
+                        body = data.get("data", {})
+                        if body.get("prompt_id") != prompt_id:
+                            continue
+                        if data["type"] == "executing":
+                            marks.append((body.get("node"), time.time()))
+                            if body.get("node") is None:
+                                break
+                        elif data["type"] in ("execution_error", "execution_interrupted"):
+                            marks.append((None, time.time()))
+                            break
+            timings = [(node, t1 - t0) for (node, t0), (_, t1) in zip(marks, marks[1:]) if node is not None]
+            return prompt_id, timings
+
+        prompt_id, timings = asyncio.run(run())
+        return self.get(f"/history/{prompt_id}")[prompt_id], timings
+
     def run_prompt(self, prompt: dict, timeout: float = 600.0) -> dict:
         """Queue an API-format graph and wait for its history entry."""
         client_id = uuid.uuid4().hex

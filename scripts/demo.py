@@ -1,12 +1,16 @@
-"""`make demo`: FreeSwim attention patches through a real ComfyUI server.
+"""`make demo`: the whole FreeSwim method through a real ComfyUI server.
 
-Starts ComfyUI headless in an isolated base directory under .cache/, builds a
-small random-weight Wan checkpoint, queues a graph that samples a video latent
-at 3x the (demo) native size with FreeSwim Window Attention Patch, Dual-Path
-Override and Cross-Attn Cache, and writes the result and a short report into out/.
+Runs the shared workflow workflows/wan2.1_t2v_1.3B_freeswim_1088p.json (native
+pass -> window attention + dual path + cross-attention cache -> Latent Upscale
+Refine -> tiled VAE decode -> video) in a headless ComfyUI with an isolated base
+directory under .cache/, and writes the video and a report (grid, window, cache
+use, time per phase) into out/.
 
-With random weights the latent is noise-like; what the demo shows is the
-pipeline running in the host, the window geometry and the attention cost.
+Default: small random-weight stand-ins for the Wan model and VAE, a test node in
+place of the text encoder, and sizes reduced so a CPU finishes in about a
+minute; the video is noise-like, what it shows is the method running end to end.
+With MODELS=/path/to/ComfyUI/models (holding the workflow's Wan, UMT5 and VAE
+files) the workflow runs unchanged, at full size, on real weights.
 """
 from __future__ import annotations
 
@@ -22,85 +26,91 @@ sys.path.insert(0, str(REPO))
 
 from freeswim_core import TokenGrid, attention_cost, native_window  # noqa: E402
 from scripts.comfy_server import ComfyServer, prepare_base  # noqa: E402
-from scripts.graphs import TEST_NODES_NAME, window_patch_graph  # noqa: E402
-from scripts.tiny_wan import save_tiny_wan  # noqa: E402
+from scripts.graphs import TEST_NODES_NAME  # noqa: E402
+from scripts.stand_ins import Sizes, install_stand_in_models, stand_ins  # noqa: E402
+from scripts.workflow_format import ui_to_api  # noqa: E402
 
-# Demo geometry: "native" 256x160 px for the tiny model, sampled at 768x480 px, 17 frames.
-NATIVE = (256, 160)
-TARGET = (768, 480)
-FRAMES = 17
-STEPS = 4
-DIM, HEADS, HEAD_DIM = 256, 2, 128
-UNET = "freeswim_demo_wan.safetensors"
+WORKFLOW = REPO / "workflows" / "wan2.1_t2v_1.3B_freeswim_1088p.json"
+# Demo sizes for the stand-in model: native 256x160 px, 17 frames, refined to 768x480 (3x).
+DEMO = Sizes(native=(256, 160), frames=17, target=(768, 480), native_steps=4, refine_steps=8,
+             refine_strength=0.5)
+
+
+def lines_with(log: str, marker: str) -> list[str]:
+    return [line[line.index(marker):] for line in log.splitlines() if marker in line]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--comfyui", type=Path, default=REPO / ".host" / "ComfyUI")
     ap.add_argument("--python", default=sys.executable, help="python that runs that ComfyUI")
+    ap.add_argument("--models", type=Path, default=None, help="a ComfyUI models folder with the real files")
     ap.add_argument("--out", type=Path, default=REPO / "out")
     a = ap.parse_args()
 
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    base = prepare_base(REPO / ".cache" / "demo_base",
+    real = a.models is not None
+    base = prepare_base(REPO / ".cache" / ("demo_real" if real else "demo_base"),
                         {TEST_NODES_NAME: REPO / "tests" / "host_nodes" / TEST_NODES_NAME})
-    embedded = REPO / ".host" / "ComfyUI"
-    model_path = save_tiny_wan(base / "models" / "diffusion_models" / UNET, embedded,
-                               dim=DIM, layers=2, seed=2026)
+    if real:
+        models = base / "models"
+        if models.is_symlink() or not models.exists():
+            models.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(models)
+        models.symlink_to(a.models.resolve(), target_is_directory=True)
+    else:
+        install_stand_in_models(base, REPO / ".host" / "ComfyUI")
 
-    grid = TokenGrid((FRAMES - 1) // 4 + 1, TARGET[1] // 16, TARGET[0] // 16)
-    window = native_window(NATIVE[0], NATIVE[1], 16)
-    cost = attention_cost(grid, window, HEADS, HEAD_DIM)
-    print(f"[demo] ComfyUI: {a.comfyui}  model: {model_path.name} (random weights, dim {DIM}, 2 blocks)")
-    print(f"[demo] target {TARGET[0]}x{TARGET[1]}x{FRAMES} frames -> token grid {grid.t}x{grid.h}x{grid.w} "
-          f"({grid.tokens} tokens); native {NATIVE[0]}x{NATIVE[1]} px -> window {window.h}x{window.w} tokens")
-
-    graph = window_patch_graph(unet_name=UNET, width=TARGET[0], height=TARGET[1], length=FRAMES,
-                               steps=STEPS, native_width=NATIVE[0], native_height=NATIVE[1], seed=7,
-                               prefix="freeswim/demo", dual_path=True, guide_interval=2)
     t0 = time.time()
     with ComfyServer(a.comfyui, base, a.python, out / "comfyui.log") as server:
         started = time.time() - t0
-        entry = server.run_prompt(graph, timeout=900)
-        ran = time.time() - t0 - started
+        prompt = ui_to_api(json.loads(WORKFLOW.read_text()), server.get("/object_info"))
+        if not real:
+            prompt = stand_ins(prompt, DEMO)
+        entry, timings = server.run_prompt_timed(prompt, timeout=3600)
         log = server.log()
     status = entry.get("status", {})
     if status.get("status_str") != "success":
-        print(f"[demo] the prompt failed: {json.dumps(status.get('messages'), indent=1)[-3000:]}")
+        print(f"[demo] the workflow failed: {json.dumps(status.get('messages'), indent=1)[-3000:]}")
         return 1
-    latents = sorted((base / "output" / "freeswim").glob("demo_*.latent"), key=lambda p: p.stat().st_mtime)
-    result = out / "freeswim_demo.latent"
-    shutil.copy2(latents[-1], result)
-    marker = "FreeSwim window attention:"
-    plan = [line[line.index(marker):] for line in log.splitlines() if marker in line]
-    cache_marker = "FreeSwim Cross-Attn Cache:"
-    cache = [line[line.index(cache_marker):] for line in log.splitlines() if cache_marker in line]
 
+    videos = [item for o in entry["outputs"].values() for item in o.get("images", [])]
+    video = base / "output" / videos[0].get("subfolder", "") / videos[0]["filename"]
+    result = out / ("freeswim_demo" + video.suffix)
+    shutil.copy2(video, result)
+
+    refine = next(n for n in prompt.values() if n["class_type"] == "FreeSwimLatentUpscaleRefine")["inputs"]
+    frames = next(n for n in prompt.values() if n["class_type"] == "EmptyHunyuanLatentVideo")["inputs"]["length"]
+    grid = TokenGrid((frames - 1) // 4 + 1, refine["height"] // 16, refine["width"] // 16)
+    window_node = next(n for n in prompt.values() if n["class_type"] == "FreeSwimWindowAttentionPatch")["inputs"]
+    native = ((window_node["custom_width"], window_node["custom_height"]) if window_node["native_size"] == "custom"
+              else (832, 480))
+    window = native_window(native[0], native[1], 16)
+    cost = attention_cost(grid, window, heads=12, head_dim=128)
+    phases = [(prompt[nid]["class_type"], round(sec, 2)) for nid, sec in timings if nid in prompt]
     report = {
-        "comfyui": str(a.comfyui),
-        "target_px": TARGET, "frames": FRAMES, "native_px": NATIVE, "steps": STEPS,
-        "token_grid": grid.as_tuple(), "window_tokens": (window.h, window.w),
-        "keys_per_query_mean": cost["keys_per_query_mean"],
-        "self_attention_flops_full": cost["full_flops"],
-        "self_attention_flops_window": cost["window_flops"],
-        "window_fraction_of_full": cost["fraction_of_full"],
-        "server_start_s": round(started, 1), "prompt_s": round(ran, 1),
-        "server_plan_line": plan[-1] if plan else None,
-        "server_cache_lines": cache,
-        "output": str(result),
+        "workflow": WORKFLOW.name, "models": str(a.models) if real else "random-weight stand-ins",
+        "refine_target_px": [refine["width"], refine["height"]], "frames": frames,
+        "token_grid": grid.as_tuple(), "window_tokens": [window.h, window.w],
+        "window_fraction_of_full_attention": round(cost["fraction_of_full"], 4),
+        "server_window_plan": lines_with(log, "FreeSwim window attention:"),
+        "server_cache": lines_with(log, "FreeSwim Cross-Attn Cache:"),
+        "server_refine": lines_with(log, "FreeSwim Latent Upscale Refine:"),
+        "phase_seconds": phases, "server_start_s": round(started, 1), "video": str(result),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    print(f"[demo] keys per query: {cost['keys_per_query_mean']:.0f} of {grid.tokens} "
-          f"({100 * cost['fraction_of_full']:.1f}% of full self-attention FLOPs per layer: "
-          f"{cost['window_flops'] / 1e9:.2f} vs {cost['full_flops'] / 1e9:.2f} GFLOP)")
-    print(f"[demo] server log: {plan[-1] if plan else 'no FreeSwim plan line found'}")
-    for line in cache:
-        print(f"[demo] server log: {line}")
-    print(f"[demo] server up in {started:.1f}s, prompt ran in {ran:.1f}s")
+
+    print(f"[demo] workflow {WORKFLOW.name} ({report['models']})")
+    for line in report["server_refine"] + report["server_window_plan"] + report["server_cache"]:
+        print(f"[demo] {line}")
+    print(f"[demo] refine grid {grid.t}x{grid.h}x{grid.w} tokens, window {window.h}x{window.w}: "
+          f"{100 * cost['fraction_of_full']:.1f}% of full self-attention work")
+    print("[demo] time per node: " + ", ".join(f"{k} {v:.1f}s" for k, v in phases))
     print(f"[demo] wrote {result.relative_to(REPO) if result.is_relative_to(REPO) else result} and "
-          f"{(out / 'report.json').relative_to(REPO) if out.is_relative_to(REPO) else out / 'report.json'}")
-    return 0 if plan else 1
+          f"out/report.json")
+    return 0 if report["server_window_plan"] and report["server_cache"] else 1
 
 
 if __name__ == "__main__":
