@@ -50,6 +50,14 @@ fi
 # The pack itself, linked so that edits are live in the host.
 ln -sfn "$ROOT" "$HOST/custom_nodes/comfyui-freeswim"
 
+# --- Chromium (the frontend tests open the real ComfyUI web app headless) --------
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  log "installing Debian's chromium package (frontend tests)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
 # --- python environment -----------------------------------------------------
 venv_hash=$(hash_of constraints.txt requirements.txt requirements-dev.txt "$HOST/requirements.txt" scripts/setup.sh)
 if [ "$(cat $VENV/.stamp 2>/dev/null)" != "$venv_hash" ]; then

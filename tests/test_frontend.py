@@ -1,0 +1,39 @@
+"""The workflows in workflows/ load in the real ComfyUI frontend (headless Chromium), and the
+frontend's own conversion to the API format equals scripts.workflow_format.ui_to_api, which the
+workflow tests and the demo use."""
+import json
+from pathlib import Path
+
+import pytest
+
+from comfy_env import COMFY_DIR, REPO
+from frontend import Frontend, chromium_path
+from scripts.comfy_server import ComfyServer, prepare_base
+from scripts.graphs import TEST_NODES_NAME
+from scripts.workflow_format import ui_to_api
+
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def frontend(tmp_path_factory):
+    assert chromium_path(), "Chromium is missing: `make setup` installs Debian's chromium package"
+    base = prepare_base(tmp_path_factory.mktemp("frontend_base"),
+                        {TEST_NODES_NAME: Path(__file__).parent / "host_nodes" / TEST_NODES_NAME})
+    with ComfyServer(COMFY_DIR, base, str(REPO / ".venv" / "bin" / "python"), base / "server.log") as server:
+        info = server.get("/object_info")
+        with Frontend(server.url) as fe:
+            fe.object_info = info
+            yield fe
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_workflow_loads_and_converts_like_the_frontend(frontend, path):
+    workflow = json.loads(path.read_text())
+    count, app_prompt = frontend.load_and_convert(workflow)
+    assert count == len(workflow["nodes"])
+    ours = ui_to_api(workflow, frontend.object_info)
+    assert set(app_prompt) == set(ours)
+    for nid, node in ours.items():
+        assert app_prompt[nid]["class_type"] == node["class_type"]
+        assert app_prompt[nid]["inputs"] == node["inputs"], (nid, node["class_type"])
