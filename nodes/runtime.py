@@ -79,6 +79,7 @@ class DualPathSettings:
     override_image_cross: bool = False   # also replace I2V image cross-attention
     start_percent: float = 0.0
     end_percent: float = 1.0
+    execution: str = "batched"           # "batched": twins in the same batch; "sequential": see below
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,7 @@ class ForwardState:
 
     window: Optional[WindowPlan]
     layout: Optional[DualLayout] = None
-    mode: str = "off"                     # off | dual | guide | reuse
+    mode: str = "off"                     # off | dual | guide | reuse | full_only
     keys: tuple = ()
     reuse_rows: tuple[int, ...] = ()
     store: Optional[FeatureStore] = None
@@ -373,6 +374,38 @@ def _expand_batch(args, kwargs, layout: DualLayout):
     return args, kwargs
 
 
+def _select_rows(args, kwargs, rows: int, idx: tuple[int, ...]):
+    """Keep only rows ``idx`` of every batch-sized tensor argument of the model call."""
+    def pick(v):
+        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == rows:
+            return v.index_select(0, torch.tensor(idx, device=v.device))
+        return v
+    args = tuple(pick(a) if i != _ARG_TRANSFORMER_OPTIONS else a for i, a in enumerate(args))
+    kwargs = {k: (v if k == "transformer_options" else pick(v)) for k, v in kwargs.items()}
+    return args, kwargs
+
+
+def _run_sequential(executor, args, kwargs, to, state: ForwardState):
+    """The dual path as two model calls with the same result: first the full-attention twins
+    alone, storing their per-block cross-attention outputs, then the caller's rows reusing
+    them. The twin never depends on its window row, so nothing changes but the peak memory,
+    which is that of the larger call instead of both together."""
+    layout = state.layout
+    sources = layout.twin_sources
+    device = _arg(args, kwargs, _ARG_X, "x").device
+    store = state.store if state.mode == "guide" else FeatureStore("gpu", "model", device)
+    twin = replace(state, layout=None, mode="full_only", keys=tuple(state.keys[r] for r in sources),
+                   store=store, block=-1, cross_in_block=0)
+    t_args, t_kwargs = _select_rows(args, kwargs, layout.rows, sources)
+    t_args, t_kwargs = _with_transformer_options(t_args, t_kwargs, {**to, FORWARD_KEY: twin})
+    twin_out = executor(*t_args, **t_kwargs)
+    window = replace(state, layout=None, mode="reuse", reuse_rows=sources, store=store, block=-1,
+                     cross_in_block=0)
+    w_args, w_kwargs = _with_transformer_options(args, kwargs, {**to, FORWARD_KEY: window})
+    out = executor(*w_args, **w_kwargs)
+    return torch.cat([out, twin_out]) if to.get(KEEP_TWINS_KEY) else out
+
+
 def diffusion_model_wrapper(executor, *args, **kwargs):
     to = _arg(args, kwargs, _ARG_TRANSFORMER_OPTIONS, "transformer_options", None)
     opts: Optional[FreeSwimOptions] = to.get(OPTIONS_KEY) if isinstance(to, dict) else None
@@ -388,8 +421,10 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     window = (plan_window(opts.window, grid, dm.dim // dm.num_heads, lengths, run)
               if opts.window is not None else None)
     state = plan_dual(opts, window, to, x.shape[0], dm, x, run)
-    args, kwargs = _with_transformer_options(args, kwargs, {**to, FORWARD_KEY: state})
     layout = state.layout
+    if layout is not None and layout.twin_sources and opts.dual.execution == "sequential":
+        return _run_sequential(executor, args, kwargs, to, state)
+    args, kwargs = _with_transformer_options(args, kwargs, {**to, FORWARD_KEY: state})
     if layout is None or not layout.twin_sources:
         return executor(*args, **kwargs)
     args, kwargs = _expand_batch(args, kwargs, layout)
@@ -404,8 +439,17 @@ def _split_heads(t, heads):
     return t.view(B, L, heads, C // heads).transpose(1, 2)
 
 
+def _full_attention(call, plan: Optional[WindowPlan], q, k, v, heads, kwargs):
+    """Full attention through the host's own attention (and any earlier override), with the
+    FreeSwim scale folded into q: the host applies 1/sqrt(D) itself."""
+    factor = plan.scale * (q.shape[-1] // heads) ** 0.5 if plan is not None else 1.0
+    return call(q * factor, k, v, **{**kwargs, "heads": heads})
+
+
 def _self_attention(state: ForwardState, call, q, k, v, heads, kwargs):
     plan = state.window
+    if state.mode == "full_only":
+        return _full_attention(call, plan, q, k, v, heads, kwargs)
     layout = state.layout
     rows = layout.rows if layout is not None else q.shape[0]
     L = plan.grid.tokens if plan is not None else q.shape[1]
@@ -419,17 +463,18 @@ def _self_attention(state: ForwardState, call, q, k, v, heads, kwargs):
     else:
         parts.append(call(q[:rows], k[:rows], v[:rows], **{**kwargs, "heads": heads}))
     if layout is not None and q.shape[0] > rows:
-        # Full-attention twins, through the host's own attention (and any earlier override),
-        # with the FreeSwim scale folded into q: func applies 1/sqrt(D) itself.
-        head_dim = q.shape[-1] // heads
-        factor = plan.scale * head_dim ** 0.5 if plan is not None else 1.0
-        parts.append(call(q[rows:] * factor, k[rows:], v[rows:], **{**kwargs, "heads": heads}))
+        parts.append(_full_attention(call, plan, q[rows:], k[rows:], v[rows:], heads, kwargs))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
 
 
 def _cross_attention(state: ForwardState, call, q, k, v, heads, kwargs, cache_block):
     total = q.shape[0]
     out = None
+    if state.mode == "full_only":          # twins alone: compute and keep for the window rows
+        res = call(q, k, v, **{**kwargs, "heads": heads})
+        for r in range(total):
+            state.store.put(state.keys[r], cache_block, res[r])
+        return res
     if state.mode == "reuse":
         cached = {}
         for r in state.reuse_rows:

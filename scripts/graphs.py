@@ -36,7 +36,7 @@ def window_patch_graph(*, unet_name: str, width: int, height: int, length: int, 
     if dual_path:
         graph["8"] = {"class_type": "FreeSwimDualPathOverride",
                       "inputs": {"model": ["2", 0], "passes": "cond", "override_image_cross": False,
-                                 "start_percent": 0.0, "end_percent": 1.0}}
+                                 "start_percent": 0.0, "end_percent": 1.0, "execution": "batched"}}
         graph["6"]["inputs"]["model"] = ["8", 0]
         if guide_interval:
             graph["9"] = {"class_type": "FreeSwimCrossAttnCache",

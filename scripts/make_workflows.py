@@ -25,9 +25,11 @@ NEGATIVE = ("bright colors, overexposed, static, blurred details, subtitles, wor
             "repeated subjects, duplicated objects")
 
 
-def freeswim_chain(g: UIGraph, model, *, interval, storage="auto", precision="model", column=2):
+def freeswim_chain(g: UIGraph, model, *, interval, storage="auto", precision="model", execution="batched",
+                   column=2):
     w = g.add("FreeSwimWindowAttentionPatch", {"native_size": "auto"}, {"model": model}, column=column)
-    d = g.add("FreeSwimDualPathOverride", {"passes": "cond"}, {"model": (w, 0)}, column=column)
+    d = g.add("FreeSwimDualPathOverride", {"passes": "cond", "execution": execution}, {"model": (w, 0)},
+              column=column)
     c = g.add("FreeSwimCrossAttnCache", {"guide_interval": interval, "storage": storage, "precision": precision},
               {"model": (d, 0)}, column=column)
     return (c, 0)
@@ -52,7 +54,8 @@ def refine_and_save(g: UIGraph, model, pos, neg, latent, vae, *, width, height, 
     g.add("SaveVideo", {"filename_prefix": prefix}, {"video": (vid, 0)}, column=3)
 
 
-def t2v(info, *, unet, width, height, target, interval, note, prefix, storage="auto", precision="model"):
+def t2v(info, *, unet, width, height, target, interval, note, prefix, storage="auto", precision="model",
+        execution="batched"):
     g = UIGraph(info)
     g.note(note, column=1)
     unet_node = g.add("UNETLoader", {"unet_name": unet, "weight_dtype": "default"})
@@ -66,7 +69,8 @@ def t2v(info, *, unet, width, height, target, interval, note, prefix, storage="a
                                 "scheduler": "simple", "denoise": 1.0},
                    {"model": (base, 0), "positive": pos, "negative": neg, "latent_image": (empty, 0)},
                    column=1, title="Native-size pass")
-    fs = freeswim_chain(g, (unet_node, 0), interval=interval, storage=storage, precision=precision)
+    fs = freeswim_chain(g, (unet_node, 0), interval=interval, storage=storage, precision=precision,
+                        execution=execution)
     refine_and_save(g, fs, pos, neg, (native, 0), (vae, 0), width=target[0], height=target[1], prefix=prefix)
     return g.to_json()
 
@@ -88,7 +92,7 @@ def i2v(info):
                                 "scheduler": "simple", "denoise": 1.0},
                    {"model": (base, 0), "positive": (cond, 0), "negative": (cond, 1), "latent_image": (cond, 2)},
                    column=1, title="Native-size pass")
-    fs = freeswim_chain(g, (unet_node, 0), interval=2, storage="cpu", precision="bf16")
+    fs = freeswim_chain(g, (unet_node, 0), interval=2, storage="cpu", precision="bf16", execution="sequential")
     refine_and_save(g, fs, (cond, 0), (cond, 1), (native, 0), (vae, 0), width=2560, height=1440,
                     prefix="freeswim/wan_i2v_1440p")
     return g.to_json()
@@ -143,6 +147,8 @@ and cache, and the refine pass at 3840x2160 (tiled VAE).
 Memory: at 4K one pass has 680,400 tokens. The cross-attention cache would be 279 GB in bf16 (40
 blocks x 680,400 tokens x 5120), so this graph stores it in CPU RAM in fp8 (140 GB); with less RAM
 the cache switches itself off and the full branch runs every step (slower, no extra memory).
+Dual-Path Override runs sequentially here (full branch, then window branch): same result, about
+half the peak activation memory of running both rows in one batch.
 Expect a long run; use --lowvram if the 14B weights and activations do not fit together.
 Works with wan2.1_t2v_14B or the Wan2.2 low-noise 14B file (swap the UNET file name)."""
 
@@ -179,7 +185,8 @@ def main():
             interval=2, note=T2V_13B_NOTE, prefix="freeswim/wan21_1.3B_1088p"),
         "wan_14B_t2v_freeswim_4k.json": t2v(
             info, unet="wan2.1_t2v_14B_fp16.safetensors", width=1280, height=720, target=(3840, 2160),
-            interval=5, note=T2V_14B_NOTE, prefix="freeswim/wan_14B_4k", storage="cpu", precision="fp8"),
+            interval=5, note=T2V_14B_NOTE, prefix="freeswim/wan_14B_4k", storage="cpu", precision="fp8",
+            execution="sequential"),
         "wan2.1_i2v_14B_freeswim_1440p.json": i2v(info),
         "wan2.2_a14b_t2v_freeswim_1088p.json": a14b(info),
     }

@@ -27,9 +27,9 @@ def windowed(comfy, model, **kw):
                 custom_height=96, inward=True, attention_scale="reference", backend="chunked", **kw)
 
 
-def dual(comfy, model, passes="cond_and_uncond", start=0.0, end=1.0):
+def dual(comfy, model, passes="cond_and_uncond", start=0.0, end=1.0, execution="batched"):
     return node(comfy, "FreeSwimDualPathOverride", model, passes=passes, override_image_cross=False,
-                start_percent=start, end_percent=end)
+                start_percent=start, end_percent=end, execution=execution)
 
 
 def cache(comfy, model, interval=2, storage="auto", precision="model"):
@@ -65,6 +65,23 @@ def test_sampling_matches_reference_dual_path(comfy, wan, cfg):
     assert ours.shape == LATENT.shape
     assert rel_err(ours, ref) < 1e-4
     assert rel_err(window_only, ref) > 100 * rel_err(ours, ref)
+
+
+@pytest.mark.parametrize("with_cache", [False, True])
+def test_sequential_execution_gives_the_batched_result(comfy, wan, with_cache):
+    latent = torch.zeros(2, 16, 3, 24, 40)
+    results = []
+    for execution in ("batched", "sequential"):
+        patched = dual(comfy, windowed(comfy, wan), passes="cond", execution=execution)
+        if with_cache:
+            patched = cache(comfy, patched)
+        results.append(comfy.ksample(patched, latent, seed=6, steps=3))
+    assert rel_err(results[1], results[0]) < 1e-5
+    if not with_cache:
+        ref = comfy.ksample(dual_path_reference(wan, GRID, WINDOW, SCALE), latent, seed=6, steps=3, cfg=1.0)
+        seq = comfy.ksample(dual(comfy, windowed(comfy, wan), passes="cond", execution="sequential"),
+                            latent, seed=6, steps=3, cfg=1.0)
+        assert rel_err(seq, ref) < 1e-4
 
 
 def test_batch_of_two_rows_each_get_their_own_twin(comfy, wan):

@@ -25,9 +25,10 @@ def parity(comfy):
     return comfy, model, windowed, inputs, outputs
 
 
-def dual(comfy, model, passes):
+def dual(comfy, model, passes, execution="batched"):
     (m,) = comfy.run_node("FreeSwimDualPathOverride", model=model, passes=passes,
-                          override_image_cross=False, start_percent=0.0, end_percent=1.0)
+                          override_image_cross=False, start_percent=0.0, end_percent=1.0,
+                          execution=execution)
     return m
 
 
@@ -59,13 +60,14 @@ def test_key_mapping_reproduces_stock_diffusers(parity):
                  out["plain_cond_reuse_inputs_out"]) < TOL
 
 
+@pytest.mark.parametrize("execution", ["batched", "sequential"])
 @pytest.mark.parametrize("kind,context_key,expected_key", [
     (0, "context", "nocache_cond_out"),
     (1, "negative_context", "nocache_uncond_out"),     # the no-cache variant runs both rows for uncond too
 ])
-def test_nocache_variant(parity, kind, context_key, expected_key):
+def test_nocache_variant(parity, kind, context_key, expected_key, execution):
     comfy, model, windowed, inp, out = parity
-    patched = dual(comfy, windowed, "cond_and_uncond")
+    patched = dual(comfy, windowed, "cond_and_uncond", execution)
     to = comfy.sampling_options(patched, cond_or_uncond=[kind], uuids=["a"], sigma=0.7,
                                 sample_sigmas=SCHEDULE, **keep_twins(comfy))
     got = call(model, patched, inp["latent"], inp["timestep_guide"][:1], inp[context_key], to)
@@ -73,9 +75,10 @@ def test_nocache_variant(parity, kind, context_key, expected_key):
     assert close(got, out[expected_key]) < TOL
 
 
-def test_cache_variant_guide_uncond_and_reuse(parity):
+@pytest.mark.parametrize("execution", ["batched", "sequential"])
+def test_cache_variant_guide_uncond_and_reuse(parity, execution):
     comfy, model, windowed, inp, out = parity
-    patched = cached(comfy, dual(comfy, windowed, "cond"))
+    patched = cached(comfy, dual(comfy, windowed, "cond", execution))
     runtime = comfy.pack_module("nodes.runtime")
     run = runtime.RunState()
 

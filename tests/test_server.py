@@ -39,7 +39,7 @@ def test_object_info_lists_the_dual_path_and_cache_nodes(server):
     cache = info["FreeSwimCrossAttnCache"]
     assert dual["display_name"] == "Dual-Path Override" and cache["display_name"] == "Cross-Attn Cache"
     assert list(dual["input"]["required"]) == ["model", "passes", "override_image_cross", "start_percent",
-                                               "end_percent"]
+                                               "end_percent", "execution"]
     assert list(cache["input"]["required"]) == ["model", "guide_interval", "storage", "precision"]
 
 
