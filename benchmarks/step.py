@@ -50,13 +50,15 @@ class CacheLog(logging.Handler):
             self.lines.append(msg)
 
 
-def build(comfy, preset, device_dtype):
+def build(comfy, preset):
     from comfy.sd import load_diffusion_model_state_dict
     from scripts.tiny_wan import tiny_wan_state_dict
-    sd = tiny_wan_state_dict(dim=preset["dim"], layers=preset["layers"], ffn_dim=preset["ffn"], seed=0)
-    if device_dtype is not None:
-        sd = {k: v.to(device_dtype) for k, v in sd.items()}
-    return load_diffusion_model_state_dict(sd)
+    cuda = torch.cuda.is_available()
+    sd = tiny_wan_state_dict(dim=preset["dim"], layers=preset["layers"], ffn_dim=preset["ffn"], seed=0,
+                             device="cuda" if cuda else "cpu", dtype=torch.bfloat16 if cuda else torch.float32)
+    model = load_diffusion_model_state_dict(sd)
+    del sd
+    return model
 
 
 def patched(comfy, model, mode, native):
@@ -93,7 +95,7 @@ def main():
     handler = CacheLog()
     logging.getLogger("freeswim").addHandler(handler)
     logging.getLogger("freeswim").setLevel(logging.INFO)
-    model = build(comfy, preset, None)
+    model = build(comfy, preset)
     shape = tuple(int(v) for v in a.latent.split(",")) if a.latent else preset["latent"]
     latent = torch.zeros(1, *shape)
     T, H, W = shape[1], shape[2] // 2, shape[3] // 2

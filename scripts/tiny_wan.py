@@ -18,8 +18,11 @@ import torch
 
 
 def tiny_wan_state_dict(dim=256, layers=2, ffn_dim=512, in_dim=16, out_dim=16, text_dim=4096,
-                        i2v=False, ref_conv_dim=None, vace_layers=None, seed=0) -> dict[str, torch.Tensor]:
-    """Needs ComfyUI importable (``comfy`` on sys.path); uses it in CPU mode."""
+                        i2v=False, ref_conv_dim=None, vace_layers=None, seed=0, device="cpu",
+                        dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """Needs ComfyUI importable (``comfy`` on sys.path). The module is built on the meta device
+    (no memory); values are drawn on ``device`` (a GPU makes real-size models quick) and
+    returned on the CPU in ``dtype``."""
     if "comfy.model_management" not in sys.modules:
         import comfy.cli_args
         comfy.cli_args.args.cpu = True
@@ -27,23 +30,23 @@ def tiny_wan_state_dict(dim=256, layers=2, ffn_dim=512, in_dim=16, out_dim=16, t
     from comfy.ldm.wan.model import VaceWanModel, WanModel
     common = dict(dim=dim, ffn_dim=ffn_dim, num_layers=layers, num_heads=dim // 128, in_dim=in_dim,
                   out_dim=out_dim, text_dim=text_dim, operations=comfy.ops.disable_weight_init,
-                  device="cpu", dtype=torch.float32)
+                  device="meta", dtype=torch.float32)
     if vace_layers:
         model = VaceWanModel(vace_layers=vace_layers, vace_in_dim=96, **common)
     else:
         model = WanModel(model_type="i2v" if i2v else "t2v", in_dim_ref_conv=ref_conv_dim, **common)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
     sd = {}
     for name, p in sorted(model.state_dict().items()):
         if "norm" in name and name.endswith("weight") and p.dim() == 1:
-            t = torch.ones_like(p)
+            t = torch.ones(p.shape, device=device)
         elif "modulation" in name or "emb_pos" in name:
-            t = torch.randn(p.shape, generator=gen) * 0.1
+            t = torch.randn(p.shape, generator=gen, device=device) * 0.1
         elif p.dim() >= 2:
-            t = torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5
+            t = torch.randn(p.shape, generator=gen, device=device) / p[0].numel() ** 0.5
         else:
-            t = torch.randn(p.shape, generator=gen) * 0.02
-        sd[name] = t.to(torch.float32).contiguous()
+            t = torch.randn(p.shape, generator=gen, device=device) * 0.02
+        sd[name] = t.to(dtype).cpu().contiguous()
     return sd
 
 
