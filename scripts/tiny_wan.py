@@ -17,15 +17,21 @@ from pathlib import Path
 import torch
 
 
+def _comfy_in_cpu_mode_unless_loaded():
+    """Put ComfyUI in CPU mode before its model code is first imported (tests, this script);
+    a host that already started keeps its own device."""
+    if "comfy.model_management" not in sys.modules:
+        import comfy.cli_args
+        comfy.cli_args.args.cpu = True
+
+
 def tiny_wan_state_dict(dim=256, layers=2, ffn_dim=512, in_dim=16, out_dim=16, text_dim=4096,
                         i2v=False, ref_conv_dim=None, vace_layers=None, seed=0, device="cpu",
                         dtype=torch.float32) -> dict[str, torch.Tensor]:
     """Needs ComfyUI importable (``comfy`` on sys.path). The module is built on the meta device
     (no memory); values are drawn on ``device`` (a GPU makes real-size models quick) and
     returned on the CPU in ``dtype``."""
-    if "comfy.model_management" not in sys.modules:
-        import comfy.cli_args
-        comfy.cli_args.args.cpu = True
+    _comfy_in_cpu_mode_unless_loaded()
     import comfy.ops
     from comfy.ldm.wan.model import VaceWanModel, WanModel
     common = dict(dim=dim, ffn_dim=ffn_dim, num_layers=layers, num_heads=dim // 128, in_dim=in_dim,
@@ -67,16 +73,15 @@ def _seeded_fill(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
 def tiny_wan_vae_state_dict(dim: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
     """A Wan 2.1 VAE (8x spatial, 4x temporal, 16 latent channels) with ``dim`` base channels
     instead of 96; ComfyUI reads ``dim`` from the weights, so it loads as a Wan VAE."""
-    if "comfy.model_management" not in sys.modules:
-        import comfy.cli_args
-        comfy.cli_args.args.cpu = True
+    _comfy_in_cpu_mode_unless_loaded()
     from comfy.ldm.wan.vae import WanVAE
     vae = WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                  temperal_downsample=[False, True, True], dropout=0.0)
     return _seeded_fill(vae, seed)
 
 
-def save_tiny_wan_vae(path: Path, comfyui: Path, **kwargs) -> Path:
+def _save(path: Path, comfyui: Path, make_state_dict) -> Path:
+    """Write ``make_state_dict()`` to ``path`` as safetensors, unless the file exists."""
     path = Path(path)
     if path.exists():
         return path
@@ -85,24 +90,19 @@ def save_tiny_wan_vae(path: Path, comfyui: Path, **kwargs) -> Path:
     from safetensors.torch import save_file
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file(tiny_wan_vae_state_dict(**kwargs), str(tmp))
+    save_file(make_state_dict(), str(tmp))
     tmp.replace(path)
     return path
 
 
 def save_tiny_wan(path: Path, comfyui: Path, **kwargs) -> Path:
     """Write a tiny Wan checkpoint to ``path`` (skipped when it already exists)."""
-    path = Path(path)
-    if path.exists():
-        return path
-    if str(comfyui) not in sys.path:
-        sys.path.insert(0, str(comfyui))
-    from safetensors.torch import save_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(tiny_wan_state_dict(**kwargs), str(tmp))
-    tmp.replace(path)
-    return path
+    return _save(path, comfyui, lambda: tiny_wan_state_dict(**kwargs))
+
+
+def save_tiny_wan_vae(path: Path, comfyui: Path, **kwargs) -> Path:
+    """Write a tiny Wan 2.1 VAE to ``path`` (skipped when it already exists)."""
+    return _save(path, comfyui, lambda: tiny_wan_vae_state_dict(**kwargs))
 
 
 if __name__ == "__main__":
