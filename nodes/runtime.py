@@ -363,25 +363,12 @@ def _open_store(cache: CacheSettings, grid: TokenGrid, dm, x, rows: int, run: Ru
     return run.store
 
 
-def _expand_batch(args, kwargs, layout: DualLayout):
-    """Append twin rows to every batch-sized tensor argument of the model call."""
-    def grow(v):
-        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == layout.rows:
-            return layout.expand(v)
-        return v
-    args = tuple(grow(a) if i != _ARG_TRANSFORMER_OPTIONS else a for i, a in enumerate(args))
-    kwargs = {k: (v if k == "transformer_options" else grow(v)) for k, v in kwargs.items()}
-    return args, kwargs
-
-
-def _select_rows(args, kwargs, rows: int, idx: tuple[int, ...]):
-    """Keep only rows ``idx`` of every batch-sized tensor argument of the model call."""
-    def pick(v):
-        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == rows:
-            return v.index_select(0, torch.tensor(idx, device=v.device))
-        return v
-    args = tuple(pick(a) if i != _ARG_TRANSFORMER_OPTIONS else a for i, a in enumerate(args))
-    kwargs = {k: (v if k == "transformer_options" else pick(v)) for k, v in kwargs.items()}
+def _map_batch(args, kwargs, rows: int, fn):
+    """Apply ``fn`` to every batch-sized (``rows``) tensor argument of the model call."""
+    def one(v):
+        return fn(v) if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == rows else v
+    args = tuple(one(a) if i != _ARG_TRANSFORMER_OPTIONS else a for i, a in enumerate(args))
+    kwargs = {k: (v if k == "transformer_options" else one(v)) for k, v in kwargs.items()}
     return args, kwargs
 
 
@@ -396,7 +383,8 @@ def _run_sequential(executor, args, kwargs, to, state: ForwardState):
     store = state.store if state.mode == "guide" else FeatureStore("gpu", "model", device)
     twin = replace(state, layout=None, mode="full_only", keys=tuple(state.keys[r] for r in sources),
                    store=store, block=-1, cross_in_block=0)
-    t_args, t_kwargs = _select_rows(args, kwargs, layout.rows, sources)
+    t_args, t_kwargs = _map_batch(args, kwargs, layout.rows,
+                                  lambda t: t.index_select(0, torch.tensor(sources, device=t.device)))
     t_args, t_kwargs = _with_transformer_options(t_args, t_kwargs, {**to, FORWARD_KEY: twin})
     twin_out = executor(*t_args, **t_kwargs)
     window = replace(state, layout=None, mode="reuse", reuse_rows=sources, store=store, block=-1,
@@ -427,7 +415,7 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     args, kwargs = _with_transformer_options(args, kwargs, {**to, FORWARD_KEY: state})
     if layout is None or not layout.twin_sources:
         return executor(*args, **kwargs)
-    args, kwargs = _expand_batch(args, kwargs, layout)
+    args, kwargs = _map_batch(args, kwargs, layout.rows, layout.expand)
     out = executor(*args, **kwargs)
     return out if to.get(KEEP_TWINS_KEY) else out[:layout.rows]
 
@@ -443,7 +431,7 @@ def _full_attention(call, plan: Optional[WindowPlan], q, k, v, heads, kwargs):
     """Full attention through the host's own attention (and any earlier override), with the
     FreeSwim scale folded into q: the host applies 1/sqrt(D) itself."""
     factor = plan.scale * (q.shape[-1] // heads) ** 0.5 if plan is not None else 1.0
-    return call(q * factor, k, v, **{**kwargs, "heads": heads})
+    return call(q * factor, k, v, **kwargs)
 
 
 def _self_attention(state: ForwardState, call, q, k, v, heads, kwargs):
@@ -461,7 +449,7 @@ def _self_attention(state: ForwardState, call, q, k, v, heads, kwargs):
         B, NH, _, D = out.shape
         parts.append(out.transpose(1, 2).reshape(B, L, NH * D))
     else:
-        parts.append(call(q[:rows], k[:rows], v[:rows], **{**kwargs, "heads": heads}))
+        parts.append(call(q[:rows], k[:rows], v[:rows], **kwargs))
     if layout is not None and q.shape[0] > rows:
         parts.append(_full_attention(call, plan, q[rows:], k[rows:], v[rows:], heads, kwargs))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
@@ -469,33 +457,27 @@ def _self_attention(state: ForwardState, call, q, k, v, heads, kwargs):
 
 def _cross_attention(state: ForwardState, call, q, k, v, heads, kwargs, cache_block):
     total = q.shape[0]
-    out = None
     if state.mode == "full_only":          # twins alone: compute and keep for the window rows
-        res = call(q, k, v, **{**kwargs, "heads": heads})
+        res = call(q, k, v, **kwargs)
         for r in range(total):
             state.store.put(state.keys[r], cache_block, res[r])
         return res
     if state.mode == "reuse":
-        cached = {}
-        for r in state.reuse_rows:
-            f = state.store.get(state.keys[r], cache_block)
-            if f is None:
-                break
-            cached[r] = f
-        else:
-            others = [r for r in range(total) if r not in cached]
-            out = torch.empty(q.shape[:2] + (v.shape[-1],), dtype=q.dtype, device=q.device)
-            if others:
-                idx = torch.tensor(others, device=q.device)
-                out[idx] = call(q[idx], k[idx], v[idx], **{**kwargs, "heads": heads})
-            for r, f in cached.items():
-                out[r] = f
-            return out
-        return None    # a block without features (should not happen): compute it normally
+        cached = {r: state.store.get(state.keys[r], cache_block) for r in state.reuse_rows}
+        if any(f is None for f in cached.values()):
+            return None    # a block without features (should not happen): compute it normally
+        others = [r for r in range(total) if r not in cached]
+        out = torch.empty(q.shape[:2] + (v.shape[-1],), dtype=q.dtype, device=q.device)
+        if others:
+            idx = torch.tensor(others, device=q.device)
+            out[idx] = call(q[idx], k[idx], v[idx], **kwargs)
+        for r, f in cached.items():
+            out[r] = f
+        return out
     twin_of = state.layout.twin_of()
     need = [r for r in range(total) if r not in twin_of]
     idx = torch.tensor(need, device=q.device)
-    res = call(q[idx], k[idx], v[idx], **{**kwargs, "heads": heads})
+    res = call(q[idx], k[idx], v[idx], **kwargs)
     out = torch.empty((total,) + tuple(res.shape[1:]), dtype=res.dtype, device=res.device)
     out[idx] = res
     for src, twin in twin_of.items():
@@ -515,7 +497,7 @@ def _handle(state: ForwardState, call, args, kwargs):
     if (heads is None or mask is not None or q.dim() != 3 or k.dim() != 3
             or kwargs.get("skip_reshape") or kwargs.get("skip_output_reshape")):
         return None
-    rest = {key: val for key, val in kwargs.items() if key not in ("heads",)}
+    rest = {**kwargs, "heads": heads}      # heads may have come positionally
     grid = state.grid
     is_self = grid is not None and q.shape == k.shape == v.shape and q.shape[1] == grid.tokens
     if is_self:
