@@ -14,8 +14,10 @@ MODELS ?=
 setup:
 	@bash scripts/setup.sh
 
+# One pytest worker per ComfyUI host (each host is imported in its own process);
+# tests that need no host are shared out between them.
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 demo: setup
 	$(PY) -m scripts.demo --comfyui "$(COMFYUI)" --python "$(COMFY_PYTHON)" --out out $(if $(MODELS),--models "$(MODELS)")
@@ -24,4 +26,4 @@ bench: setup
 	$(PY) benchmarks/window_attention.py
 
 clean:
-	rm -rf .venv .host .cache out
+	rm -rf .venv .venv-registry .host .cache out

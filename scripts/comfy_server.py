@@ -44,11 +44,19 @@ def prepare_base(base: Path, extra_nodes: dict[str, Path] | None = None) -> Path
     return base
 
 
+def host_server(host, base: Path, log_name: str = "server.log") -> "ComfyServer":
+    """A server for a :class:`scripts.hosts.Host`, run by the project's environment."""
+    return ComfyServer(host.path, base, str(REPO / ".venv" / "bin" / "python"), Path(base) / log_name,
+                       extra_args=host.server_args())
+
+
 class ComfyServer:
     """A ComfyUI process on 127.0.0.1; use as a context manager."""
 
-    def __init__(self, comfyui: Path, base: Path, python: str, log_path: Path, port: int | None = None):
+    def __init__(self, comfyui: Path, base: Path, python: str, log_path: Path, port: int | None = None,
+                 extra_args: list[str] | None = None):
         self.comfyui = Path(comfyui).resolve()
+        self.extra_args = list(extra_args or [])
         self.base = Path(base).resolve()
         self.python = python
         self.log_path = Path(log_path)
@@ -64,7 +72,7 @@ class ComfyServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")
         cmd = [self.python, str(main), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--base-directory", str(self.base), "--disable-metadata"]
+               "--base-directory", str(self.base), "--disable-metadata", *self.extra_args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(cmd, cwd=self.comfyui, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)

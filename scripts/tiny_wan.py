@@ -85,7 +85,13 @@ def _save(path: Path, comfyui: Path, make_state_dict) -> Path:
     path = Path(path)
     if path.exists():
         return path
-    if str(comfyui) not in sys.path:
+    loaded = sys.modules.get("comfy")
+    if loaded is not None:
+        # One process holds one ComfyUI: building from another host's classes would be silent.
+        where = Path(next(iter(loaded.__path__))).resolve().parent
+        if where != Path(comfyui).resolve():
+            raise RuntimeError(f"this process imported ComfyUI from {where}, not {comfyui}")
+    elif str(comfyui) not in sys.path:
         sys.path.insert(0, str(comfyui))
     from safetensors.torch import save_file
     path.parent.mkdir(parents=True, exist_ok=True)

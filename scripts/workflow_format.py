@@ -12,14 +12,20 @@ from __future__ import annotations
 
 from typing import Any
 
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# A combo whose chosen option brings inputs of its own, named "<combo>.<input>" (V3 schema).
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", DYNAMIC_COMBO}
 UI_ONLY_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
 
 def _spec_inputs(info: dict) -> list[tuple[str, Any, dict]]:
+    return _inputs_of(info.get("input", {}))
+
+
+def _inputs_of(sections: dict) -> list[tuple[str, Any, dict]]:
     out = []
     for section in ("required", "optional"):
-        for name, spec in (info.get("input", {}).get(section) or {}).items():
+        for name, spec in (sections.get(section) or {}).items():
             kind = spec[0]
             opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
             out.append((name, kind, opts))
@@ -35,6 +41,36 @@ def widget_names(info: dict) -> list[tuple[str, bool]]:
     return [(n, bool(o.get("control_after_generate"))) for n, k, o in _spec_inputs(info) if is_widget(k, o)]
 
 
+def widget_default(kind, opts: dict):
+    """The value the frontend gives a widget nobody set: its default, else its first option."""
+    if opts.get("default") is not None:
+        return opts["default"]
+    options = kind if isinstance(kind, list) else opts.get("options", [])
+    if not options:
+        return None
+    return options[0]["key"] if isinstance(options[0], dict) else options[0]
+
+
+def _fill_widgets(inputs: list[tuple[str, Any, dict]], values: list, i: int, prefix: str, out: dict) -> int:
+    """Assign positional ``values`` (from index ``i``) to the widget inputs, in order; a widget
+    with no saved value (the host added it after the file was saved) gets the value the frontend
+    gives it, its default. A dynamic combo's chosen option's widgets follow it. Returns the next
+    index."""
+    for name, kind, opts in inputs:
+        if not is_widget(kind, opts):
+            continue
+        key = prefix + name
+        value = values[i] if i < len(values) else widget_default(kind, opts)
+        if value is not None:
+            out[key] = value
+        i += 2 if opts.get("control_after_generate") else 1
+        if kind == DYNAMIC_COMBO:
+            chosen = next((o for o in opts.get("options", []) if o.get("key") == value), None)
+            if chosen is not None:
+                i = _fill_widgets(_inputs_of(chosen.get("inputs", {})), values, i, key + ".", out)
+    return i
+
+
 def ui_to_api(ui: dict, object_info: dict) -> dict:
     """API-format prompt from a UI-format workflow (UI-only nodes and bypassed nodes dropped)."""
     links = {link[0]: link for link in ui.get("links", [])}
@@ -47,12 +83,7 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
             raise KeyError(f"workflow node {node['id']} has type {ntype!r}, which this ComfyUI does not know")
         info = object_info[ntype]
         inputs: dict[str, Any] = {}
-        values = list(node.get("widgets_values") or [])
-        i = 0
-        for name, control in widget_names(info):
-            if i < len(values):
-                inputs[name] = values[i]
-            i += 2 if control else 1
+        _fill_widgets(_spec_inputs(info), list(node.get("widgets_values") or []), 0, "", inputs)
         for inp in node.get("inputs", []):
             if inp.get("link") is not None:
                 link = links[inp["link"]]
@@ -80,13 +111,9 @@ class UIGraph:
         self._col[column] = row + 1
         values = []
         for name, control in widget_names(info):
-            spec = next(o for n, k, o in _spec_inputs(info) if n == name)
-            value = widgets.pop(name, spec.get("default"))
-            if value is None:
-                kind = next(k for n, k, o in _spec_inputs(info) if n == name)
-                options = kind if isinstance(kind, list) else spec.get("options", [])
-                value = options[0] if options else None
-            values.append(value)
+            kind, spec = next((k, o) for n, k, o in _spec_inputs(info) if n == name)
+            value = widgets.pop(name, None)
+            values.append(widget_default(kind, spec) if value is None else value)
             if control:
                 values.append("fixed")
         if widgets:
@@ -130,3 +157,8 @@ class UIGraph:
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
                 "links": self.links, "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
                 "version": 0.4}
+
+
+def declared_inputs(info: dict) -> list[str]:
+    """Names of a node's top-level inputs, as its ``object_info`` declares them."""
+    return [name for name, _, _ in _spec_inputs(info)]

@@ -1,9 +1,11 @@
-"""The real ComfyUI host, in process, with small random-weight models.
+"""A real ComfyUI host, in process, with small random-weight models.
 
-ComfyUI is the one built by ``make setup`` under ``.host/ComfyUI`` (0.3.75).
-Its directory goes first on ``sys.path``: ComfyUI's top-level ``nodes`` module
-must win over this repository's ``nodes/`` package, which ComfyUI itself always
-loads under the pack's folder name.
+The hosts are the ones ``make setup`` built (``scripts/hosts.py``); the test
+session runs each host's tests in its own process (``conftest.py``), since one
+process can import only one ComfyUI. The host's directory goes first on
+``sys.path``: ComfyUI's top-level ``nodes`` module must win over this
+repository's ``nodes/`` package, which ComfyUI itself always loads under the
+pack's folder name.
 """
 from __future__ import annotations
 
@@ -11,34 +13,49 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 import torch
 
+from scripts.hosts import Host, newest
+
 REPO = Path(__file__).resolve().parents[1]
-COMFY_DIR = Path(os.environ.get("FREESWIM_COMFYUI", REPO / ".host" / "ComfyUI")).resolve()
-PACK_LINK = COMFY_DIR / "custom_nodes" / "comfyui-freeswim"
 
-_loaded = False
+loaded: Optional[Host] = None      # the host imported in this process
 
 
-def comfy_ready():
-    """Import ComfyUI in CPU mode and load this pack through ComfyUI's own loader."""
-    global _loaded
-    if _loaded:
-        return
-    if not COMFY_DIR.is_dir():
-        raise RuntimeError(f"no ComfyUI host at {COMFY_DIR}; run `make setup`")
-    sys.path.insert(0, str(COMFY_DIR))
+class HostConflict(RuntimeError):
+    """A second ComfyUI was asked for in a process that already imported one."""
+
+
+def comfy_ready(host: Optional[Host] = None) -> Host:
+    """Import ``host`` (default: the newest built) in CPU mode and load this pack through
+    ComfyUI's own loader. Returns the host in use."""
+    global loaded
+    host = host or loaded or newest()
+    if loaded is not None:
+        if loaded.path != host.path:
+            raise HostConflict(
+                f"this process already imported {loaded.id}; {host.id} needs its own process "
+                "(`make test` runs one pytest worker per host)")
+        return loaded
+    if not host.path.is_dir():
+        raise RuntimeError(f"no ComfyUI host at {host.path}; run `make setup`")
+    if "comfy" in sys.modules:
+        raise HostConflict(f"ComfyUI was imported before comfy_ready({host.id}) in this process")
+    sys.path.insert(0, str(host.path))
     import comfy.cli_args
     # Tests run on the CPU; benchmarks on a CUDA machine set FREESWIM_COMFY_CPU=0.
     comfy.cli_args.args.cpu = os.environ.get("FREESWIM_COMFY_CPU", "1") == "1"
     import nodes  # ComfyUI's
-    if not PACK_LINK.exists():
-        PACK_LINK.symlink_to(REPO)
-    asyncio.run(nodes.load_custom_node(str(PACK_LINK)))
+    pack_link = host.path / "custom_nodes" / "comfyui-freeswim"
+    if not pack_link.exists():
+        pack_link.symlink_to(REPO)
+    asyncio.run(nodes.load_custom_node(str(pack_link)))
     if "FreeSwimWindowAttentionPatch" not in nodes.NODE_CLASS_MAPPINGS:
-        raise RuntimeError("ComfyUI did not register the FreeSwim nodes")
-    _loaded = True
+        raise RuntimeError(f"{host.id} did not register the FreeSwim nodes")
+    loaded = host
+    return host
 
 
 def node_class(name: str):
@@ -47,9 +64,11 @@ def node_class(name: str):
 
 
 def run_node(name: str, **inputs):
-    """Execute a node the way the executor does for V3 nodes (class-level execute)."""
+    """Execute a node the way the executor does for V3 nodes (class-level execute, under
+    ``torch.inference_mode()`` like every node the host's executor runs)."""
     cls = node_class(name)
-    out = cls.execute(**inputs)
+    with torch.inference_mode():
+        out = cls.execute(**inputs)
     return out.result if hasattr(out, "result") else out
 
 

@@ -3,8 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_env import COMFY_DIR, REPO
-from scripts.comfy_server import ComfyServer, prepare_base
+from scripts.comfy_server import host_server, prepare_base
 from scripts.graphs import TEST_NODES_NAME, window_patch_graph
 from scripts.tiny_wan import save_tiny_wan
 
@@ -12,11 +11,10 @@ TEST_NODES = Path(__file__).parent / "host_nodes" / TEST_NODES_NAME
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, comfy, comfy_host):
     base = prepare_base(tmp_path_factory.mktemp("comfy_base"), {TEST_NODES_NAME: TEST_NODES})
-    save_tiny_wan(base / "models" / "diffusion_models" / "tiny_wan.safetensors", COMFY_DIR, seed=3)
-    python = str(REPO / ".venv" / "bin" / "python")
-    with ComfyServer(COMFY_DIR, base, python, base / "server.log") as srv:
+    save_tiny_wan(base / "models" / "diffusion_models" / "tiny_wan.safetensors", comfy_host.path, seed=3)
+    with host_server(comfy_host, base) as srv:
         yield srv
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from comfy_env import COMFY_DIR, REPO
-from scripts.comfy_server import ComfyServer, prepare_base
+from comfy_env import REPO
+from scripts.comfy_server import host_server, prepare_base
 from scripts.graphs import TEST_NODES_NAME
 from scripts.stand_ins import install_stand_in_models, stand_ins
 from scripts.workflow_format import ui_to_api
@@ -23,10 +23,10 @@ TEST_NODES = Path(__file__).parent / "host_nodes" / TEST_NODES_NAME
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, comfy, comfy_host):
     base = prepare_base(tmp_path_factory.mktemp("workflow_base"), {TEST_NODES_NAME: TEST_NODES})
-    install_stand_in_models(base, COMFY_DIR)
-    with ComfyServer(COMFY_DIR, base, str(REPO / ".venv" / "bin" / "python"), base / "server.log") as srv:
+    install_stand_in_models(base, comfy_host.path)
+    with host_server(comfy_host, base) as srv:
         srv.object_info = srv.get("/object_info")
         yield srv
 
