@@ -18,12 +18,15 @@ How a patched Wan model runs:
   (what was logged, the cached features, the dual path's sigma range) and drops
   it in ``finally``, so nothing carries over between runs, prompts or models.
 
-The override recognises video self-attention by shape (q, k and v with the
-grid's token count, no mask) and counts those calls to know the block; the
-cross-attention calls that follow belong to that block, the text call being
-the block's last. When the grid's token count equals a conditioning length,
-self- and cross-attention cannot be told apart and the call is passed through,
-with a warning.
+Where the host sets ``block_index`` (current ComfyUI; see ``host_blocks.py``) the
+first attention call of each block is its self-attention, and the host's
+``grid_sizes`` confirms the grid. Elsewhere (0.3.x) the override recognises video
+self-attention by shape (q, k and v with the grid's token count, no mask). Either
+way it counts self-attention calls to number the blocks (VACE blocks included);
+the cross-attention calls that follow belong to that block, the text call being
+the block's last. Without the host's block index, a grid whose token count equals
+a conditioning length cannot be told from cross-attention by shape, and the call
+is passed through, with a warning.
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ from ..freeswim_core.dualpath import (DualLayout, FeatureStore, cache_bytes, cho
                                       element_bytes, is_guide_step, row_keys, row_kinds, step_index,
                                       twin_rows)
 from ..freeswim_core.log import log_once, logger
+from .host_blocks import BLOCK_INDEX, GRID_SIZES, sets_block_index, sets_grid_sizes
 from .wan import WanInfo, native_tokens_per_frame, native_window_for, resolve_native_px
 
 OPTIONS_KEY = "freeswim"
@@ -219,7 +223,12 @@ def cross_attention_lengths(context, clip_fea) -> set[int]:
 
 
 def plan_window(settings: WindowSettings, grid: TokenGrid, head_dim: int,
-                cross_lengths: set[int], run: Optional[RunState]) -> Optional[WindowPlan]:
+                cross_lengths: set[int], run: Optional[RunState],
+                placed_by_host: bool = False) -> Optional[WindowPlan]:
+    """The window plan for one model call, or None when the call runs unpatched.
+
+    ``placed_by_host``: the host's block index places every attention call, so a grid
+    with a conditioning's token count is no longer ambiguous."""
     info = settings.info
     native_px = resolve_native_px(info, settings.native_size, settings.custom_width,
                                   settings.custom_height, grid_hw=(grid.h, grid.w))
@@ -231,11 +240,12 @@ def plan_window(settings: WindowSettings, grid: TokenGrid, head_dim: int,
              "window (%dx%d px); window attention is a no-op for this run.",
              geometry, window.h, window.w, native_px[0], native_px[1])
         return None
-    if grid.tokens in cross_lengths:
+    if grid.tokens in cross_lengths and not placed_by_host:
         _say(run, f"ambiguous:{geometry}", logging.WARNING,
              "FreeSwim Window Attention Patch: the %s grid has %d tokens, the same count as the "
-             "conditioning, so self- and cross-attention cannot be told apart; window attention "
-             "is skipped for this size. Change the width, height or frame count slightly.",
+             "conditioning, so self- and cross-attention cannot be told apart on this ComfyUI "
+             "(it does not pass the block index; current ComfyUI does); window attention is "
+             "skipped for this size. Change the width, height or frame count slightly.",
              geometry, grid.tokens)
         return None
     scale = attention_scale(settings.scale_mode, head_dim, native_tokens_per_frame(info, native_px))
@@ -271,6 +281,16 @@ class ForwardState:
     block: int = -1
     cross_in_block: int = 0
     signature: tuple = ()
+    host_indexed: bool = False            # the host sets block_index: a block's first call is self-attention
+    check_grid: bool = False              # the host sets grid_sizes: confirm the grid against it
+    has_vace: bool = False                # VACE blocks run under their main block's index
+    ref_frames: int = 0                   # reference-latent frames prepended to the host's grid
+    host_block: object = None             # cursor: the host's block_index of the last call
+    disabled: bool = False                # cursor: the call did not match the plan; pass through
+
+    def rewound(self, **changes) -> "ForwardState":
+        """A copy with the same plan and the cursor at the start of a model call."""
+        return replace(self, block=-1, cross_in_block=0, host_block=None, disabled=False, **changes)
 
     @property
     def grid(self) -> Optional[TokenGrid]:
@@ -309,7 +329,6 @@ def plan_dual(opts: FreeSwimOptions, window: Optional[WindowPlan], to: dict, row
     if not eligible:
         return state
     state.keys = tuple(keys)
-    state.cross_per_block = 2 if isinstance(dm.blocks[0].cross_attn, WanI2VCrossAttention) else 1
     state.override_image = opts.dual.override_image_cross
     state.signature = (window.grid.as_tuple(), tuple(x.shape[1:2]), str(x.dtype))
     if opts.cache is None or run is None or run.cache_off:
@@ -381,14 +400,13 @@ def _run_sequential(executor, args, kwargs, to, state: ForwardState):
     sources = layout.twin_sources
     device = _arg(args, kwargs, _ARG_X, "x").device
     store = state.store if state.mode == "guide" else FeatureStore("gpu", "model", device)
-    twin = replace(state, layout=None, mode="full_only", keys=tuple(state.keys[r] for r in sources),
-                   store=store, block=-1, cross_in_block=0)
+    twin = state.rewound(layout=None, mode="full_only", keys=tuple(state.keys[r] for r in sources),
+                         store=store)
     t_args, t_kwargs = _map_batch(args, kwargs, layout.rows,
                                   lambda t: t.index_select(0, torch.tensor(sources, device=t.device)))
     t_args, t_kwargs = _with_transformer_options(t_args, t_kwargs, {**to, FORWARD_KEY: twin})
     twin_out = executor(*t_args, **t_kwargs)
-    window = replace(state, layout=None, mode="reuse", reuse_rows=sources, store=store, block=-1,
-                     cross_in_block=0)
+    window = state.rewound(layout=None, mode="reuse", reuse_rows=sources, store=store)
     w_args, w_kwargs = _with_transformer_options(args, kwargs, {**to, FORWARD_KEY: window})
     out = executor(*w_args, **w_kwargs)
     return torch.cat([out, twin_out]) if to.get(KEEP_TWINS_KEY) else out
@@ -406,9 +424,19 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
                             "reference_latent" in kwargs)
     context = _arg(args, kwargs, _ARG_CONTEXT, "context")
     lengths = cross_attention_lengths(context, _arg(args, kwargs, _ARG_CLIP_FEA, "clip_fea"))
-    window = (plan_window(opts.window, grid, dm.dim // dm.num_heads, lengths, run)
+    # VACE blocks run under their main block's index, so only their shape tells them apart.
+    host_indexed, has_vace = sets_block_index(dm), bool(getattr(dm, "vace_blocks", None))
+    placed_by_host = host_indexed and not has_vace
+    window = (plan_window(opts.window, grid, dm.dim // dm.num_heads, lengths, run, placed_by_host)
               if opts.window is not None else None)
     state = plan_dual(opts, window, to, x.shape[0], dm, x, run)
+    state.host_indexed, state.check_grid, state.has_vace = host_indexed, sets_grid_sizes(dm), has_vace
+    state.ref_frames = 1 if "reference_latent" in kwargs and getattr(dm, "ref_conv", None) is not None else 0
+    state.cross_per_block = 2 if isinstance(dm.blocks[0].cross_attn, WanI2VCrossAttention) else 1
+    if run is not None and window is not None:
+        _say(run, "host-blocks", logging.INFO, "FreeSwim: attention calls placed by %s; grid %s.",
+             "the host's block index" if host_indexed else "their shapes (this ComfyUI passes no block index)",
+             "confirmed against the host's grid_sizes" if state.check_grid else "derived from the latent")
     layout = state.layout
     if layout is not None and layout.twin_sources and opts.dual.execution == "sequential":
         return _run_sequential(executor, args, kwargs, to, state)
@@ -498,8 +526,9 @@ def _handle(state: ForwardState, call, args, kwargs):
             or kwargs.get("skip_reshape") or kwargs.get("skip_output_reshape")):
         return None
     rest = {**kwargs, "heads": heads}      # heads may have come positionally
-    grid = state.grid
-    is_self = grid is not None and q.shape == k.shape == v.shape and q.shape[1] == grid.tokens
+    is_self = _is_self_attention(state, q, k, v, kwargs.get("transformer_options") or {})
+    if state.disabled:
+        return None
     if is_self:
         state.block += 1
         state.cross_in_block = 0
@@ -512,6 +541,36 @@ def _handle(state: ForwardState, call, args, kwargs):
         return None
     cache_block = (state.block, "text" if text_call else "image")
     return _cross_attention(state, call, q, k, v, heads, rest, cache_block)
+
+
+def _is_self_attention(state: ForwardState, q, k, v, to: dict) -> bool:
+    """Is this attention call a video self-attention? Sets ``state.disabled`` when the call
+    does not fit the plan (then the whole model call passes through, with a warning)."""
+    grid = state.grid
+    shaped_like_self = grid is not None and q.shape == k.shape == v.shape and q.shape[1] == grid.tokens
+    index = to.get(BLOCK_INDEX) if state.host_indexed else None
+    if index is None:
+        return shaped_like_self           # 0.3.x: by shape
+    if index == state.host_block:         # a later call of the block: cross-attention, or the
+        return state.has_vace and shaped_like_self    # self-attention of a VACE block run after it
+    state.host_block = index              # the first attention call of a block is its self-attention
+    if grid is None:
+        return False
+    problem = None
+    if not shaped_like_self:
+        problem = (f"block {index}'s self-attention has {q.shape[1]} tokens, not the {grid.tokens} of "
+                   f"the {grid.t}x{grid.h}x{grid.w} grid (tokens that are not on the video grid)")
+    elif state.check_grid and state.block < 0 and to.get(GRID_SIZES) is not None:
+        host_grid = tuple(int(n) for n in to[GRID_SIZES])
+        if host_grid != (grid.t - state.ref_frames, grid.h, grid.w):
+            problem = f"the host's token grid {host_grid} differs from FreeSwim's {grid.as_tuple()}"
+    if problem is not None:
+        state.disabled = True
+        log_once(f"host-mismatch:{problem}", logging.WARNING,
+                 "FreeSwim Window Attention Patch: %s; this model call runs without FreeSwim. This Wan "
+                 "variant is not supported by the window patch yet.", problem)
+        return False
+    return True
 
 
 def freeswim_attention_override(func, *args, **kwargs):

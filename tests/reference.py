@@ -55,13 +55,14 @@ def full_attention(q, k, v, scale=None):
     return F.scaled_dot_product_attention(q.double(), k.double(), v.double(), scale=scale)
 
 
-def window_override(grid, window, scale, inward=True):
+def window_override(grid, window, scale, inward=True, every_other_call=False):
     """A test-owned ComfyUI attention override: dense masked attention for the
     video self-attention calls of a model whose token grid is ``grid``.
 
     Self-attention is recognised the simple way a test can afford: q and k both
     have the grid's token count (the tests pick grids whose token count differs
-    from every conditioning length).
+    from every conditioning length), or, with ``every_other_call``, by position:
+    a T2V block makes two attention calls, self-attention first.
     """
     T, H, W = grid
     L = T * H * W
@@ -71,7 +72,11 @@ def window_override(grid, window, scale, inward=True):
     def override(func, *args, **kwargs):
         q, k, v = args[:3]
         heads = kwargs["heads"]
-        if q.shape[1] == L and k.shape[1] == L and kwargs.get("mask") is None:
+        if every_other_call:
+            is_self = (calls["self"] + calls["other"]) % 2 == 0
+        else:
+            is_self = q.shape[1] == L and k.shape[1] == L and kwargs.get("mask") is None
+        if is_self:
             calls["self"] += 1
             B, _, C = q.shape
             d = C // heads
