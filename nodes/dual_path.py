@@ -6,7 +6,8 @@ from comfy_api.latest import io
 
 from ..freeswim_core.dualpath import PASSES, PRECISIONS, STORAGE_MODES
 from . import runtime
-from .checks import check_choice
+from .checks import check_choice, check_number
+from .errors import InvalidInput, UnsupportedModel
 from .wan import diffusion_model_of, wan_info
 
 DUAL_NAME = "FreeSwim Dual-Path Override"
@@ -22,7 +23,7 @@ def _check_dual_model(model, node_name: str):
     wan_info(model, node_name)
     dm = diffusion_model_of(model)
     if type(dm) not in DUAL_PATH_MODELS:
-        raise ValueError(f"{node_name}: {type(dm).__name__} adds attention layers between a block's "
+        raise UnsupportedModel(f"{node_name}: {type(dm).__name__} adds attention layers between a block's "
                          "self- and cross-attention, which the dual path does not support yet. Use "
                          "FreeSwim Window Attention Patch alone with this model.")
 
@@ -67,8 +68,10 @@ class FreeSwimDualPathOverride(io.ComfyNode):
         _check_dual_model(model, DUAL_NAME)
         check_choice(DUAL_NAME, "passes", passes, PASSES)
         check_choice(DUAL_NAME, "execution", execution, EXECUTIONS)
-        if not 0.0 <= start_percent < end_percent <= 1.0:
-            raise ValueError(f"{DUAL_NAME}: start_percent ({start_percent}) must be below end_percent "
+        start_percent = check_number(DUAL_NAME, "start_percent", start_percent, minimum=0.0, maximum=1.0)
+        end_percent = check_number(DUAL_NAME, "end_percent", end_percent, minimum=0.0, maximum=1.0)
+        if not start_percent < end_percent:
+            raise InvalidInput(f"{DUAL_NAME}: start_percent ({start_percent}) must be below end_percent "
                              f"({end_percent}), both between 0 and 1.")
         m = model.clone()
         runtime.install(m, dual=runtime.DualPathSettings(
@@ -107,8 +110,7 @@ class FreeSwimCrossAttnCache(io.ComfyNode):
         _check_dual_model(model, CACHE_NAME)
         check_choice(CACHE_NAME, "storage", storage, STORAGE_MODES)
         check_choice(CACHE_NAME, "precision", precision, PRECISIONS)
-        if int(guide_interval) < 1:
-            raise ValueError(f"{CACHE_NAME}: guide_interval must be at least 1.")
+        guide_interval = check_number(CACHE_NAME, "guide_interval", guide_interval, minimum=1, integer=True)
         m = model.clone()
         runtime.install(m, cache=runtime.CacheSettings(interval=int(guide_interval), storage=storage,
                                                         precision=precision))

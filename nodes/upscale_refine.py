@@ -9,6 +9,7 @@ FreeSwim-patched) model under flow shift ``shift``. Reference recipe: 50 steps x
 from __future__ import annotations
 
 import logging
+import time
 
 import comfy.model_management
 import comfy.sample
@@ -19,7 +20,8 @@ import torch
 from comfy_api.latest import io
 from comfy_extras.nodes_model_advanced import ModelSamplingSD3
 
-from .checks import check_choice
+from .checks import check_choice, check_number
+from .errors import InvalidInput
 from .wan import wan_info
 
 NODE_NAME = "FreeSwim Latent Upscale Refine"
@@ -46,7 +48,7 @@ def resolve_target(width: int, height: int, scale_by: float, in_w: int, in_h: in
     if bad:
         hints = ", ".join(f"{name} {v} -> {' or '.join(map(str, nearest_sizes(v, multiple)))}" for name, v in bad)
         src = f"scale_by {scale_by} of {in_w}x{in_h}" if scale_by > 0 else f"{width}x{height}"
-        raise ValueError(f"{NODE_NAME}: target {src} gives {width}x{height}, which is not a multiple of "
+        raise InvalidInput(f"{NODE_NAME}: target {src} gives {width}x{height}, which is not a multiple of "
                          f"{multiple} px (VAE factor x patch size for this model). Nearest valid: {hints}.")
     return width, height
 
@@ -139,7 +141,7 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
                 io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1),
                 io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="euler"),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="simple"),
-                io.Float.Input("shift", default=9.0, min=0.0, max=100.0, step=0.1,
+                io.Float.Input("shift", default=9.0, min=0.01, max=100.0, step=0.1,
                                tooltip="Flow shift applied to the model's sampling (as ModelSamplingSD3)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
                 io.Vae.Input("vae", optional=True, tooltip="Needed by the pixel path."),
@@ -154,31 +156,46 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
         info = wan_info(model, NODE_NAME)
         check_choice(NODE_NAME, "upscale_path", upscale_path, UPSCALE_PATHS)
         check_choice(NODE_NAME, "resize_method", resize_method, RESIZE_METHODS)
+        # Everything is checked before the VAE or the sampler runs: a bad value costs no time.
+        check_choice(NODE_NAME, "sampler_name", sampler_name, comfy.samplers.KSampler.SAMPLERS)
+        check_choice(NODE_NAME, "scheduler", scheduler, comfy.samplers.KSampler.SCHEDULERS)
+        width = check_number(NODE_NAME, "width", width, minimum=16, maximum=16384, integer=True)
+        height = check_number(NODE_NAME, "height", height, minimum=16, maximum=16384, integer=True)
+        scale_by = check_number(NODE_NAME, "scale_by", scale_by, minimum=0.0, maximum=8.0)
+        strength = check_number(NODE_NAME, "strength", strength, above=0.0, maximum=1.0,
+                                why="It is the part of the schedule run again (reference 0.7).")
+        steps = check_number(NODE_NAME, "steps", steps, minimum=1, maximum=1000, integer=True)
+        cfg = check_number(NODE_NAME, "cfg", cfg, minimum=0.0, maximum=100.0)
+        shift = check_number(NODE_NAME, "shift", shift, above=0.0, maximum=100.0,
+                             why="A shift of 0 collapses the noise schedule (reference 9.0).")
+        seed = check_number(NODE_NAME, "seed", seed, minimum=0, maximum=0xFFFFFFFFFFFFFFFF, integer=True)
         samples = latent["samples"]
         if samples.dim() != 5:
-            raise ValueError(f"{NODE_NAME}: expected a video latent [batch, channels, frames, height, width], "
+            raise InvalidInput(f"{NODE_NAME}: expected a video latent [batch, channels, frames, height, width], "
                              f"got shape {tuple(samples.shape)}. Connect the LATENT of a Wan video sampler.")
         vf = info.vae_factor
         in_h, in_w = samples.shape[-2] * vf, samples.shape[-1] * vf
-        width, height = resolve_target(int(width), int(height), float(scale_by), in_w, in_h, info.px_per_token)
+        width, height = resolve_target(width, height, scale_by, in_w, in_h, info.px_per_token)
         w_lat, h_lat = width // vf, height // vf
         if upscale_path == "pixel" and vae is None:
-            raise ValueError(f"{NODE_NAME}: the pixel upscale path decodes and re-encodes the video and needs "
+            raise InvalidInput(f"{NODE_NAME}: the pixel upscale path decodes and re-encodes the video and needs "
                              "a VAE. Connect the Wan VAE to the vae input, or set upscale_path to latent.")
         if upscale_path == "latent" and resize_method == "lanczos":
-            raise ValueError(f"{NODE_NAME}: lanczos resizes images; with upscale_path latent use bilinear "
+            raise InvalidInput(f"{NODE_NAME}: lanczos resizes images; with upscale_path latent use bilinear "
                              "or bicubic.")
         run_steps = max(1, round(steps * strength))
         pbar = comfy.utils.ProgressBar(2 * samples.shape[0])    # decode + encode per video
         log.info("%s: %dx%d -> %dx%d px (%s, %s), %d of %d steps (strength %.2f), shift %.2f, cfg %.2f.",
                  NODE_NAME, in_w, in_h, width, height, upscale_path, resize_method, run_steps, steps,
                  strength, shift, cfg)
+        started = time.perf_counter()
         if upscale_path == "pixel":
             up = _upscale_pixel_space(vae, samples, width, height, resize_method, pbar)
         else:
             up = _upscale_latent_space(samples, w_lat, h_lat, resize_method)
             pbar.update(2 * samples.shape[0])
         comfy.model_management.throw_exception_if_processing_interrupted()
+        upscaled = time.perf_counter()
 
         (shifted,) = ModelSamplingSD3().patch(model, shift)
         up = comfy.sample.fix_empty_latent_channels(shifted, up)
@@ -192,4 +209,11 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
             shifted, noise, cfg, comfy.samplers.sampler_object(sampler_name), sigmas,
             _resize_conditioning(positive, w_lat, h_lat), _resize_conditioning(negative, w_lat, h_lat),
             up, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-        return io.NodeOutput({"samples": out})
+        phases = {"upscale_path": upscale_path, "upscale_s": round(upscaled - started, 3),
+                  "sampling_s": round(time.perf_counter() - upscaled, 3), "steps_run": run_steps,
+                  "target_px": [width, height]}
+        log.info("%s: upscale (%s) %.2f s, sampling (%d steps) %.2f s.", NODE_NAME, upscale_path,
+                 phases["upscale_s"], run_steps, phases["sampling_s"])
+        # The phases also go to the prompt's history (outputs of this node id): a structured record
+        # for the demo and for scripts, where log text is not an interface.
+        return io.NodeOutput({"samples": out}, ui={"freeswim_refine": [phases]})

@@ -11,6 +11,7 @@ import comfy.latent_formats
 from comfy.ldm.wan.model import WanModel, WanSelfAttention
 
 from ..freeswim_core import Window, native_window
+from .errors import InvalidInput, NotAWanModel
 
 # Native training sizes (width, height) of the released Wan checkpoints, keyed by width of the DiT.
 NATIVE_BY_DIM = {
@@ -30,10 +31,6 @@ NATIVE_PRESETS = {
     "704x1280": (704, 1280),
 }
 NATIVE_SIZE_OPTIONS = ["auto", *NATIVE_PRESETS, "custom"]
-
-
-class NotAWanModel(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -93,7 +90,7 @@ def resolve_native_px(info: WanInfo, native_size: str, custom_width: int, custom
         return int(custom_width), int(custom_height)
     if native_size in NATIVE_PRESETS:
         return NATIVE_PRESETS[native_size]
-    raise ValueError(f"unknown native size {native_size!r}; choose one of {', '.join(NATIVE_SIZE_OPTIONS)}")
+    raise InvalidInput(f"unknown native size {native_size!r}; choose one of {', '.join(NATIVE_SIZE_OPTIONS)}")
 
 
 def native_window_for(info: WanInfo, native_px: tuple[int, int]) -> Window:

@@ -5,7 +5,8 @@ from comfy_api.latest import io
 
 from ..freeswim_core import BACKENDS, SCALE_MODES
 from . import runtime
-from .checks import check_choice
+from .checks import check_choice, check_number
+from .errors import InvalidInput
 from .wan import NATIVE_SIZE_OPTIONS, wan_info
 
 NODE_NAME = "FreeSwim Window Attention Patch"
@@ -54,8 +55,10 @@ class FreeSwimWindowAttentionPatch(io.ComfyNode):
         check_choice(NODE_NAME, "native_size", native_size, NATIVE_SIZE_OPTIONS)
         check_choice(NODE_NAME, "attention_scale", attention_scale, SCALE_MODES)
         check_choice(NODE_NAME, "backend", backend, BACKENDS)
+        custom_width = check_number(NODE_NAME, "custom_width", custom_width, minimum=1, integer=True)
+        custom_height = check_number(NODE_NAME, "custom_height", custom_height, minimum=1, integer=True)
         if native_size == "custom" and min(custom_width, custom_height) < info.px_per_token:
-            raise ValueError(f"{NODE_NAME}: custom native size {custom_width}x{custom_height} is smaller "
+            raise InvalidInput(f"{NODE_NAME}: custom native size {custom_width}x{custom_height} is smaller "
                              f"than one token ({info.px_per_token} px); use at least "
                              f"{info.px_per_token} px per side.")
         settings = runtime.WindowSettings(info=info, native_size=native_size,

@@ -21,6 +21,28 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+class PromptRejected(RuntimeError):
+    """The server refused a prompt before running it (HTTP 400: validation of the graph)."""
+
+    def __init__(self, body: str):
+        try:
+            self.details = json.loads(body)
+        except ValueError:
+            self.details = {"error": {"message": body}}
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        """One line per problem: the node and what the server said of it."""
+        err = self.details.get("error") or {}
+        lines = [f"ComfyUI refused the prompt: {err.get('message', 'invalid prompt')}"
+                 + (f" ({err['details']})" if err.get("details") else "")]
+        for nid, node in (self.details.get("node_errors") or {}).items():
+            for e in node.get("errors", []):
+                lines.append(f"  node {nid} ({node.get('class_type')}): {e.get('message')}"
+                             + (f": {e['details']}" if e.get("details") else ""))
+        return "\n".join(lines)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -120,7 +142,10 @@ class ComfyServer:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return json.loads(r.read())
         except urllib.error.HTTPError as e:
-            raise RuntimeError(f"POST {path} failed ({e.code}): {e.read().decode(errors='replace')}") from e
+            body = e.read().decode(errors="replace")
+            if e.code == 400 and path == "/prompt":
+                raise PromptRejected(body) from None
+            raise RuntimeError(f"POST {path} failed ({e.code}): {body}") from e
 
     def run_prompt_timed(self, prompt: dict, timeout: float = 900.0) -> tuple[dict, list[tuple[str, float]]]:
         """Like :meth:`run_prompt`, also returning (node id, seconds) in execution order, from the

@@ -25,8 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from freeswim_core import TokenGrid, attention_cost, native_window  # noqa: E402
-from scripts.comfy_server import ComfyServer, prepare_base  # noqa: E402
+from scripts.comfy_server import ComfyServer, PromptRejected, prepare_base  # noqa: E402
 from scripts.graphs import TEST_NODES_NAME  # noqa: E402
+from scripts.model_files import missing_files_report  # noqa: E402
 from scripts.stand_ins import Sizes, install_stand_in_models, stand_ins  # noqa: E402
 from scripts.workflow_format import ui_to_api  # noqa: E402
 
@@ -46,12 +47,20 @@ def main() -> int:
     ap.add_argument("--python", default=sys.executable, help="python that runs that ComfyUI")
     ap.add_argument("--models", type=Path, default=None, help="a ComfyUI models folder with the real files")
     ap.add_argument("--out", type=Path, default=REPO / "out")
+    ap.add_argument("--quick", action="store_true",
+                    help="the test suite's sizes (seconds on a CPU) instead of the demo's")
     a = ap.parse_args()
 
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     real = a.models is not None
-    base = prepare_base(REPO / ".cache" / ("demo_real" if real else "demo_base"),
+    workflow = json.loads(WORKFLOW.read_text())
+    if real:
+        missing = missing_files_report(workflow, a.models.resolve(), f"workflows/{WORKFLOW.name}")
+        if missing:
+            print(f"[demo] {missing}", file=sys.stderr)
+            return 2
+    base = prepare_base(REPO / ".cache" / ("demo_real" if real else "demo_base") / a.comfyui.resolve().name,
                         {TEST_NODES_NAME: REPO / "tests" / "host_nodes" / TEST_NODES_NAME})
     if real:
         models = base / "models"
@@ -61,15 +70,19 @@ def main() -> int:
             shutil.rmtree(models)
         models.symlink_to(a.models.resolve(), target_is_directory=True)
     else:
-        install_stand_in_models(base, REPO / ".host" / "ComfyUI")
+        install_stand_in_models(base, a.comfyui.resolve())
 
     t0 = time.time()
     with ComfyServer(a.comfyui, base, a.python, out / "comfyui.log") as server:
         started = time.time() - t0
-        prompt = ui_to_api(json.loads(WORKFLOW.read_text()), server.get("/object_info"))
+        prompt = ui_to_api(workflow, server.get("/object_info"))
         if not real:
-            prompt = stand_ins(prompt, DEMO)
-        entry, timings = server.run_prompt_timed(prompt, timeout=3600)
+            prompt = stand_ins(prompt, Sizes() if a.quick else DEMO)
+        try:
+            entry, timings = server.run_prompt_timed(prompt, timeout=3600)
+        except PromptRejected as refused:
+            print(f"[demo] workflows/{WORKFLOW.name}: {refused.describe()}", file=sys.stderr)
+            return 2
         log = server.log()
     status = entry.get("status", {})
     if status.get("status_str") != "success":
@@ -89,7 +102,11 @@ def main() -> int:
               else (832, 480))
     window = native_window(native[0], native[1], 16)
     cost = attention_cost(grid, window, heads=12, head_dim=128)
-    phases = [(prompt[nid]["class_type"], round(sec, 2)) for nid, sec in timings if nid in prompt]
+    titles = {str(n["id"]): n.get("title", n["type"]) for n in workflow["nodes"]}
+    nodes = [{"node": nid, "type": prompt[nid]["class_type"], "title": titles.get(nid, prompt[nid]["class_type"]),
+              "seconds": round(sec, 2)} for nid, sec in timings if nid in prompt]
+    refine_id = next(nid for nid, n in prompt.items() if n["class_type"] == "FreeSwimLatentUpscaleRefine")
+    refine_phases = (entry["outputs"].get(refine_id, {}).get("freeswim_refine") or [None])[0]
     report = {
         "workflow": WORKFLOW.name, "models": str(a.models) if real else "random-weight stand-ins",
         "refine_target_px": [refine["width"], refine["height"]], "frames": frames,
@@ -98,7 +115,8 @@ def main() -> int:
         "server_window_plan": lines_with(log, "FreeSwim window attention:"),
         "server_cache": lines_with(log, "FreeSwim Cross-Attn Cache:"),
         "server_refine": lines_with(log, "FreeSwim Latent Upscale Refine:"),
-        "phase_seconds": phases, "server_start_s": round(started, 1), "video": str(result),
+        "node_seconds": nodes, "refine_phases": refine_phases,
+        "server_start_s": round(started, 1), "video": str(result),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
 
@@ -107,7 +125,10 @@ def main() -> int:
         print(f"[demo] {line}")
     print(f"[demo] refine grid {grid.t}x{grid.h}x{grid.w} tokens, window {window.h}x{window.w}: "
           f"{100 * cost['fraction_of_full']:.1f}% of full self-attention work")
-    print("[demo] time per node: " + ", ".join(f"{k} {v:.1f}s" for k, v in phases))
+    print("[demo] time per node: " + ", ".join(f"#{n['node']} {n['title']} {n['seconds']:.1f}s" for n in nodes))
+    if refine_phases:
+        print(f"[demo] refine #{refine_id}: upscale ({refine_phases['upscale_path']}) {refine_phases['upscale_s']:.1f}s, "
+              f"sampling ({refine_phases['steps_run']} steps) {refine_phases['sampling_s']:.1f}s")
     print(f"[demo] wrote {result.relative_to(REPO) if result.is_relative_to(REPO) else result} and "
           f"out/report.json")
     return 0 if report["server_window_plan"] and report["server_cache"] else 1

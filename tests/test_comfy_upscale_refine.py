@@ -112,3 +112,59 @@ def test_interrupt_stops_cleanly(comfy, wan, vae):
     finally:
         mm.interrupt_current_processing(False)
     assert refine(comfy, wan, NATIVE).shape == (1, 16, 3, 20, 24)       # the next run is unaffected
+
+
+class CountingVAE:
+    """The real VAE, counting decodes: proves a refused input cost no VAE work."""
+
+    def __init__(self, vae):
+        self.vae, self.decodes = vae, 0
+
+    def __getattr__(self, name):
+        attr = getattr(self.vae, name)
+        if name.startswith("decode"):
+            def counted(*a, **k):
+                self.decodes += 1
+                return attr(*a, **k)
+            return counted
+        return attr
+
+
+@pytest.mark.parametrize("name,value,says", [
+    ("shift", 0.0, "shift 0.0 is out of range: it must be above 0"),
+    ("shift", float("nan"), "shift must be a finite number"),
+    ("cfg", float("nan"), "cfg must be a finite number"),
+    ("cfg", float("inf"), "cfg must be a finite number"),
+    ("strength", float("nan"), "strength must be a finite number"),
+    ("strength", 0.0, "strength 0.0 is out of range: it must be above 0"),
+    ("steps", 0, "steps 0 is out of range: it must be at least 1"),
+    ("scale_by", float("nan"), "scale_by must be a finite number"),
+    ("width", 1920.5, "width must be a finite whole number"),
+    ("sampler_name", "no_such_sampler", "sampler_name 'no_such_sampler' is not one of euler"),
+    ("scheduler", "no_such_scheduler", "scheduler 'no_such_scheduler' is not one of simple"),
+])
+def test_bad_inputs_are_refused_before_any_work(comfy, wan, vae, name, value, says):
+    counting = CountingVAE(vae)
+    with pytest.raises(ValueError, match="Latent Upscale Refine: " + says.replace("(", r"\(")) as err:
+        refine(comfy, wan, NATIVE, vae=counting, upscale_path="pixel", **{name: value})
+    assert counting.decodes == 0
+    assert type(err.value).__module__ == "freeswim" and type(err.value).__name__ == "InvalidInput"
+
+
+def test_smallest_shift_the_widget_allows_gives_a_finite_latent(comfy, wan):
+    info = comfy.node_class(NODE).INPUT_TYPES()["required"]["shift"][1]
+    out = refine(comfy, wan, NATIVE, shift=info["min"], steps=4)
+    assert info["min"] > 0 and torch.isfinite(out).all()
+
+
+def test_refine_reports_its_phases_in_the_node_output(comfy, wan, vae):
+    cls = comfy.node_class(NODE)
+    inputs = dict(model=wan, positive=comfy.text_conditioning(1), negative=comfy.text_conditioning(2),
+                  latent={"samples": NATIVE}, width=192, height=160, scale_by=0.0, upscale_path="pixel",
+                  resize_method="bilinear", strength=0.5, steps=4, cfg=5.0, sampler_name="euler",
+                  scheduler="simple", shift=9.0, seed=3, vae=vae)
+    with torch.inference_mode():
+        out = cls.execute(**inputs)
+    (phases,) = out.ui["freeswim_refine"]
+    assert phases["upscale_path"] == "pixel" and phases["steps_run"] == 2 and phases["target_px"] == [192, 160]
+    assert phases["upscale_s"] > 0 and phases["sampling_s"] > 0

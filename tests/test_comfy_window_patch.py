@@ -124,8 +124,10 @@ def test_non_wan_model_is_rejected_naming_the_node(comfy):
                     num_layers=1, operations=disable_weight_init, device="cpu", dtype=torch.float32)
     model = load_diffusion_model_state_dict(
         {k: torch.randn(v.shape) * 0.02 for k, v in ltx.state_dict().items()})
-    with pytest.raises(ValueError, match="FreeSwim Window Attention Patch: the connected model is a LTXVModel"):
+    with pytest.raises(ValueError, match="FreeSwim Window Attention Patch: the connected model is a LTXVModel") as err:
         patch(comfy, model)
+    # ComfyUI shows module.qualname as the error's type: not the pack's install path
+    assert f"{type(err.value).__module__}.{type(err.value).__qualname__}" == "freeswim.NotAWanModel"
 
 
 def test_custom_native_size_below_one_token_is_rejected(comfy, wan):

@@ -74,3 +74,23 @@ def test_bad_choice_fails_with_a_message_naming_the_node(server):
     assert entry["status"]["status_str"] == "error"
     messages = str(entry["status"]["messages"])
     assert "FreeSwim Window Attention Patch: native_size '999x999' is not one of auto" in messages
+
+
+def test_node_errors_reach_the_ui_with_a_clean_type_and_the_node_named(server):
+    """NaN passes ComfyUI's own range validation (comparisons with NaN are false), so the node's
+    check must catch it; the error's type reads ``freeswim.InvalidInput``, not the install path."""
+    graph = window_patch_graph(unet_name="tiny_wan.safetensors", width=128, height=96, length=5,
+                               steps=1, native_width=128, native_height=96, prefix="freeswim/nan")
+    graph["10"] = {"class_type": "FreeSwimLatentUpscaleRefine",
+                   "inputs": {"model": ["2", 0], "positive": ["3", 0], "negative": ["4", 0],
+                              "latent": ["6", 0], "width": 192, "height": 128, "scale_by": 0.0,
+                              "upscale_path": "latent", "resize_method": "bilinear", "strength": 0.5,
+                              "steps": 2, "cfg": float("nan"), "sampler_name": "euler",
+                              "scheduler": "simple", "shift": 9.0, "seed": 0}}
+    graph["7"]["inputs"]["samples"] = ["10", 0]
+    entry = server.run_prompt(graph, timeout=300)
+    assert entry["status"]["status_str"] == "error"
+    (error,) = [body for kind, body in entry["status"]["messages"] if kind == "execution_error"]
+    assert error["node_type"] == "FreeSwimLatentUpscaleRefine"
+    assert error["exception_type"] == "freeswim.InvalidInput"
+    assert error["exception_message"].startswith("FreeSwim Latent Upscale Refine: cfg must be a finite number")
