@@ -1,4 +1,8 @@
-"""The tiny diffusers Wan of ../shared/parity, loaded into ComfyUI's own WanModel.
+"""The tiny diffusers Wan of a parity set, loaded into ComfyUI's own WanModel.
+
+The set is ``$FREESWIM_PARITY_DIR``, by default public set A, kept in this
+repository (``tests/data/parity_a``, a copy of ``../shared/parity``) so that a
+clone without ``../shared`` runs every parity test.
 
 The parity weights use diffusers' ``WanTransformer3DModel`` names; ComfyUI's Wan
 uses the original Wan names. The mapping below is written from the two module
@@ -8,13 +12,15 @@ versus ComfyUI self_attn/cross_attn/norm3/ffn/modulation/time_* and text_*).
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity"
+PARITY_A = Path(__file__).resolve().parent / "data" / "parity_a"
+PARITY = Path(os.environ.get("FREESWIM_PARITY_DIR") or PARITY_A)
 
 _BLOCK_RULES = [
     (r"attn1\.to_q\.", "self_attn.q."), (r"attn1\.to_k\.", "self_attn.k."),

@@ -1,5 +1,4 @@
 """Geometry: token grids, native windows, the window mask against the official one."""
-from pathlib import Path
 
 import pytest
 import torch
@@ -7,9 +6,8 @@ from safetensors.torch import load_file
 
 from freeswim_core import (TokenGrid, Window, attention_scale, axis_windows, keys_per_query,
                            native_window, native_window_tokens, token_grid_from_latent)
+from parity_model import PARITY
 from reference import axis_allowed, dense_window_mask
-
-PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity"
 
 
 def test_native_window_follows_reference_rule():

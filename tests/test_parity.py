@@ -119,3 +119,21 @@ def test_cache_guide_equals_nocache_cond(parity):
                                     sample_sigmas=SCHEDULE, **keep_twins(comfy))
         outs.append(call(model, patched, inp["latent"], inp["timestep_guide"][:1], inp["context"], to))
     assert torch.equal(outs[0], outs[1])
+
+
+def test_repository_copy_of_set_a_is_the_shared_one():
+    """The copy in tests/data is what make test uses without ../shared; where ../shared/parity
+    exists (CI), every file must be byte-identical to it."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from parity_model import PARITY_A
+    manifest = json.loads((PARITY_A / "manifest.json").read_text())
+    shared = Path(__file__).resolve().parents[2] / "shared" / "parity"
+    for path in sorted(PARITY_A.iterdir()):
+        if shared.is_dir():
+            assert path.read_bytes() == (shared / path.name).read_bytes(), path.name
+    hashes = json.dumps(manifest)
+    for name in ("model.safetensors", "inputs.safetensors", "outputs.safetensors"):
+        assert hashlib.sha256((PARITY_A / name).read_bytes()).hexdigest() in hashes, name
