@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
@@ -39,20 +37,9 @@ PRESETS = {
 MODES = ("full", "window", "dual", "cache2", "cache5")
 
 
-class CacheLog(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        msg = record.getMessage()
-        if "Cross-Attn Cache" in msg:
-            self.lines.append(msg)
-
-
 def build(comfy, preset):
     from comfy.sd import load_diffusion_model_state_dict
-    from scripts.tiny_wan import tiny_wan_state_dict
+    from harness.tiny_wan import tiny_wan_state_dict
     cuda = torch.cuda.is_available()
     sd = tiny_wan_state_dict(dim=preset["dim"], layers=preset["layers"], ffn_dim=preset["ffn"], seed=0,
                              device="cuda" if cuda else "cpu", dtype=torch.bfloat16 if cuda else torch.float32)
@@ -88,13 +75,10 @@ def main():
     a = ap.parse_args()
     preset = PRESETS[a.preset]
     steps = a.steps or preset["steps"]
-    import comfy_env as comfy
+    import harness.inprocess as comfy
     if torch.cuda.is_available():
         os.environ.setdefault("FREESWIM_COMFY_CPU", "0")
     comfy.comfy_ready()
-    handler = CacheLog()
-    logging.getLogger("freeswim").addHandler(handler)
-    logging.getLogger("freeswim").setLevel(logging.INFO)
     model = build(comfy, preset)
     shape = tuple(int(v) for v in a.latent.split(",")) if a.latent else preset["latent"]
     latent = torch.zeros(1, *shape)
@@ -113,7 +97,6 @@ def main():
         if torch.cuda.is_available():
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        handler.lines.clear()
         t0 = time.perf_counter()
         comfy.ksample(m, latent, seed=0, steps=steps)
         if torch.cuda.is_available():
@@ -121,14 +104,17 @@ def main():
         per_step = (time.perf_counter() - t0) / steps
         base = base or (per_step if mode == "full" else None)
         peak = f"{torch.cuda.max_memory_allocated() / 1e9:.1f}" if torch.cuda.is_available() else ""
-        cache = handler.lines[-1].split("Cache: ", 1)[-1] if handler.lines else ""
+        report = comfy.last_report() if mode != "full" else {}
+        cache = (f"{report['guide_calls']} guide / {report['reuse_calls']} reuse calls, "
+                 f"{report['cache_bytes'] / 2**20:.1f} MB on {report['cache_storage']}"
+                 if report.get("cache_storage") else report.get("cache_off_reason") or "")
         ratio = f"{per_step / base:.2f}x" if base else ""
         print(f"| {mode} | {per_step:.3f} | {ratio} | {peak} | {cache} |", flush=True)
         if a.json:
             with open(a.json, "a") as f:
                 f.write(json.dumps(dict(device=dev if not torch.cuda.is_available() else torch.cuda.get_device_name(),
                                         preset=a.preset, tokens=T * H * W, latent=list(shape), mode=mode,
-                                        seconds=per_step, steps=steps)) + "\n")
+                                        seconds=per_step, steps=steps, freeswim=report or None)) + "\n")
 
 
 if __name__ == "__main__":

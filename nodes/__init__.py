@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .dual_path import FreeSwimCrossAttnCache, FreeSwimDualPathOverride
+from .routes import register as register_routes
 from .upscale_refine import FreeSwimLatentUpscaleRefine
 from .window_patch import FreeSwimWindowAttentionPatch
 
@@ -13,6 +14,7 @@ NODES = [FreeSwimWindowAttentionPatch, FreeSwimDualPathOverride, FreeSwimCrossAt
 
 class FreeSwimExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        register_routes()     # every host asks for the node list at load time (not all call on_load)
         return list(NODES)
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 from comfy.ldm.wan.model import CameraWanModel, VaceWanModel, WanModel
 from comfy_api.latest import io
 
-from ..freeswim_core.dualpath import PASSES, PRECISIONS, STORAGE_MODES
-from . import runtime
+from ..freeswim_core.dual import PASSES, PRECISIONS, STORAGE_MODES
+from .hooks import install
+from .options import CacheSettings, DualPathSettings
 from .checks import check_choice, check_number
 from .errors import InvalidInput, UnsupportedModel
 from .wan import diffusion_model_of, wan_info
@@ -74,7 +75,7 @@ class FreeSwimDualPathOverride(io.ComfyNode):
             raise InvalidInput(f"{DUAL_NAME}: start_percent ({start_percent}) must be below end_percent "
                              f"({end_percent}), both between 0 and 1.")
         m = model.clone()
-        runtime.install(m, dual=runtime.DualPathSettings(
+        install(m, dual=DualPathSettings(
             passes=passes, override_image_cross=bool(override_image_cross),
             start_percent=float(start_percent), end_percent=float(end_percent), execution=execution))
         return io.NodeOutput(m)
@@ -112,6 +113,6 @@ class FreeSwimCrossAttnCache(io.ComfyNode):
         check_choice(CACHE_NAME, "precision", precision, PRECISIONS)
         guide_interval = check_number(CACHE_NAME, "guide_interval", guide_interval, minimum=1, integer=True)
         m = model.clone()
-        runtime.install(m, cache=runtime.CacheSettings(interval=int(guide_interval), storage=storage,
+        install(m, cache=CacheSettings(interval=int(guide_interval), storage=storage,
                                                         precision=precision))
         return io.NodeOutput(m)

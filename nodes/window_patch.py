@@ -4,7 +4,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..freeswim_core import BACKENDS, SCALE_MODES
-from . import runtime
+from .hooks import install
+from .options import WindowSettings
 from .checks import check_choice, check_number
 from .errors import InvalidInput
 from .wan import NATIVE_SIZE_OPTIONS, wan_info
@@ -61,10 +62,10 @@ class FreeSwimWindowAttentionPatch(io.ComfyNode):
             raise InvalidInput(f"{NODE_NAME}: custom native size {custom_width}x{custom_height} is smaller "
                              f"than one token ({info.px_per_token} px); use at least "
                              f"{info.px_per_token} px per side.")
-        settings = runtime.WindowSettings(info=info, native_size=native_size,
+        settings = WindowSettings(info=info, native_size=native_size,
                                           custom_width=int(custom_width),
                                           custom_height=int(custom_height), inward=bool(inward),
                                           scale_mode=attention_scale, backend=backend)
         m = model.clone()
-        runtime.install(m, window=settings)
+        install(m, window=settings)
         return io.NodeOutput(m)

@@ -25,20 +25,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from freeswim_core import TokenGrid, attention_cost, native_window  # noqa: E402
-from scripts.comfy_server import ComfyServer, PromptRejected, prepare_base  # noqa: E402
-from scripts.graphs import TEST_NODES_NAME  # noqa: E402
-from scripts.model_files import missing_files_report  # noqa: E402
-from scripts.stand_ins import Sizes, install_stand_in_models, stand_ins  # noqa: E402
-from scripts.workflow_format import ui_to_api  # noqa: E402
+from harness.comfy_server import ComfyServer, PromptRejected, prepare_base  # noqa: E402
+from harness.graphs import TEST_NODES, TEST_NODES_NAME  # noqa: E402
+from harness.model_files import missing_files_report  # noqa: E402
+from harness.stand_ins import Sizes, install_stand_in_models, stand_ins  # noqa: E402
+from harness.workflow_format import ui_to_api  # noqa: E402
 
 WORKFLOW = REPO / "workflows" / "wan2.1_t2v_1.3B_freeswim_1088p.json"
 # Demo sizes for the stand-in model: native 256x160 px, 17 frames, refined to 768x480 (3x).
 DEMO = Sizes(native=(256, 160), frames=17, target=(768, 480), native_steps=4, refine_steps=8,
              refine_strength=0.5)
-
-
-def lines_with(log: str, marker: str) -> list[str]:
-    return [line[line.index(marker):] for line in log.splitlines() if marker in line]
 
 
 def main() -> int:
@@ -61,7 +57,7 @@ def main() -> int:
             print(f"[demo] {missing}", file=sys.stderr)
             return 2
     base = prepare_base(REPO / ".cache" / ("demo_real" if real else "demo_base") / a.comfyui.resolve().name,
-                        {TEST_NODES_NAME: REPO / "tests" / "host_nodes" / TEST_NODES_NAME})
+                        {TEST_NODES_NAME: TEST_NODES})
     if real:
         models = base / "models"
         if models.is_symlink() or not models.exists():
@@ -83,7 +79,7 @@ def main() -> int:
         except PromptRejected as refused:
             print(f"[demo] workflows/{WORKFLOW.name}: {refused.describe()}", file=sys.stderr)
             return 2
-        log = server.log()
+        runs = server.reports(entry["prompt_id"])
     status = entry.get("status", {})
     if status.get("status_str") != "success":
         print(f"[demo] the workflow failed: {json.dumps(status.get('messages'), indent=1)[-3000:]}")
@@ -112,17 +108,20 @@ def main() -> int:
         "refine_target_px": [refine["width"], refine["height"]], "frames": frames,
         "token_grid": grid.as_tuple(), "window_tokens": [window.h, window.w],
         "window_fraction_of_full_attention": round(cost["fraction_of_full"], 4),
-        "server_window_plan": lines_with(log, "FreeSwim window attention:"),
-        "server_cache": lines_with(log, "FreeSwim Cross-Attn Cache:"),
-        "server_refine": lines_with(log, "FreeSwim Latent Upscale Refine:"),
+        "freeswim_runs": runs,       # the pack's run report of each sampling run, from the server
         "node_seconds": nodes, "refine_phases": refine_phases,
         "server_start_s": round(started, 1), "video": str(result),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
 
     print(f"[demo] workflow {WORKFLOW.name} ({report['models']})")
-    for line in report["server_refine"] + report["server_window_plan"] + report["server_cache"]:
-        print(f"[demo] {line}")
+    for r in runs:
+        node = f"#{r['node_id']} {titles.get(r['node_id'], '')}".strip()
+        cache = (f", cache {r['cache_bytes'] / 2**20:.1f} MB on {r['cache_storage']} ({r['cache_precision']})"
+                 if r["cache_storage"] else "")
+        print(f"[demo] sampling run {node}: grid {'x'.join(map(str, r['grids'][0])) if r['grids'] else '-'}, "
+              f"window {'x'.join(map(str, r['window'])) if r['window'] else '-'}, backend {'/'.join(r['backends']) or '-'}, "
+              f"{r['windowed_calls']} windowed calls, {r['guide_calls']} guide / {r['reuse_calls']} reuse{cache}")
     print(f"[demo] refine grid {grid.t}x{grid.h}x{grid.w} tokens, window {window.h}x{window.w}: "
           f"{100 * cost['fraction_of_full']:.1f}% of full self-attention work")
     print("[demo] time per node: " + ", ".join(f"#{n['node']} {n['title']} {n['seconds']:.1f}s" for n in nodes))
@@ -131,7 +130,7 @@ def main() -> int:
               f"sampling ({refine_phases['steps_run']} steps) {refine_phases['sampling_s']:.1f}s")
     print(f"[demo] wrote {result.relative_to(REPO) if result.is_relative_to(REPO) else result} and "
           f"out/report.json")
-    return 0 if report["server_window_plan"] and report["server_cache"] else 1
+    return 0 if any(r["windowed_calls"] and r["guide_calls"] and r["reuse_calls"] for r in runs) else 1
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scripts.comfy_server import ComfyServer, prepare_base  # noqa: E402
-from scripts.workflow_format import UIGraph  # noqa: E402
+from harness.comfy_server import ComfyServer, prepare_base  # noqa: E402
+from harness.workflow_format import UIGraph  # noqa: E402
 
 TEXT_ENCODER = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 VAE = "wan_2.1_vae.safetensors"

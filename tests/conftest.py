@@ -16,7 +16,7 @@ import re
 
 import pytest
 
-from scripts.hosts import discover
+from harness.hosts import discover
 
 HOSTS, SKIPPED = discover()
 HOST_IN_ID = re.compile(r"[\[-](comfyui-\d+(?:\.\d+)*)[\]-]")
@@ -64,7 +64,7 @@ def pytest_xdist_make_scheduler(config, log):
 @pytest.fixture(scope="session")
 def comfy(comfy_host):
     """The real ComfyUI host in this process, with the pack loaded by ComfyUI's loader."""
-    import comfy_env
+    import harness.inprocess as comfy_env
     try:
         comfy_env.comfy_ready(comfy_host)
     except comfy_env.HostConflict as e:

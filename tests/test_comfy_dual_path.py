@@ -2,10 +2,9 @@
 
 Expected values come from a test-owned dual path (tests/reference.py) or from
 invariances ComfyUI must not be able to break (batch order, call splitting,
-repeated runs); cache scheduling is read from the per-run summary the pack logs.
+repeated runs); cache scheduling is read from the run reports the pack publishes.
 """
 import logging
-import re
 
 import pytest
 import torch
@@ -46,13 +45,19 @@ def rel_err(a, b):
     return (a - b).abs().max().item() / max(1.0, b.abs().max().item())
 
 
-def cache_summaries(caplog):
-    out = []
-    for r in caplog.records:
-        m = re.search(r"Cross-Attn Cache: (\d+) guide and (\d+) reuse calls", r.getMessage())
-        if m:
-            out.append((int(m.group(1)), int(m.group(2))))
-    return out
+class Reports:
+    """The run reports published from now on."""
+
+    def __init__(self, comfy):
+        self.run_state = comfy.pack_module("nodes.run_state")
+        done = self.run_state.recent_reports()
+        self.after = done[-1]["run"] if done else 0
+
+    def all(self):
+        return [r for r in self.run_state.recent_reports() if r["run"] > self.after]
+
+    def cache_counts(self):
+        return [(r["guide_calls"], r["reuse_calls"]) for r in self.all()]
 
 
 # --- against the test-owned dual path (no cache) ---------------------------------------------
@@ -149,10 +154,9 @@ def test_cond_uncond_order_and_split_calls_agree(comfy, wan, with_cache):
     g = torch.Generator().manual_seed(8)
     x = torch.randn(1, 16, 3, 24, 40, generator=g)
     pos, neg = (torch.randn(1, 512, 4096, generator=g) for _ in range(2))
-    runtime = comfy.pack_module("nodes.runtime")
-    uc_first = _direct(comfy, patched, torch.cat([x, x]), [neg, pos], [1, 0], ["n", "p"], run=runtime.RunState())
-    c_first = _direct(comfy, patched, torch.cat([x, x]), [pos, neg], [0, 1], ["p", "n"], run=runtime.RunState())
-    run = runtime.RunState()
+    uc_first = _direct(comfy, patched, torch.cat([x, x]), [neg, pos], [1, 0], ["n", "p"], run=comfy.new_run())
+    c_first = _direct(comfy, patched, torch.cat([x, x]), [pos, neg], [0, 1], ["p", "n"], run=comfy.new_run())
+    run = comfy.new_run()
     alone_c = _direct(comfy, patched, x, [pos], [0], ["p"], run=run)
     alone_u = _direct(comfy, patched, x, [neg], [1], ["n"], run=run)
     assert uc_first.shape[0] == 2 and c_first.shape[0] == 2
@@ -208,10 +212,9 @@ def test_changes_of_size_prompt_and_batch_between_runs(comfy, wan):
         assert torch.equal(got, expected)
 
 
-def test_two_models_in_one_graph_keep_separate_state(comfy, wan, caplog):
+def test_two_models_in_one_graph_keep_separate_state(comfy, wan):
     """Wan2.2 A14B style: high-noise model for the first steps, low-noise model for the rest."""
     import nodes
-    caplog.set_level(logging.INFO, logger="freeswim")
     other = comfy.load_tiny_wan(seed=32)
     high = cache(comfy, dual(comfy, windowed(comfy, wan), passes="cond"))
     low = cache(comfy, dual(comfy, windowed(comfy, other), passes="cond"))
@@ -223,11 +226,11 @@ def test_two_models_in_one_graph_keep_separate_state(comfy, wan, caplog):
                                        force_full_denoise=end == 6)
         return out["samples"]
 
-    caplog.clear()
+    reports = Reports(comfy)
     mid = advanced(high, LATENT, 0, 3, True)
     final = advanced(low, mid, 3, 6, False)
     # each run starts with a guide step of its own (steps 0, 2 of the high run; 3, 5 of the low run)
-    assert cache_summaries(caplog) == [(2, 1), (2, 1)]
+    assert reports.cache_counts() == [(2, 1), (2, 1)]
     # the low-noise run is the same whether or not the high-noise run came before it
     fresh_low = cache(comfy, dual(comfy, windowed(comfy, other), passes="cond"))
     assert torch.equal(final, advanced(fresh_low, mid, 3, 6, False))
@@ -241,12 +244,11 @@ def test_two_models_in_one_graph_keep_separate_state(comfy, wan, caplog):
     ("dpmpp_2s_ancestral", 4, 2, (2, 5)),     # 7 evaluations; the 3 midpoints are off-schedule: reuse
     ("heun", 3, 2, (2, 3)),                   # 5 evaluations; sigma_2 is evaluated twice, computed once
 ])
-def test_guide_steps_follow_the_schedule(comfy, wan, caplog, sampler, steps, interval, expected):
-    caplog.set_level(logging.INFO, logger="freeswim")
+def test_guide_steps_follow_the_schedule(comfy, wan, sampler, steps, interval, expected):
     patched = cache(comfy, dual(comfy, windowed(comfy, wan), passes="cond"), interval=interval)
-    caplog.clear()
+    reports = Reports(comfy)
     comfy.ksample(patched, LATENT, seed=1, steps=steps, sampler=sampler)
-    assert cache_summaries(caplog) == [expected]
+    assert reports.cache_counts() == [expected]
 
 
 def test_cache_that_does_not_fit_runs_without_it_and_says_so(comfy, wan, caplog, monkeypatch):
@@ -258,8 +260,11 @@ def test_cache_that_does_not_fit_runs_without_it_and_says_so(comfy, wan, caplog,
         available = 1024
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Tiny())
     patched = cache(comfy, dual(comfy, windowed(comfy, wan), passes="cond"))
+    reports = Reports(comfy)
     out = comfy.ksample(patched, LATENT, seed=6, steps=3)
     assert any("do not fit" in r.getMessage() for r in caplog.records)
+    (report,) = reports.all()
+    assert report["cache_off_reason"].endswith("do not fit in auto memory") and report["cache_storage"] is None
     # ComfyUI also sees the tiny free memory and splits cond and uncond into separate calls,
     # so the comparison is numerical rather than bitwise
     assert rel_err(out, no_cache) < 1e-5
@@ -282,24 +287,93 @@ def test_nodes_apply_in_either_order(comfy, wan):
     assert torch.equal(comfy.ksample(a, LATENT, seed=5, steps=3), comfy.ksample(b, LATENT, seed=5, steps=3))
 
 
-def test_dual_path_without_window_patch_says_so_and_passes_through(comfy, wan, caplog):
+def test_dual_path_without_window_patch_is_an_error_when_sampling_starts(comfy, wan):
+    """The nodes apply in any order, so the chain is checked when sampling starts; the error
+    names the missing node, and the UI shows it (it is the sampler's error)."""
+    with pytest.raises(ValueError, match="Dual-Path Override: this model has no FreeSwim Window Attention "
+                                         "Patch.*Add FreeSwim Window Attention Patch") as err:
+        comfy.ksample(dual(comfy, wan), LATENT, seed=5, steps=2)
+    assert type(err.value).__module__ == "freeswim"
+
+
+def test_cache_without_dual_path_is_an_error_when_sampling_starts(comfy, wan):
+    with pytest.raises(ValueError, match="Cross-Attn Cache: this model has no Dual-Path Override.*"
+                                         "Add Dual-Path Override"):
+        comfy.ksample(cache(comfy, windowed(comfy, wan)), LATENT, seed=5, steps=2)
+    # the same nodes, chained completely, sample
+    assert comfy.ksample(cache(comfy, dual(comfy, windowed(comfy, wan))), LATENT, seed=5, steps=1).shape == LATENT.shape
+
+
+def test_override_installed_after_freeswim_turns_it_off_with_a_warning(comfy, wan, caplog):
+    """A pass-through node that sets its own attention override after the FreeSwim nodes: the
+    run is warned about, runs as that node alone would have it, and runs no twin rows."""
     caplog.set_level(logging.WARNING, logger="freeswim")
-    out = comfy.ksample(dual(comfy, wan), LATENT, seed=5, steps=2)
-    assert torch.equal(out, comfy.ksample(wan, LATENT, seed=5, steps=2))
-    msgs = [r.getMessage() for r in caplog.records if "Dual-Path Override" in r.getMessage()]
-    assert len(msgs) == 1 and "Add FreeSwim Window Attention Patch" in msgs[0]
+    calls = {"rows": 0}
+
+    def other_pack_override(func, *args, **kwargs):
+        calls["rows"] = max(calls["rows"], args[0].shape[0])
+        return func(*args, **kwargs)
+
+    def pass_through_node(model):
+        m = model.clone()
+        m.model_options["transformer_options"]["optimized_attention_override"] = other_pack_override
+        return m
+
+    patched = pass_through_node(cache(comfy, dual(comfy, windowed(comfy, wan), passes="cond")))
+    reports = Reports(comfy)
+    out = comfy.ksample(patched, LATENT, seed=5, steps=2)
+    assert torch.equal(out, comfy.ksample(pass_through_node(wan), LATENT, seed=5, steps=2))
+    assert calls["rows"] == 2                          # cond + uncond, no twin rows
+    warning = [r.getMessage() for r in caplog.records if "replaced FreeSwim's attention override" in r.getMessage()]
+    assert len(warning) == 1 and "other_pack_override" in warning[0]
+    (report,) = reports.all()
+    assert report["windowed_calls"] == 0 and report["guide_calls"] == 0 and report["warnings"]
 
 
-def test_cache_without_dual_path_says_so(comfy, wan, caplog):
+def test_block_replacement_set_before_freeswim_is_kept_and_both_apply(comfy, wan):
+    """Another node's replacement of a block (set before the FreeSwim nodes) is called by FreeSwim's;
+    the result equals the test-owned dense reference with that same replacement."""
+    from reference import window_override
+    seen = []
+
+    def damp_block_1(args, extra):
+        seen.append(args["img"].shape[0])
+        out = extra["original_block"](args)
+        return {**out, "img": args["img"] + 0.5 * (out["img"] - args["img"])}
+
+    def with_damping(model):
+        m = model.clone()
+        m.set_model_patch_replace(damp_block_1, "dit", "double_block", 1)
+        return m
+
+    ours = comfy.ksample(windowed(comfy, with_damping(wan)), LATENT, seed=8, steps=2)
+    ref_model = with_damping(wan)
+    ref_model.model_options["transformer_options"]["optimized_attention_override"] = \
+        window_override(GRID, WINDOW, SCALE)
+    ref = comfy.ksample(ref_model, LATENT, seed=8, steps=2)
+    assert seen, "the earlier replacement must be called"
+    assert rel_err(ours, ref) < 1e-4
+    assert rel_err(comfy.ksample(windowed(comfy, wan), LATENT, seed=8, steps=2), ref) > 1e-3
+
+
+@pytest.mark.parametrize("execution", ["batched", "sequential"])
+def test_handoff_holds_one_block_at_a_time(comfy, wan, execution):
+    """The twins' cross-attention output handed to the window rows exists for one block at a time:
+    its peak is one block's [twin rows x tokens x dim], not blocks times that."""
+    reports = Reports(comfy)
+    comfy.ksample(dual(comfy, windowed(comfy, wan), passes="cond", execution=execution), LATENT, seed=2, steps=2)
+    (report,) = reports.all()
+    dm = wan.model.diffusion_model
+    one_block = 1 * (3 * 12 * 20) * dm.dim * 4          # one conditional twin, float32
+    assert len(dm.blocks) >= 2 and report["handoff_peak_bytes"] == one_block
+    assert report["execution"] == execution and report["dual_calls"] >= 2
+
+
+def test_block_replacement_set_after_freeswim_changes_nothing(comfy, wan, caplog):
+    """A node that replaces blocks after the FreeSwim nodes (here: one that sets block_index as
+    current ComfyUI does) takes FreeSwim's block runs away: those blocks are placed by shape, with
+    a warning, and the result does not move."""
     caplog.set_level(logging.WARNING, logger="freeswim")
-    out = comfy.ksample(cache(comfy, windowed(comfy, wan)), LATENT, seed=5, steps=2)
-    assert torch.equal(out, comfy.ksample(windowed(comfy, wan), LATENT, seed=5, steps=2))
-    assert any("no FreeSwim Dual-Path Override" in r.getMessage() for r in caplog.records)
-
-
-def test_block_index_from_newer_builds_changes_nothing(comfy, wan):
-    """Newer ComfyUI sets transformer_options['block_index'] per block; emulate it through
-    ComfyUI's block-replace patches and check the result does not move."""
     patched = cache(comfy, dual(comfy, windowed(comfy, wan), passes="cond"))
     plain = comfy.ksample(patched, LATENT, seed=7, steps=3)
     indexed = patched.clone()
@@ -309,6 +383,7 @@ def test_block_index_from_newer_builds_changes_nothing(comfy, wan):
             return extra["original_block"](args)
         indexed.set_model_patch_replace(replace, "dit", "double_block", i)
     assert torch.equal(comfy.ksample(indexed, LATENT, seed=7, steps=3), plain)
+    assert any("replaced FreeSwim's run of blocks [0, 1]" in r.getMessage() for r in caplog.records)
 
 
 def test_active_range_limits_the_dual_path(comfy, wan):

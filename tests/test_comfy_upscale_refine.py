@@ -14,7 +14,7 @@ def wan(comfy):
 @pytest.fixture(scope="module")
 def vae(comfy):
     import comfy.sd
-    from scripts.tiny_wan import tiny_wan_vae_state_dict
+    from harness.tiny_wan import tiny_wan_vae_state_dict
     return comfy.sd.VAE(sd=tiny_wan_vae_state_dict(dim=8, seed=5))
 
 

@@ -82,36 +82,39 @@ def test_auto_native_size_turns_portrait_for_portrait_video(comfy):
           patched_options(comfy, model, native_size="auto"))
 
 
-def sets_block_index(comfy_host) -> bool:
-    """Wan's forward tells the blocks their index from ComfyUI 0.5.0 on (NOTES.md section 2)."""
-    return tuple(int(p) for p in comfy_host.version.split(".")[:2]) >= (0, 5)
-
-
-def test_grid_with_text_length_token_count(comfy, comfy_host, caplog):
-    """512 tokens = the text length: by shape, self and cross attention look alike. A host that
-    passes the block index places every call, so the grid is windowed; an older one passes it
-    through and says why."""
+def test_grid_with_text_length_token_count_is_windowed(comfy, caplog):
+    """512 tokens = the text length: by shape, self and cross attention look alike. FreeSwim places
+    every call by its order within the block it runs, so the grid is windowed on every host."""
     import logging
     caplog.set_level(logging.WARNING, logger="freeswim")
     model = comfy.load_tiny_wan(seed=26)
     x = x_of(16, t=2, h=32, w=32)                     # grid 2 x 16 x 16 = 512 tokens
     options = patched_options(comfy, model, custom_width=64, custom_height=64)   # window 5 x 5
-    if sets_block_index(comfy_host):
-        ref = window_override((2, 16, 16), (5, 5), reference_scale(128), every_other_call=True)
-        expected = forward(model, x, {"optimized_attention_override": ref})
-        got = forward(model, x, options)
-        assert ref.calls["self"] == 2 and ref.calls["other"] == 2
-        err = (got - expected).abs().max().item()
-        assert err < 1e-4 * max(1.0, expected.abs().max().item())
-        assert (forward(model, x, {}) - expected).abs().max().item() > 100 * max(err, 1e-7)
-        assert not any("cannot be told apart" in r.getMessage() for r in caplog.records)
-    else:
-        got = forward(model, x, options)
-        assert torch.equal(got, forward(model, x, {}))
-        assert any("cannot be told apart" in r.getMessage() for r in caplog.records)
+    ref = window_override((2, 16, 16), (5, 5), reference_scale(128), every_other_call=True)
+    expected = forward(model, x, {"optimized_attention_override": ref})
+    got = forward(model, x, options)
+    assert ref.calls["self"] == 2 and ref.calls["other"] == 2
+    err = (got - expected).abs().max().item()
+    assert err < 1e-4 * max(1.0, expected.abs().max().item())
+    assert (forward(model, x, {}) - expected).abs().max().item() > 100 * max(err, 1e-7)
+    assert not caplog.records
 
 
-def test_tokens_off_the_grid_pass_through_on_hosts_that_place_blocks(comfy, comfy_host, caplog):
+def test_vace_grid_with_text_length_token_count_passes_through(comfy, caplog):
+    """VACE blocks run outside the host's block replacement, so only their shapes place their
+    calls: with 512 tokens that is ambiguous, and the size passes through, saying why."""
+    import logging
+    caplog.set_level(logging.WARNING, logger="freeswim")
+    model = comfy.load_tiny_wan(vace_layers=1, seed=29)
+    x = x_of(16, t=2, h=32, w=32)
+    vace = {"vace_context": torch.randn(1, 1, 96, 2, 32, 32, generator=torch.Generator().manual_seed(3)),
+            "vace_strength": [1.0]}
+    got = forward(model, x, patched_options(comfy, model, custom_width=64, custom_height=64), **vace)
+    assert torch.equal(got, forward(model, x, {}, **vace))
+    assert any("VACE blocks can only be told apart by shape" in r.getMessage() for r in caplog.records)
+
+
+def test_tokens_off_the_grid_pass_through(comfy, comfy_host, caplog):
     """Current ComfyUI can append in-context reference tokens (``context_latents``) to the video
     tokens; the window patch does not cover them, so the call must run unpatched, with a warning,
     rather than window the wrong tokens."""
@@ -129,15 +132,15 @@ def test_tokens_off_the_grid_pass_through_on_hosts_that_place_blocks(comfy, comf
     assert any("not on the video grid" in r.getMessage() for r in caplog.records)
 
 
-def test_host_grid_and_block_index_are_used_where_given(comfy, comfy_host, caplog):
-    import logging
-    caplog.set_level(logging.INFO, logger="freeswim")
+def test_host_grid_is_confirmed_where_the_host_gives_it(comfy, comfy_host):
+    """Wan's forward passes ``grid_sizes`` from ComfyUI 0.5.0 on (NOTES.md section 2): FreeSwim
+    checks its own grid against it before windowing; older hosts have nothing to check."""
     model = comfy.load_tiny_wan(seed=28)
     (patched,) = comfy.run_node(NODE, model=model, native_size="custom", custom_width=128, custom_height=96,
                                 inward=True, attention_scale="reference", backend="chunked")
     comfy.ksample(patched, torch.zeros(1, 16, 3, 24, 40), steps=1)
-    said = " ".join(r.getMessage() for r in caplog.records)
-    if sets_block_index(comfy_host):
-        assert "placed by the host's block index" in said and "confirmed against the host's grid_sizes" in said
-    else:
-        assert "placed by their shapes" in said and "derived from the latent" in said
+    report = comfy.last_report()
+    newer = tuple(int(p) for p in comfy_host.version.split(".")[:2]) >= (0, 5)
+    assert report["host_grid_confirmed"] is newer
+    assert report["grids"] == [[3, 12, 20]] and report["window"] == [7, 9]
+    assert report["windowed_calls"] == report["model_calls"] >= 1 and report["backends"] == ["chunked"]

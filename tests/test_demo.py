@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from comfy_env import REPO
+from harness.inprocess import REPO
 
 WORKFLOW = "workflows/wan2.1_t2v_1.3B_freeswim_1088p.json"
 
@@ -52,3 +52,7 @@ def test_report_lists_nodes_by_id_and_the_refine_phases(comfy_host, tmp_path):
     assert phases["upscale_path"] == "pixel" and phases["upscale_s"] > 0 and phases["sampling_s"] > 0
     refine = next(n for n in nodes if n["type"] == "FreeSwimLatentUpscaleRefine")
     assert phases["upscale_s"] + phases["sampling_s"] <= refine["seconds"] + 0.5
+    # what FreeSwim did, per sampling run, from the server's reports (not from its log)
+    runs = {r["node_id"]: r for r in report["freeswim_runs"]}
+    assert runs[refine["node"]]["guide_calls"] > 0 and runs[refine["node"]]["reuse_calls"] > 0
+    assert runs[refine["node"]]["grids"] and runs[refine["node"]]["window"]

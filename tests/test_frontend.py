@@ -1,16 +1,15 @@
 """The workflows in workflows/ load in the real ComfyUI frontend (headless Chromium), and the
-frontend's own conversion to the API format equals scripts.workflow_format.ui_to_api, which the
+frontend's own conversion to the API format equals harness.workflow_format.ui_to_api, which the
 workflow tests and the demo use."""
 import json
-from pathlib import Path
 
 import pytest
 
-from comfy_env import REPO
-from frontend import Frontend, chromium_path
-from scripts.comfy_server import host_server, prepare_base
-from scripts.graphs import TEST_NODES_NAME
-from scripts.workflow_format import declared_inputs, ui_to_api
+from harness.inprocess import REPO
+from harness.frontend import Frontend, chromium_path
+from harness.comfy_server import host_server, prepare_base
+from harness.graphs import TEST_NODES, TEST_NODES_NAME
+from harness.workflow_format import declared_inputs, ui_to_api
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 
@@ -19,7 +18,7 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 def frontend(tmp_path_factory, comfy_host):
     assert chromium_path(), "Chromium is missing: `make setup` installs Debian's chromium package"
     base = prepare_base(tmp_path_factory.mktemp("frontend_base"),
-                        {TEST_NODES_NAME: Path(__file__).parent / "host_nodes" / TEST_NODES_NAME})
+                        {TEST_NODES_NAME: TEST_NODES})
     with host_server(comfy_host, base) as server:
         info = server.get("/object_info")
         with Frontend(server.url) as fe:

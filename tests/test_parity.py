@@ -44,7 +44,7 @@ def call(model, patched, x, t, context, to):
 
 
 def keep_twins(comfy):
-    return {comfy.pack_module("nodes.runtime").KEEP_TWINS_KEY: True}
+    return {comfy.pack_module("nodes.options").KEEP_TWINS_KEY: True}
 
 
 def close(a, b):
@@ -79,8 +79,7 @@ def test_nocache_variant(parity, kind, context_key, expected_key, execution):
 def test_cache_variant_guide_uncond_and_reuse(parity, execution):
     comfy, model, windowed, inp, out = parity
     patched = cached(comfy, dual(comfy, windowed, "cond", execution))
-    runtime = comfy.pack_module("nodes.runtime")
-    run = runtime.RunState()
+    run = comfy.new_run()
 
     def step(kind, sigma, x, t, context, **extra):
         to = comfy.sampling_options(patched, cond_or_uncond=[kind], uuids=["pos" if kind == 0 else "neg"],
@@ -90,7 +89,7 @@ def test_cache_variant_guide_uncond_and_reuse(parity, execution):
     guide = step(0, 0.7, inp["latent"], inp["timestep_guide"][:1], inp["context"], **keep_twins(comfy))
     assert close(guide, out["cache_guide_out"]) < TOL
     for block in (0, 1):
-        feats = run.store.get(("pos", 0), (block, "text"))
+        feats = run.store.get(("pos", 0), ("block", block, "text"))
         assert feats is not None
         assert close(feats.reshape(1, 720, 2, 32), out[f"cache_guide_cross_block{block}"]) < TOL
 
@@ -105,7 +104,7 @@ def test_cache_variant_guide_uncond_and_reuse(parity, execution):
     # the reuse step does not read the text context at all
     reuse_neg = step(0, 0.65, inp["latent_reuse"], inp["timestep_reuse"][:1], inp["negative_context"])
     assert torch.equal(reuse, reuse_neg)
-    assert run.guide_calls == 1 and run.reuse_calls == 2
+    assert run.report.guide_calls == 1 and run.report.reuse_calls == 2
 
 
 def test_cache_guide_equals_nocache_cond(parity):

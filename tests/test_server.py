@@ -3,11 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from scripts.comfy_server import host_server, prepare_base
-from scripts.graphs import TEST_NODES_NAME, window_patch_graph
-from scripts.tiny_wan import save_tiny_wan
+from harness.comfy_server import host_server, prepare_base
+from harness.graphs import TEST_NODES, TEST_NODES_NAME, window_patch_graph
+from harness.tiny_wan import save_tiny_wan
 
-TEST_NODES = Path(__file__).parent / "host_nodes" / TEST_NODES_NAME
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,8 @@ def test_prompt_with_all_three_patches_runs(server):
     assert graph["6"]["inputs"]["model"] == ["9", 0] and graph["9"]["inputs"]["model"] == ["8", 0]
     entry = server.run_prompt(graph, timeout=300)
     assert entry["status"]["status_str"] == "success", entry["status"]
-    assert "FreeSwim Cross-Attn Cache: 2 guide and 1 reuse calls" in server.log()
+    (report,) = server.reports(entry["prompt_id"])
+    assert (report["guide_calls"], report["reuse_calls"]) == (2, 1) and report["node_id"] == "6"
 
 
 def test_prompt_with_the_patch_runs_to_completion(server):
@@ -58,8 +58,12 @@ def test_prompt_with_the_patch_runs_to_completion(server):
     assert entry["status"]["status_str"] == "success", entry["status"]
     saved = list((server.base / "output" / "freeswim").glob("test_*.latent"))
     assert saved, "SaveLatent wrote nothing"
-    # the server log carries the plan the patch computed for this grid: 2 x 16 x 24 tokens, 7 x 9 window
-    assert "FreeSwim window attention: grid 2x16x24 tokens, window 7x9" in server.log()
+    # the run report carries the plan the patch computed for this grid: 2 x 16 x 24 tokens, 7 x 9 window
+    (report,) = server.reports(entry["prompt_id"])
+    assert report["grids"] == [[2, 16, 24]] and report["window"] == [7, 9]
+    assert report["windowed_calls"] == report["model_calls"] == 2 and report["backends"] == ["chunked"]
+    # and the log line is written from it
+    assert f'"prompt_id": "{entry["prompt_id"]}"' in server.log()
 
 
 def test_bad_choice_fails_with_a_message_naming_the_node(server):

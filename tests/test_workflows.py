@@ -4,7 +4,7 @@ Each UI-format file is converted to the API format with the server's own
 object_info and queued over HTTP. Stand-ins: small random-weight Wan models and
 a small random-weight Wan VAE saved under the file names the workflow expects;
 the text encoder and CLIP vision nodes (which cannot be stood in at their real
-size) are swapped for the test-only nodes in tests/host_nodes. Sizes, frame
+size) are swapped for the test-only nodes in harness/host_nodes. Sizes, frame
 counts and steps are reduced; everything else runs as the file says.
 """
 import json
@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from comfy_env import REPO
-from scripts.comfy_server import host_server, prepare_base
-from scripts.graphs import TEST_NODES_NAME
-from scripts.stand_ins import install_stand_in_models, stand_ins
-from scripts.workflow_format import ui_to_api
+from harness.inprocess import REPO
+from harness.comfy_server import host_server, prepare_base
+from harness.graphs import TEST_NODES, TEST_NODES_NAME
+from harness.stand_ins import install_stand_in_models, stand_ins
+from harness.workflow_format import ui_to_api
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-TEST_NODES = Path(__file__).parent / "host_nodes" / TEST_NODES_NAME
 
 
 @pytest.fixture(scope="module")
@@ -51,5 +50,8 @@ def test_workflow_runs_in_the_server(server, path):
     assert videos, f"no video saved: {entry['outputs']}"
     saved = server.base / "output" / videos[0].get("subfolder", "") / videos[0]["filename"]
     assert saved.is_file() and saved.stat().st_size > 0
-    log = server.log()
-    assert "FreeSwim window attention: grid" in log and "FreeSwim Cross-Attn Cache:" in log
+    reports = server.reports(entry["prompt_id"])
+    refine_id = next(i for i, n in api.items() if n["class_type"] == "FreeSwimLatentUpscaleRefine")
+    refined = [r for r in reports if r["node_id"] == refine_id]
+    assert len(refined) == 1, reports
+    assert refined[0]["windowed_calls"] > 0 and refined[0]["guide_calls"] > 0 and refined[0]["reuse_calls"] > 0

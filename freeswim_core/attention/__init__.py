@@ -23,6 +23,16 @@ def _check_inputs(q, k, v, grid: TokenGrid):
                          f"{grid.as_tuple()} ({grid.tokens} tokens)")
 
 
+def backend_for(q: torch.Tensor, grid, window, backend: str = "auto") -> str:
+    """The backend :func:`window_attention` uses for these arguments now: ``"sdpa"`` (the window
+    covers the grid: full attention), ``"flex"`` or ``"chunked"``."""
+    if as_window(window).covers(as_grid(grid)):
+        return "sdpa"
+    if backend != "auto":
+        return backend
+    return "flex" if q.is_cuda and flex_available() and q.device.type not in _flex_broken else "chunked"
+
+
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, window, *,
                      inward: bool = True, scale: float | None = None,
                      backend: str = "auto") -> torch.Tensor:
@@ -67,5 +77,5 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, wi
     return chunked_window_attention(q, k, v, grid, window, inward=inward, scale=scale)
 
 
-__all__ = ["BACKENDS", "chunked_window_attention", "flex_available", "flex_window_attention",
+__all__ = ["BACKENDS", "backend_for", "chunked_window_attention", "flex_available", "flex_window_attention",
            "window_attention"]

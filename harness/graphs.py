@@ -1,7 +1,11 @@
 """API-format ComfyUI graphs used by the demo and the server tests."""
 from __future__ import annotations
 
+from pathlib import Path
+
 TEST_NODES_NAME = "freeswim_test_nodes"
+# Test-only ComfyUI nodes (stand-ins for the text encoder and CLIP vision), linked into test servers.
+TEST_NODES = Path(__file__).resolve().parent / "host_nodes" / TEST_NODES_NAME
 
 
 def window_patch_graph(*, unet_name: str, width: int, height: int, length: int, steps: int,

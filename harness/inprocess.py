@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from scripts.hosts import Host, newest
+from harness.hosts import Host, newest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def load_tiny_wan(**kwargs):
     """A ComfyUI MODEL (ModelPatcher) detected and built by comfy.sd from a tiny state dict."""
     comfy_ready()
     import comfy.sd
-    from scripts.tiny_wan import tiny_wan_state_dict
+    from harness.tiny_wan import tiny_wan_state_dict
     model = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(**kwargs))
     if model is None:
         raise RuntimeError("ComfyUI did not recognise the tiny Wan state dict")
@@ -111,10 +111,20 @@ def pack_module(suffix: str):
 def sampling_options(patched, *, cond_or_uncond, uuids, sigma, sample_sigmas, run=None, **extra):
     """transformer_options as ComfyUI's calc_cond_batch hands them to the model for one call,
     with a sampling run's FreeSwim state (normally created by the OUTER_SAMPLE wrapper)."""
-    runtime = pack_module("nodes.runtime")
+    options, run_state = pack_module("nodes.options"), pack_module("nodes.run_state")
     to = {**patched.model_options["transformer_options"], "wrappers": patched.wrappers,
           "cond_or_uncond": list(cond_or_uncond), "uuids": list(uuids),
           "sigmas": torch.tensor([sigma]), "sample_sigmas": torch.tensor(sample_sigmas)}
-    to[runtime.RUN_KEY] = run if run is not None else runtime.RunState()
+    to[options.RUN_KEY] = run if run is not None else run_state.RunState()
     to.update(extra)
     return to
+
+
+def new_run():
+    """A sampling run's FreeSwim state, as the OUTER_SAMPLE wrapper creates it."""
+    return pack_module("nodes.run_state").RunState()
+
+
+def last_report() -> dict:
+    """The report of the most recent sampling run in this process."""
+    return pack_module("nodes.run_state").recent_reports()[-1]

@@ -2,7 +2,7 @@
 
 The text encoder (UMT5-XXL) and CLIP vision cannot be stood in at their real size
 on a CPU, so their nodes are swapped for the test-only nodes in
-tests/host_nodes/freeswim_test_nodes; every other node runs as the workflow says,
+harness/host_nodes/freeswim_test_nodes; every other node runs as the workflow says,
 on small random-weight models saved under the file names the workflow expects.
 Sizes, frame counts and steps are reduced so a CPU finishes in seconds.
 """
@@ -68,7 +68,7 @@ def install_stand_in_models(base, comfyui) -> None:
 
     from PIL import Image
 
-    from scripts.tiny_wan import save_tiny_wan, save_tiny_wan_vae
+    from harness.tiny_wan import save_tiny_wan, save_tiny_wan_vae
     base = Path(base)
     unets = base / "models" / "diffusion_models"
     (base / "models" / "vae").mkdir(parents=True, exist_ok=True)

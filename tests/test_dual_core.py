@@ -1,9 +1,10 @@
-"""freeswim_core.dualpath: row layout, schedule, storage choice and the feature store."""
+"""freeswim_core.dual: row layout, the guide/reuse decision, storage choice and the feature store."""
 import pytest
 import torch
 
-from freeswim_core.dualpath import (DualLayout, FeatureStore, cache_bytes, choose_storage, element_bytes,
-                                    is_guide_step, row_keys, row_kinds, step_index, twin_rows)
+from freeswim_core.dual import (CacheAction, DualLayout, FeatureStore, cache_bytes, choose_storage,
+                                decide_cache_action, element_bytes, is_guide_step, row_keys, row_kinds,
+                                step_index, twin_rows)
 
 GB = 10**9
 
@@ -44,6 +45,25 @@ def test_guide_steps_from_the_runs_schedule():
     assert step_index(1.0, None) is None
     assert [is_guide_step(i, 2) for i in range(5)] == [True, False, True, False, True]
     assert not is_guide_step(None, 2)
+
+
+G, R = CacheAction.GUIDE, CacheAction.REUSE
+
+
+@pytest.mark.parametrize("stored_at,sigma,step,interval,expected", [
+    ([None], 14.6, 0, 2, G),               # first call of a run: nothing stored
+    ([14.6], 9.0, 1, 2, R),                # off-interval step: reuse
+    ([14.6], 5.2, 2, 2, G),                # guide step
+    ([5.2], 5.2, 2, 2, R),                 # cond and uncond split: the second call of a guide step
+    ([5.2, None], 5.2, 2, 2, G),           # one row has nothing usable (new prompt chunk)
+    ([5.2], 7.3, None, 2, R),              # a sampler's midpoint: never a guide step
+    ([14.6], 9.0, 1, 1, G),                # interval 1: the full branch every step
+    ([9.0], 2.1, 3, 5, R),
+    ([9.0], 0.5, 5, 5, G),
+    ([], 1.0, 1, 2, G),                    # no eligible rows told: compute
+])
+def test_guide_or_reuse_follows_the_hand_worked_table(stored_at, sigma, step, interval, expected):
+    assert decide_cache_action(stored_at, sigma, step, interval) is expected
 
 
 @pytest.mark.parametrize("mode,needed,accel,host,expected", [

@@ -6,7 +6,7 @@ generator: matrices N(0, 1/fan_in), biases N(0, 0.02^2), modulations
 N(0, 0.1^2), norm weights 1. ComfyUI detects the result as a Wan model from its
 keys, exactly as it does a downloaded file.
 
-Usage: python -m scripts.tiny_wan --comfyui .host/ComfyUI OUT.safetensors
+Usage: python -m harness.tiny_wan --comfyui .host/ComfyUI OUT.safetensors
 """
 from __future__ import annotations
 

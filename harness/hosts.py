@@ -13,7 +13,7 @@ pick either. One process can import only one host (both are the top-level
 ``comfy`` package), so the test suite runs each host's in-process tests in its own
 worker (``tests/conftest.py``).
 
-``python -m scripts.hosts`` prints the hosts found and the ones skipped.
+``python -m harness.hosts`` prints the hosts found and the ones skipped.
 """
 from __future__ import annotations
 

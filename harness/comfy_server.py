@@ -67,7 +67,7 @@ def prepare_base(base: Path, extra_nodes: dict[str, Path] | None = None) -> Path
 
 
 def host_server(host, base: Path, log_name: str = "server.log") -> "ComfyServer":
-    """A server for a :class:`scripts.hosts.Host`, run by the project's environment."""
+    """A server for a :class:`harness.hosts.Host`, run by the project's environment."""
     return ComfyServer(host.path, base, str(REPO / ".venv" / "bin" / "python"), Path(base) / log_name,
                        extra_args=host.server_args())
 
@@ -147,6 +147,10 @@ class ComfyServer:
                 raise PromptRejected(body) from None
             raise RuntimeError(f"POST {path} failed ({e.code}): {body}") from e
 
+    def reports(self, prompt_id: str) -> list[dict]:
+        """FreeSwim's run reports of one prompt (one per sampling run, in order)."""
+        return self.get(f"/freeswim/reports?prompt_id={prompt_id}")
+
     def run_prompt_timed(self, prompt: dict, timeout: float = 900.0) -> tuple[dict, list[tuple[str, float]]]:
         """Like :meth:`run_prompt`, also returning (node id, seconds) in execution order, from the
         server's websocket ``executing`` events (cached nodes do not appear)."""
@@ -180,7 +184,7 @@ class ComfyServer:
             return prompt_id, timings
 
         prompt_id, timings = asyncio.run(run())
-        return self.get(f"/history/{prompt_id}")[prompt_id], timings
+        return {**self.get(f"/history/{prompt_id}")[prompt_id], "prompt_id": prompt_id}, timings
 
     def run_prompt(self, prompt: dict, timeout: float = 600.0) -> dict:
         """Queue an API-format graph and wait for its history entry."""
@@ -193,7 +197,7 @@ class ComfyServer:
                 entry = hist[prompt_id]
                 status = entry.get("status", {})
                 if status.get("completed") or status.get("status_str") in ("success", "error"):
-                    return entry
+                    return {**entry, "prompt_id": prompt_id}
             if self.proc and self.proc.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited while running the prompt; log:\n{self.log()[-4000:]}")
             time.sleep(0.25)

@@ -11,7 +11,7 @@ import urllib.request
 
 import aiohttp
 
-from scripts.comfy_server import free_port
+from harness.comfy_server import free_port
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]

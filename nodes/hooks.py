@@ -1,0 +1,209 @@
+"""How FreeSwim plugs into ComfyUI: the override slot, two wrappers, a block replacement.
+
+* ``install`` merges a node's settings into the model's FreeSwim options, puts
+  :func:`freeswim_attention_override` in the override slot (keeping the one that
+  was there), adds the wrappers and a block replacement on every transformer block
+  (keeping any replacement another node set there first).
+* The OUTER_SAMPLE wrapper owns a sampling run: it checks the chain of nodes,
+  finds out whether another node took the override slot after FreeSwim, creates
+  the run's state and drops it in ``finally``, publishing the run report.
+* The DIFFUSION_MODEL wrapper plans each model call once and appends the
+  full-attention twin rows; they are cut off the output.
+* The block replacement runs each block: in one go (batched), or the twins first
+  and then the caller's rows with the twins' cross-attention handed over
+  (sequential), so at most one block's hand-off exists at a time.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Optional
+
+import comfy.model_patcher
+import torch
+from comfy.patcher_extension import WrappersMP
+
+from .call_plan import ARG_TRANSFORMER_OPTIONS, CallArgs, CallPlan, Mode, plan_call
+from .errors import InvalidInput
+from .options import (CACHE_NODE, CURSOR_KEY, DUAL_NODE, KEEP_TWINS_KEY, OPTIONS_KEY, OVERRIDE_SLOT,
+                      PLAN_KEY, RUN_KEY, SCOPE_KEY, WINDOW_NODE, WRAPPER_KEY, FreeSwimOptions, options_of)
+from .override import BlockScope, CallCursor, freeswim_attention_override
+from .run_state import RunState, publish
+from .wan import diffusion_model_of
+
+DIT, BLOCK = "dit", "double_block"
+
+
+class BlockReplacement:
+    """``patches_replace["dit"][("double_block", i)]``: FreeSwim's run of block ``i``, calling the
+    host's original block (or a replacement another node set before FreeSwim's)."""
+
+    def __init__(self, index: int, inner=None):
+        self.index, self.inner = index, inner
+
+    def __call__(self, args: dict, extra: dict) -> dict:
+        to = args.get("transformer_options")
+        plan: Optional[CallPlan] = to.get(PLAN_KEY) if isinstance(to, dict) else None
+
+        def run_block(a):
+            return self.inner(a, extra) if self.inner is not None else extra["original_block"](a)
+
+        if plan is None or plan.window is None:
+            return run_block(args)
+        if not (plan.twins and plan.execution == "sequential"):
+            return run_block({**args, "transformer_options": {**to, SCOPE_KEY: BlockScope(self.index)}})
+        rows, total = plan.layout.rows, plan.layout.total_rows
+        twins = BlockScope(self.index, "twins")
+        twin_out = run_block(_rows(args, total, slice(rows, total), {**to, SCOPE_KEY: twins}))
+        window = BlockScope(self.index, "window", handoff=twins.handoff)
+        out = run_block(_rows(args, total, slice(0, rows), {**to, SCOPE_KEY: window}))
+        return {**out, "img": torch.cat([out["img"], twin_out["img"]])}
+
+
+def _rows(args: dict, total: int, rows: slice, to: dict) -> dict:
+    """The block's arguments for a contiguous range of rows (no copies: slices)."""
+    out = {k: (v[rows] if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == total else v)
+           for k, v in args.items()}
+    out["transformer_options"] = to
+    return out
+
+
+def install(model, **changes) -> None:
+    """Merge ``changes`` into the FreeSwim options of a (cloned) ModelPatcher and hook it."""
+    to = model.model_options.setdefault("transformer_options", {})
+    opts: FreeSwimOptions = options_of(to) or FreeSwimOptions()
+    current = to.get(OVERRIDE_SLOT)
+    inner = opts.inner_override if current is freeswim_attention_override else current
+    blocks = len(diffusion_model_of(model).blocks)
+    to[OPTIONS_KEY] = replace(opts, inner_override=inner, blocks=blocks, **changes)
+    to[OVERRIDE_SLOT] = freeswim_attention_override
+    for kind, fn in ((WrappersMP.DIFFUSION_MODEL, diffusion_model_wrapper),
+                     (WrappersMP.OUTER_SAMPLE, outer_sample_wrapper)):
+        model.remove_wrappers_with_key(kind, WRAPPER_KEY)
+        model.add_wrapper_with_key(kind, WRAPPER_KEY, fn)
+    replacements = to.get("patches_replace", {}).get(DIT, {})
+    for i in range(blocks):
+        existing = replacements.get((BLOCK, i))
+        if not isinstance(existing, BlockReplacement):
+            model.set_model_patch_replace(BlockReplacement(i, existing), DIT, BLOCK, i)
+
+
+def _check_chain(opts: FreeSwimOptions) -> None:
+    """The nodes apply in any order, so only at sampling time is the chain known."""
+    if opts.cache is not None and opts.dual is None:
+        raise InvalidInput(f"{CACHE_NODE}: this model has no {DUAL_NODE}, so there are no full-branch "
+                           f"features to cache. Add {DUAL_NODE} to the model (before or after this node), "
+                           f"or remove {CACHE_NODE}.")
+    if opts.dual is not None and opts.window is None:
+        raise InvalidInput(f"{DUAL_NODE}: this model has no {WINDOW_NODE}, so the full-attention branch "
+                           f"has nothing to correct. Add {WINDOW_NODE} to the model (before or after "
+                           f"this node), or remove {DUAL_NODE}.")
+
+
+def _name(fn) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def _start_run(guider, to: dict, opts: FreeSwimOptions) -> RunState:
+    run = RunState()
+    _check_chain(opts)
+    slot = to.get(OVERRIDE_SLOT)
+    if slot is not freeswim_attention_override:
+        run.bypass = True
+        run.say("override-lost", logging.WARNING,
+                "%s: another node replaced FreeSwim's attention override (now %s), so FreeSwim is off for "
+                "this run and its dual path does not run. Apply the FreeSwim nodes after that node, which "
+                "keeps and calls it.", WINDOW_NODE, _name(slot))
+        return run
+    ours = to.get("patches_replace", {}).get(DIT, {})
+    lost = [i for i in range(opts.blocks) if not isinstance(ours.get((BLOCK, i)), BlockReplacement)]
+    if lost:
+        run.say("blocks-lost", logging.WARNING,
+                "%s: another node replaced FreeSwim's run of blocks %s; their attention calls are placed by "
+                "shape, and their dual path runs batched.", WINDOW_NODE, lost)
+    if opts.dual is not None:
+        sampling = guider.model_patcher.get_model_object("model_sampling")
+        run.sigma_start = float(sampling.percent_to_sigma(opts.dual.start_percent))
+        run.sigma_end = float(sampling.percent_to_sigma(opts.dual.end_percent))
+        run.report.execution = opts.dual.execution
+    try:
+        from comfy_execution.utils import get_executing_context
+        ctx = get_executing_context()
+    except ImportError:
+        ctx = None
+    if ctx is not None:
+        run.report.prompt_id, run.report.node_id = ctx.prompt_id, ctx.node_id
+    return run
+
+
+def outer_sample_wrapper(executor, *args, **kwargs):
+    guider = executor.class_obj
+    orig = guider.model_options
+    guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
+    to = guider.model_options.setdefault("transformer_options", {})
+    opts = options_of(to)
+    run = None
+    try:
+        if opts is not None:
+            run = _start_run(guider, to, opts)
+            to[RUN_KEY] = run
+        return executor(*args, **kwargs)
+    finally:
+        guider.model_options = orig
+        if run is not None:
+            if run.store is not None:
+                run.report.cache_bytes = run.store.nbytes()
+                run.store.clear()
+            run.store = None
+            run.report.attention_seconds = round(run.report.attention_seconds, 4)
+            publish(run.report)
+
+
+def _with_transformer_options(args, kwargs, to):
+    if "transformer_options" in kwargs or len(args) <= ARG_TRANSFORMER_OPTIONS:
+        return args, {**kwargs, "transformer_options": to}
+    args = list(args)
+    args[ARG_TRANSFORMER_OPTIONS] = to
+    return tuple(args), kwargs
+
+
+def _map_batch(args, kwargs, rows: int, fn):
+    """Apply ``fn`` to every batch-sized (``rows``) tensor argument of the model call."""
+    def one(v):
+        return fn(v) if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == rows else v
+    args = tuple(one(a) if i != ARG_TRANSFORMER_OPTIONS else a for i, a in enumerate(args))
+    kwargs = {k: (v if k == "transformer_options" else one(v)) for k, v in kwargs.items()}
+    return args, kwargs
+
+
+def _count(run: Optional[RunState], plan: CallPlan) -> None:
+    if run is None:
+        return
+    r = run.report
+    r.model_calls += 1
+    if plan.window is None:
+        return
+    r.windowed_calls += 1
+    grid = list(plan.window.grid.as_tuple())
+    if grid not in r.grids:
+        r.grids.append(grid)
+    r.window = [plan.window.window.h, plan.window.window.w]
+    r.dual_calls += plan.mode is Mode.DUAL
+    r.guide_calls += plan.mode is Mode.GUIDE
+    r.reuse_calls += plan.mode is Mode.REUSE
+
+
+def diffusion_model_wrapper(executor, *args, **kwargs):
+    to = kwargs.get("transformer_options", args[ARG_TRANSFORMER_OPTIONS] if len(args) > ARG_TRANSFORMER_OPTIONS else None)
+    opts = options_of(to)
+    run: Optional[RunState] = to.get(RUN_KEY) if opts is not None else None
+    if opts is None or (run is not None and run.bypass):
+        return executor(*args, **kwargs)
+    plan = plan_call(opts, executor.class_obj, CallArgs.read(args, kwargs), to, run)
+    _count(run, plan)
+    args, kwargs = _with_transformer_options(args, kwargs, {**to, PLAN_KEY: plan, CURSOR_KEY: CallCursor()})
+    if not plan.twins:
+        return executor(*args, **kwargs)
+    args, kwargs = _map_batch(args, kwargs, plan.layout.rows, plan.layout.expand)
+    out = executor(*args, **kwargs)
+    return out if to.get(KEEP_TWINS_KEY) else out[:plan.layout.rows]

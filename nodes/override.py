@@ -1,0 +1,234 @@
+"""FreeSwim's attention override: one attention call at a time.
+
+Installed in ComfyUI's single ``optimized_attention_override`` slot. It reads the
+model call's frozen :class:`CallPlan` and the block being run (:class:`BlockScope`,
+set by the block replacement in ``hooks.py``) from ``transformer_options``:
+
+* inside a block, calls are placed by their order: the first is the block's
+  self-attention, then its cross-attention call(s) (I2V: image, then text); no
+  shapes are compared, so any grid size works;
+* outside any block replacement (VACE blocks, which the host runs without one)
+  self-attention is recognised by shape and the cross calls that follow belong to
+  it (a grid with a conditioning's token count is refused at planning there).
+
+Self-attention: window attention for window rows, full attention (through the
+host's own attention and any override installed before FreeSwim's) for the
+full-attention twins. Text cross-attention: each window row takes its twin's
+output, handed over within the block (batched: from the same call; sequential:
+from the twins' own run of the block), or read from the cache on reuse calls.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from ..freeswim_core import backend_for, window_attention
+from ..freeswim_core.log import log_once
+from .call_plan import CallPlan, Mode
+from .host_blocks import GRID_SIZES
+from .options import CURSOR_KEY, PLAN_KEY, RUN_KEY, SCOPE_KEY, WINDOW_NODE, options_of
+
+
+
+
+@dataclass
+class BlockScope:
+    """One run of one block: its index, which rows it holds, the calls seen so far."""
+
+    index: int
+    role: str = "all"          # all: every row; twins: only the full-attention twins; window: only the caller's
+    calls: int = 0
+    handoff: dict = field(default_factory=dict)   # sequential: source row -> its twin's cross-attention output
+
+    def handoff_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.handoff.values())
+
+
+@dataclass
+class CallCursor:
+    """Mutable state of one model call (the plan itself is frozen)."""
+
+    free_blocks: int = 0         # self-attention calls seen outside any block replacement
+    free_calls: int = 0          # calls since the last of those
+    grid_checked: bool = False
+    disabled: bool = False       # the call does not match the plan: everything passes through
+
+
+def _split_heads(t, heads):
+    B, L, C = t.shape
+    return t.view(B, L, heads, C // heads).transpose(1, 2)
+
+
+def _place(plan: CallPlan, cursor: CallCursor, scope: Optional[BlockScope], q, k, v):
+    """(kind, block key, role) of an attention call: kind is self, image, text or None (not ours)."""
+    cpb = plan.cross_per_block
+    grid = plan.grid
+    if scope is not None:
+        position, scope.calls = scope.calls, scope.calls + 1
+        block, role = ("block", scope.index), scope.role
+    else:
+        if grid is not None and q.shape == k.shape == v.shape and q.shape[1] == grid.tokens:
+            cursor.free_blocks, cursor.free_calls = cursor.free_blocks + 1, 0
+        elif cursor.free_blocks == 0:
+            return None, None, None
+        position, cursor.free_calls = cursor.free_calls, cursor.free_calls + 1
+        block, role = ("free", cursor.free_blocks - 1), "all"
+    if position == 0:
+        return "self", block, role
+    if position > cpb:
+        return None, block, role            # extra calls of other block types (audio, face): not ours
+    return ("image" if cpb == 2 and position == 1 else "text"), block, role
+
+
+def _check_self(plan: CallPlan, cursor: CallCursor, q, to: dict, run) -> bool:
+    """Does this self-attention call fit the plan? Otherwise disable FreeSwim for the call, loudly."""
+    grid = plan.grid
+    problem = None
+    if q.shape[1] != grid.tokens:
+        problem = (f"self-attention has {q.shape[1]} tokens, not the {grid.tokens} of the "
+                   f"{grid.t}x{grid.h}x{grid.w} grid (tokens that are not on the video grid)")
+    elif plan.check_grid and not cursor.grid_checked and to.get(GRID_SIZES) is not None:
+        cursor.grid_checked = True
+        host_grid = tuple(int(n) for n in to[GRID_SIZES])
+        if host_grid != (grid.t - plan.ref_frames, grid.h, grid.w):
+            problem = f"the host's token grid {host_grid} differs from FreeSwim's {grid.as_tuple()}"
+        elif run is not None:
+            run.report.host_grid_confirmed = True
+    if problem is None:
+        return True
+    cursor.disabled = True
+    log_once(f"mismatch:{problem}", logging.WARNING, "%s: %s; this model call runs without FreeSwim. This "
+             "Wan variant is not supported by the window patch yet.", WINDOW_NODE, problem)
+    return False
+
+
+def _window(plan: CallPlan, q, k, v, heads, run):
+    w = plan.window
+    qh, kh, vh = (_split_heads(t, heads) for t in (q, k, v))
+    if run is not None:
+        used = backend_for(qh, w.grid, w.window, w.backend)
+        if used not in run.report.backends:
+            run.report.backends.append(used)
+        started = time.perf_counter()
+    out = window_attention(qh, kh, vh, w.grid, w.window, inward=w.inward, scale=w.scale, backend=w.backend)
+    if run is not None:
+        run.report.attention_seconds += time.perf_counter() - started
+    B, NH, L, D = out.shape
+    return out.transpose(1, 2).reshape(B, L, NH * D)
+
+
+def _full(call, plan: CallPlan, q, k, v, heads, kwargs):
+    """Full attention through the host's own attention (and any earlier override), with the
+    FreeSwim scale folded into q: the host applies 1/sqrt(D) itself."""
+    factor = plan.window.scale * (q.shape[-1] // heads) ** 0.5
+    return call(q * factor, k, v, **kwargs)
+
+
+def _self_attention(plan: CallPlan, role: str, call, q, k, v, heads, kwargs, run):
+    if role == "twins":
+        return _full(call, plan, q, k, v, heads, kwargs)
+    rows = plan.layout.rows if (role == "all" and plan.twins) else q.shape[0]
+    out = _window(plan, q[:rows], k[:rows], v[:rows], heads, run)
+    if rows == q.shape[0]:
+        return out
+    return torch.cat([out, _full(call, plan, q[rows:], k[rows:], v[rows:], heads, kwargs)], dim=0)
+
+
+def _compute_rows(call, q, k, v, kwargs, rows):
+    idx = torch.as_tensor(rows, device=q.device)
+    return call(q.index_select(0, idx), k.index_select(0, idx), v.index_select(0, idx), **kwargs)
+
+
+def _cross_attention(plan: CallPlan, role: str, scope, call, q, k, v, kwargs, key, run):
+    """Cross-attention with each window row taking its full-attention twin's output."""
+    total = q.shape[0]
+    if plan.mode is Mode.REUSE:
+        given = {r: plan.store.get(plan.keys[r], key) for r in plan.reuse_rows}
+        if any(f is None for f in given.values()):
+            return None          # a block without features (should not happen): compute it normally
+    elif role == "twins":        # sequential, first half of the block: compute, hand over (and store)
+        res = call(q, k, v, **kwargs)
+        for j, src in enumerate(plan.layout.twin_sources):
+            scope.handoff[src] = res[j]
+            if plan.mode is Mode.GUIDE:
+                plan.store.put(plan.keys[src], key, res[j])
+        _note_handoff(run, scope.handoff_bytes())
+        return res
+    elif role == "window":       # sequential, second half: the twins' outputs from this block
+        given = {src: scope.handoff[src] for src in plan.layout.twin_sources}
+    else:                        # batched: twins are rows of this call
+        twin_of = plan.layout.twin_of()
+        need = [r for r in range(total) if r not in twin_of]
+        res = _compute_rows(call, q, k, v, kwargs, need)
+        out = torch.empty((total,) + tuple(res.shape[1:]), dtype=res.dtype, device=res.device)
+        out[torch.as_tensor(need, device=res.device)] = res
+        for src, twin in twin_of.items():
+            out[src] = out[twin]
+            if plan.mode is Mode.GUIDE:
+                plan.store.put(plan.keys[src], key, out[twin])
+        _note_handoff(run, sum(out[t].numel() * out[t].element_size() for t in twin_of.values()))
+        return out
+    others = [r for r in range(total) if r not in given]
+    first = next(iter(given.values()))
+    out = torch.empty((total,) + tuple(first.shape), dtype=q.dtype, device=q.device)
+    if others:
+        out[torch.as_tensor(others, device=q.device)] = _compute_rows(call, q, k, v, kwargs, others)
+    for r, f in given.items():
+        out[r] = f
+    return out
+
+
+def _note_handoff(run, nbytes: int) -> None:
+    if run is not None and nbytes > run.report.handoff_peak_bytes:
+        run.report.handoff_peak_bytes = nbytes
+
+
+def _handle(plan: CallPlan, to: dict, call, args, kwargs):
+    """FreeSwim's result for one attention call, or None to leave the call alone."""
+    cursor: Optional[CallCursor] = to.get(CURSOR_KEY)
+    if len(args) < 3 or cursor is None or cursor.disabled or plan.window is None:
+        return None
+    q, k, v = args[:3]
+    heads = kwargs.get("heads", args[3] if len(args) > 3 else None)
+    mask = kwargs.get("mask", args[4] if len(args) > 4 else None)
+    if (heads is None or mask is not None or q.dim() != 3 or k.dim() != 3
+            or kwargs.get("skip_reshape") or kwargs.get("skip_output_reshape")):
+        return None
+    rest = {**kwargs, "heads": heads}      # heads may have come positionally
+    scope = to.get(SCOPE_KEY)
+    kind, block, role = _place(plan, cursor, scope, q, k, v)
+    run = to.get(RUN_KEY)
+    if kind == "self":
+        if not _check_self(plan, cursor, q, to, run):
+            return None
+        return _self_attention(plan, role, call, q, k, v, heads, rest, run)
+    if kind is None or plan.mode is Mode.OFF or k.shape[0] != q.shape[0]:
+        return None
+    if kind == "image" and not plan.override_image:
+        return None
+    return _cross_attention(plan, role, scope, call, q, k, v, rest, block + (kind,), run)
+
+
+@torch.compiler.disable
+def freeswim_attention_override(func, *args, **kwargs):
+    """ComfyUI ``optimized_attention_override`` for FreeSwim-patched models.
+
+    Not traced by torch.compile (ComfyUI's TorchCompileModel compiles the blocks around it):
+    it is bookkeeping and dispatch; the window kernel compiles on its own."""
+    to = kwargs.get("transformer_options") or {}
+    opts = options_of(to)
+    inner = opts.inner_override if opts is not None else None
+
+    def call(*a, **kw):
+        return inner(func, *a, **kw) if inner is not None else func(*a, **kw)
+
+    plan: Optional[CallPlan] = to.get(PLAN_KEY)
+    if plan is not None:
+        out = _handle(plan, to, call, args, kwargs)
+        if out is not None:
+            return out
+    return call(*args, **kwargs)
