@@ -88,3 +88,31 @@ def load_parity_model():
 
 def parity_tensors():
     return load_file(str(PARITY / "inputs.safetensors")), load_file(str(PARITY / "outputs.safetensors"))
+
+
+class ParitySet:
+    """Everything the parity tests need about a set, from its ``manifest.json`` and ``config.json``
+    (set A and any other set in the same layout run unchanged)."""
+
+    def __init__(self, folder: Path = PARITY):
+        self.folder = Path(folder)
+        m = json.loads((self.folder / "manifest.json").read_text())
+        cfg = json.loads((self.folder / "config.json").read_text())
+        g, w = m["grid"], m["window"]
+        self.grid = (int(g["F"]), int(g["Ht"]), int(g["Wt"]))
+        self.tokens = int(g["L"])
+        self.half = (int(w["d_h"]), int(w["d_w"]))
+        self.window = (int(w["window_rows"]), int(w["window_cols"]))
+        self.keys_per_query = int(w["keys_per_query"])
+        self.heads, self.head_dim = int(cfg["num_attention_heads"]), int(m["head_dim"])
+        self.scale = float(m["attention_scale_float64"])
+        patch = cfg["patch_size"][1]
+        self.px_per_token = 8 * patch                     # Wan2.1 VAE factor 8 x spatial patch
+        # the native size whose window is the set's: 2 * (px // px_per_token // 2) + 1 = 2 * d + 1
+        self.native_px = (2 * self.half[1] * self.px_per_token, 2 * self.half[0] * self.px_per_token)
+        t = m["timesteps"]
+        self.sigma_guide, self.sigma_reuse = float(t["guide"]) / 1000, float(t["reuse"]) / 1000
+        self.schedule = [self.sigma_guide, self.sigma_reuse, 0.0]   # guide step, then reuse step
+        check = m["observed_tolerances"]["recommended_check"]
+        self.tol = float(re.search(r"<=\s*([0-9.eE+-]+)", check).group(1))
+        self.blocks = int(cfg["num_layers"])

@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from freeswim_core import (TokenGrid, Window, attention_scale, axis_windows, keys_per_query,
                            native_window, native_window_tokens, token_grid_from_latent)
-from parity_model import PARITY
+from parity_model import PARITY, ParitySet
 from reference import axis_allowed, dense_window_mask
 
 
@@ -48,34 +48,40 @@ def test_even_window_puts_extra_token_after_query():
 
 
 def test_window_mask_matches_official_parity_mask():
+    ps = ParitySet()
     official = load_file(str(PARITY / "outputs.safetensors"))["window_mask"]
-    # set A: grid 3x12x20 tokens, d_h = 3, d_w = 5 -> 7 x 11 window
-    ours = dense_window_mask((3, 12, 20), (7, 11), inward=True)
-    assert official.shape == ours.shape == (720, 720)
+    # the set's grid and half sizes d_h, d_w give a (2 d_h + 1) x (2 d_w + 1) window
+    assert ps.window == (2 * ps.half[0] + 1, 2 * ps.half[1] + 1)
+    assert native_window(*ps.native_px, ps.px_per_token) == Window(*ps.window)
+    ours = dense_window_mask(ps.grid, ps.window, inward=True)
+    assert official.shape == ours.shape == (ps.tokens, ps.tokens)
     assert torch.equal(official, ours)
-    # every query sees F * 7 * 11 keys, as the parity README states (231)
-    assert bool((keys_per_query(TokenGrid(3, 12, 20), Window(7, 11)) == 231).all())
-    assert int(official.sum(1).min()) == 231
+    # every query sees F * rows * cols keys, as the manifest states
+    assert bool((keys_per_query(TokenGrid(*ps.grid), Window(*ps.window)) == ps.keys_per_query).all())
+    assert int(official.sum(1).min()) == ps.keys_per_query
 
 
 def test_library_mask_equals_official_mask():
     """The library's own per-axis bounds reproduce the official mask bit for bit."""
+    ps = ParitySet()
+    (F, H, W), (wh, ww) = ps.grid, ps.window
     official = load_file(str(PARITY / "outputs.safetensors"))["window_mask"]
-    sh, eh = axis_windows(12, 7)
-    sw, ew = axis_windows(20, 11)
-    h = torch.arange(12)
-    w = torch.arange(20)
+    sh, eh = axis_windows(H, wh)
+    sw, ew = axis_windows(W, ww)
+    h = torch.arange(H)
+    w = torch.arange(W)
     ah = (h[None] >= sh[:, None]) & (h[None] <= eh[:, None])
     aw = (w[None] >= sw[:, None]) & (w[None] <= ew[:, None])
-    spatial = (ah[:, None, :, None] & aw[None, :, None, :]).reshape(240, 240)
-    assert torch.equal(spatial.repeat(3, 3), official)
+    spatial = (ah[:, None, :, None] & aw[None, :, None, :]).reshape(H * W, H * W)
+    assert torch.equal(spatial.repeat(F, F), official)
 
 
 def test_no_inward_mask_differs_from_official_at_borders():
+    ps = ParitySet()
     official = load_file(str(PARITY / "outputs.safetensors"))["window_mask"]
-    clipped = dense_window_mask((3, 12, 20), (7, 11), inward=False)
+    clipped = dense_window_mask(ps.grid, ps.window, inward=False)
     assert not torch.equal(official, clipped)
-    assert int(clipped.sum(1).min()) < 231
+    assert int(clipped.sum(1).min()) < ps.keys_per_query
 
 
 def _find(tree, key):
@@ -96,8 +102,9 @@ def test_reference_attention_scale_matches_parity():
     import json
     manifest = json.loads((PARITY / "manifest.json").read_text())
     recorded = float(load_file(str(PARITY / "outputs.safetensors"))["attention_scale"][0])
-    assert attention_scale("reference", 32) == pytest.approx(recorded, rel=1e-6)
-    assert attention_scale("reference", 32) == pytest.approx(_find(manifest, "attention_scale_float64"), rel=1e-12)
+    head_dim = ParitySet().head_dim
+    assert attention_scale("reference", head_dim) == pytest.approx(recorded, rel=1e-6)
+    assert attention_scale("reference", head_dim) == pytest.approx(_find(manifest, "attention_scale_float64"), rel=1e-12)
     assert attention_scale("none", 128) == pytest.approx(128 ** -0.5)
     # native mode with the 480p grid is the reference constant; with 720p it is smaller
     assert attention_scale("native", 128, 30 * 52) == pytest.approx(attention_scale("reference", 128))
