@@ -55,10 +55,11 @@ class FreeSwimDualPathOverride(io.ComfyNode):
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Part of the schedule where the dual path runs: end."),
                 io.Combo.Input("execution", options=list(EXECUTIONS), default="batched",
-                               tooltip="batched: the full branch runs in the same batch as the window "
-                                       "branch. sequential: full branch first, then the window branch "
-                                       "reusing its features; same result, about half the peak "
-                                       "activation memory (for 4K)."),
+                               tooltip="batched: in every block the full-attention rows run in the same "
+                                       "batch as the window rows. sequential: in every block the full-"
+                                       "attention rows run first and hand their cross-attention output "
+                                       "to the window rows: the same result, with each block's "
+                                       "activations for half the rows at a time (for 4K)."),
             ],
             outputs=[io.Model.Output()],
         )

@@ -405,3 +405,23 @@ def test_dual_path_refuses_non_wan(comfy):
     model = load_diffusion_model_state_dict({k: torch.randn(v.shape) * 0.02 for k, v in ltx.state_dict().items()})
     with pytest.raises(ValueError, match="Dual-Path Override: the connected model is a LTXVModel"):
         dual(comfy, model)
+
+
+def test_comfyui_skip_layer_guidance_and_freeswim_both_apply(comfy, wan):
+    """ComfyUI's SkipLayerGuidanceDiT replaces a block in its extra guidance call; FreeSwim's runs
+    of the other blocks stay. The result equals SLG on the test-owned dense window reference."""
+    from comfy_extras.nodes_slg import SkipLayerGuidanceDiT
+    from reference import window_override
+
+    def slg(model):
+        return SkipLayerGuidanceDiT.execute(model=model, scale=3.0, start_percent=0.0, end_percent=1.0,
+                                            double_layers="1", single_layers="", rescaling_scale=0.0).result[0]
+
+    ref_model = wan.clone()
+    ref_model.model_options["transformer_options"]["optimized_attention_override"] = \
+        window_override(GRID, WINDOW, SCALE)
+    ref = comfy.ksample(slg(ref_model), LATENT, seed=4, steps=2)
+    ours = comfy.ksample(slg(windowed(comfy, wan)), LATENT, seed=4, steps=2)
+    assert rel_err(ours, ref) < 1e-4
+    assert rel_err(comfy.ksample(windowed(comfy, wan), LATENT, seed=4, steps=2), ref) > 1e-3   # SLG acted
+    assert rel_err(comfy.ksample(slg(wan), LATENT, seed=4, steps=2), ref) > 1e-3               # FreeSwim acted
