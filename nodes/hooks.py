@@ -25,6 +25,7 @@ from comfy.patcher_extension import WrappersMP
 
 from .call_plan import ARG_TRANSFORMER_OPTIONS, CallArgs, CallPlan, Mode, plan_call
 from .errors import InvalidInput
+from .ffn_chunks import install_chunked_ffn
 from .options import (CACHE_NODE, CURSOR_KEY, DUAL_NODE, KEEP_TWINS_KEY, OPTIONS_KEY, OVERRIDE_SLOT,
                       PLAN_KEY, RUN_KEY, SCOPE_KEY, WINDOW_NODE, WRAPPER_KEY, FreeSwimOptions, options_of)
 from .override import BlockScope, CallCursor, freeswim_attention_override
@@ -74,13 +75,15 @@ def install(model, **changes) -> None:
     opts: FreeSwimOptions = options_of(to) or FreeSwimOptions()
     current = to.get(OVERRIDE_SLOT)
     inner = opts.inner_override if current is freeswim_attention_override else current
-    blocks = len(diffusion_model_of(model).blocks)
+    dm = diffusion_model_of(model)
+    blocks = len(dm.blocks)
     to[OPTIONS_KEY] = replace(opts, inner_override=inner, blocks=blocks, **changes)
     to[OVERRIDE_SLOT] = freeswim_attention_override
     for kind, fn in ((WrappersMP.DIFFUSION_MODEL, diffusion_model_wrapper),
                      (WrappersMP.OUTER_SAMPLE, outer_sample_wrapper)):
         model.remove_wrappers_with_key(kind, WRAPPER_KEY)
         model.add_wrapper_with_key(kind, WRAPPER_KEY, fn)
+    install_chunked_ffn(model, dm)
     replacements = to.get("patches_replace", {}).get(DIT, {})
     for i in range(blocks):
         existing = replacements.get((BLOCK, i))

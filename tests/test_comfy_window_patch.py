@@ -153,3 +153,26 @@ def test_torch_compile_model_node_still_works(comfy, wan):
     compiled = TorchCompileModel.execute(patched, "inductor").result[0]
     out = comfy.ksample(compiled, LATENT, seed=6, steps=2)
     assert (out - eager).abs().max().item() < 1e-3 * max(1.0, eager.abs().max().item())
+
+
+def test_ffn_runs_in_token_slices_with_the_same_result(comfy, wan, monkeypatch):
+    """Above its memory budget each block's FFN runs on slices of tokens (an object patch that calls
+    the original layers): the result stays that of the whole FFN (float32, 1e-5)."""
+    chunks = comfy.pack_module("nodes.ffn_chunks")
+    latent = torch.zeros(1, 16, 3, 48, 80)                # 3 x 24 x 40 = 2880 tokens
+    patched = patch(comfy, wan)
+    key = "diffusion_model.blocks.0.ffn"
+    assert isinstance(patched.object_patches[key], chunks.ChunkedFFN)
+    whole = comfy.ksample(patched, latent, seed=2, steps=2)
+    original = wan.get_model_object(key)
+    slices = []
+    hook = original.register_forward_hook(lambda m, args, out: slices.append(args[0].shape[1]))
+    try:
+        monkeypatch.setattr(chunks, "FFN_HIDDEN_BUDGET", 1)     # the smallest slice: 1024 tokens
+        sliced = comfy.ksample(patched, latent, seed=2, steps=2)
+    finally:
+        hook.remove()
+    assert slices[:3] == [1024, 1024, 832]
+    assert (sliced - whole).abs().max().item() < 1e-5 * max(1.0, whole.abs().max().item())
+    # the patch names the same layers: a LoRA key or an offloaded weight finds them where it did
+    assert patched.object_patches[key][0] is original[0] and dict(patched.object_patches[key].named_children()) == dict(original.named_children())
