@@ -41,6 +41,8 @@ def tiny_wan_state_dict(dim=256, layers=2, ffn_dim=512, in_dim=16, out_dim=16, t
         model = VaceWanModel(vace_layers=vace_layers, vace_in_dim=96, **common)
     else:
         model = WanModel(model_type="i2v" if i2v else "t2v", in_dim_ref_conv=ref_conv_dim, **common)
+    if str(device) == "meta":       # shapes only (model detection, memory traces)
+        return {name: torch.empty(p.shape, device="meta", dtype=dtype) for name, p in model.state_dict().items()}
     gen = torch.Generator(device=device).manual_seed(seed)
     sd = {}
     for name, p in sorted(model.state_dict().items()):

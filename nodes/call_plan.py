@@ -141,6 +141,13 @@ def plan_window(settings: WindowSettings, grid: TokenGrid, head_dim: int, ambigu
     return WindowPlan(grid, window, settings.inward, scale, settings.backend)
 
 
+def first_sigma(sigmas) -> Optional[float]:
+    """This call's sigma: ComfyUI passes a tensor; hosts and tools may pass a sequence of floats."""
+    if sigmas is None:
+        return None
+    return float(sigmas.flatten()[0]) if isinstance(sigmas, torch.Tensor) else float(sigmas[0])
+
+
 def plan_call(opts: FreeSwimOptions, dm, a: CallArgs, to: dict, run: Optional[RunState]) -> CallPlan:
     grid = model_token_grid(dm, a)
     has_vace = bool(getattr(dm, "vace_blocks", None))
@@ -152,8 +159,7 @@ def plan_call(opts: FreeSwimOptions, dm, a: CallArgs, to: dict, run: Optional[Ru
                     cross_per_block=2 if isinstance(dm.blocks[0].cross_attn, WanI2VCrossAttention) else 1)
     if opts.dual is None or window is None:
         return base
-    sigmas = to.get("sigmas")
-    sigma = float(sigmas.flatten()[0]) if sigmas is not None else None
+    sigma = first_sigma(to.get("sigmas"))
     if run is not None and sigma is not None and not (run.sigma_end <= sigma <= run.sigma_start):
         return base
     rows = a.x.shape[0]

@@ -138,9 +138,15 @@ def _self_attention(plan: CallPlan, role: str, call, q, k, v, heads, kwargs, run
     return torch.cat([out, _full(call, plan, q[rows:], k[rows:], v[rows:], heads, kwargs)], dim=0)
 
 
+def _rows(t, rows):
+    """Rows of a batch by slicing (no index tensor on the device, no sync)."""
+    if rows == list(range(rows[0], rows[-1] + 1)):
+        return t[rows[0]:rows[-1] + 1]
+    return torch.cat([t[r:r + 1] for r in rows])
+
+
 def _compute_rows(call, q, k, v, kwargs, rows):
-    idx = torch.as_tensor(rows, device=q.device)
-    return call(q.index_select(0, idx), k.index_select(0, idx), v.index_select(0, idx), **kwargs)
+    return call(_rows(q, rows), _rows(k, rows), _rows(v, rows), **kwargs)
 
 
 def _cross_attention(plan: CallPlan, role: str, scope, call, q, k, v, kwargs, key, run):
@@ -165,7 +171,8 @@ def _cross_attention(plan: CallPlan, role: str, scope, call, q, k, v, kwargs, ke
         need = [r for r in range(total) if r not in twin_of]
         res = _compute_rows(call, q, k, v, kwargs, need)
         out = torch.empty((total,) + tuple(res.shape[1:]), dtype=res.dtype, device=res.device)
-        out[torch.as_tensor(need, device=res.device)] = res
+        for j, r in enumerate(need):
+            out[r] = res[j]
         for src, twin in twin_of.items():
             out[src] = out[twin]
             if plan.mode is Mode.GUIDE:
@@ -176,7 +183,9 @@ def _cross_attention(plan: CallPlan, role: str, scope, call, q, k, v, kwargs, ke
     first = next(iter(given.values()))
     out = torch.empty((total,) + tuple(first.shape), dtype=q.dtype, device=q.device)
     if others:
-        out[torch.as_tensor(others, device=q.device)] = _compute_rows(call, q, k, v, kwargs, others)
+        res = _compute_rows(call, q, k, v, kwargs, others)
+        for j, r in enumerate(others):
+            out[r] = res[j]
     for r, f in given.items():
         out[r] = f
     return out

@@ -38,8 +38,8 @@ class DualLayout:
         """Append the twin rows (copies of their sources) along dim 0."""
         if not self.twin_sources:
             return t
-        idx = torch.tensor(self.twin_sources, device=t.device)
-        return torch.cat([t, t.index_select(0, idx)], dim=0)
+        # row slices, not an index tensor: no host-to-device copy (and no sync) per call
+        return torch.cat([t, *(t[i:i + 1] for i in self.twin_sources)], dim=0)
 
 
 def row_kinds(cond_or_uncond: Sequence[int], batch_rows: int) -> list[int]:

@@ -1,0 +1,105 @@
+"""Peak GPU memory of one model call at real Wan sizes, traced on a CPU (nothing is allocated).
+
+  python benchmarks/memory.py --model 14b --width 3840 --height 2160 --mode dual --weight-dtype fp8
+  python benchmarks/memory.py --model 1.3b --width 1920 --height 1088 --mode cache --json
+  python benchmarks/memory.py --table            # the table in docs/benchmarks.md, every host built
+
+The trace runs ComfyUI's real Wan model under FakeTensorMode on a fake CUDA device
+with the FreeSwim nodes applied (harness/memory_trace.py says what is counted and
+how). The peak is the whole model's weights plus the traced activations of one
+conditional call: with the dual path, that call carries the window row and its
+full-attention twin.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness.hosts import discover, newest  # noqa: E402
+from harness.memory_trace import ARCHS, GB, MODES, trace  # noqa: E402
+
+TABLE_SIZES = [(832, 480), (1280, 720), (1920, 1088), (2560, 1440), (3840, 2160)]
+TABLE_CASES = [("1.3b", "bf16"), ("14b", "fp8")]
+
+
+def host_by_version(version: str | None):
+    if version is None:
+        return newest()
+    hosts, skipped = discover()
+    for h in hosts:
+        if h.version == version:
+            return h
+    raise SystemExit(f"no built host {version}: " + "; ".join(skipped))
+
+
+def one(a) -> int:
+    r = trace(a.model, a.width, a.height, a.frames, a.mode, execution=a.execution, weight_dtype=a.weight_dtype)
+    budget = int(a.vram_gb * GB) if a.vram_gb else None
+    out = {"model": a.model, "width": a.width, "height": a.height, "frames": a.frames, "mode": a.mode,
+           "execution": r.execution, "weight_dtype": a.weight_dtype, "tokens": r.tokens, "rows": r.rows,
+           "peak_bytes_traced": r.peak_bytes, "peak_bytes_planned": None, "budget_bytes": budget,
+           "phases": {"weights": r.weights_bytes, "activations": r.activation_peak_bytes, **r.phases}}
+    if a.json:
+        print(json.dumps(out))
+        return 0
+    print(f"{ARCHS[a.model]['label']} {a.width}x{a.height}x{a.frames} ({r.tokens:,} tokens), mode {a.mode}, "
+          f"{r.rows} row(s) per call, weights {a.weight_dtype}")
+    print(f"  traced peak {r.peak_bytes / GB:.2f} GB = weights {r.weights_bytes / GB:.2f} + activations "
+          f"{r.activation_peak_bytes / GB:.2f}")
+    for kind, b in r.phases.items():
+        print(f"  at the peak of {kind}: {b / GB:.2f} GB")
+    if budget:
+        print(f"  budget {a.vram_gb:g} GB: {'fits' if r.peak_bytes <= budget else 'does not fit'}")
+    return 0
+
+
+def table(a) -> int:
+    hosts, _ = discover()
+    print("| host | model (weights) | size | " + " | ".join(m for m in MODES) + " |")
+    print("|---|---|---|" + "---|" * len(MODES))
+    for h in hosts:
+        import harness.inprocess as inprocess
+        if inprocess.loaded is not None and inprocess.loaded.path != h.path:
+            continue          # one host per process: run --table --host for the others
+        if a.host and h.version != a.host:
+            continue
+        inprocess.comfy_ready(h)
+        for model, wdt in TABLE_CASES:
+            for w, hgt in TABLE_SIZES:
+                cells = []
+                for mode in MODES:
+                    r = trace(model, w, hgt, 81, mode, execution="sequential", weight_dtype=wdt)
+                    cells.append(f"{r.peak_bytes / GB:.1f}")
+                print(f"| {h.id} | {model} ({wdt}) | {w}x{hgt}x81 | " + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=sorted(ARCHS), default="1.3b")
+    ap.add_argument("--width", type=int, default=1920)
+    ap.add_argument("--height", type=int, default=1088)
+    ap.add_argument("--frames", type=int, default=81)
+    ap.add_argument("--mode", choices=MODES, default="dual")
+    ap.add_argument("--execution", choices=("batched", "sequential"), default="sequential")
+    ap.add_argument("--weight-dtype", choices=("bf16", "fp16", "fp8"), default="bf16")
+    ap.add_argument("--vram-gb", type=float, default=None)
+    ap.add_argument("--host", default=None, help="ComfyUI version to trace (default: the newest built)")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--table", action="store_true", help="peaks over sizes and modes (GB)")
+    a = ap.parse_args()
+    import harness.inprocess as inprocess
+    if a.table:
+        inprocess.comfy_ready(host_by_version(a.host))
+        return table(a)
+    inprocess.comfy_ready(host_by_version(a.host))
+    return one(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""GPU memory of one model call at real Wan sizes, traced on a CPU without allocating anything.
+
+ComfyUI's real Wan model is built inside ``FakeTensorMode`` on a fake ``cuda``
+device, detected and wrapped by ComfyUI as it would load a checkpoint, patched by
+the FreeSwim nodes, and called once the way the sampler calls it, while
+``torch.distributed._tools.mem_tracker.MemTracker`` counts the live bytes on the
+device. Nothing is allocated: 14B at 4K traces in seconds.
+
+Kernels that never materialise a scores matrix on a GPU are counted as allocating
+their outputs only: the host's attention (flash/SDPA on a GPU) through an attention
+override installed before the FreeSwim nodes (FreeSwim keeps and calls it for
+full attention and cross-attention), and the compiled FlexAttention kernel of the
+window backend by a stand-in returning its output. Everything around those kernels
+(the flex backend's reordered copies and padding, RoPE, norms, projections, the
+FFN) runs as the real code does.
+
+Blocks are identical, so ``blocks`` of them are traced (two by default) and the
+weights of the full model are counted from its architecture: the peak of the call
+is the weights of every block plus the traced activation peak.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+# Architectures of the released checkpoints (ComfyUI derives heads as dim // 128).
+ARCHS = {
+    "1.3b": dict(dim=1536, ffn=8960, layers=30, in_dim=16, vae=8, native=(832, 480), label="Wan2.1 T2V 1.3B"),
+    "14b": dict(dim=5120, ffn=13824, layers=40, in_dim=16, vae=8, native=(1280, 720), label="Wan 14B"),
+    "5b": dict(dim=3072, ffn=14336, layers=30, in_dim=48, vae=16, native=(1280, 704), label="Wan2.2 TI2V 5B"),
+}
+MODES = ("plain", "window", "dual", "cache")
+WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.float8_e4m3fn}
+GB = 1e9
+
+
+@dataclass
+class Trace:
+    model: str
+    width: int
+    height: int
+    frames: int
+    mode: str
+    execution: str
+    weight_dtype: str
+    tokens: int
+    rows: int                      # rows in the traced call (1, or 2 with a full-attention twin)
+    weights_bytes: int             # the whole model's weights in the device
+    activation_peak_bytes: int     # traced: live bytes beyond the weights, at the peak
+    peak_bytes: int                # weights + activations
+    phases: dict = field(default_factory=dict)   # module kind -> device bytes at its peak (weights included)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _stub_attention(func, q, k, v, heads=None, **kwargs):
+    """The host's attention as a flash kernel allocates: its output only."""
+    return torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype, device=q.device)
+
+
+def _stub_flex(q, k, v, *args, **kwargs):
+    return torch.empty_like(q)
+
+
+def _latent(arch: dict, width: int, height: int, frames: int, device) -> torch.Tensor:
+    t = (frames - 1) // 4 + 1
+    return torch.zeros(1, arch["in_dim"], t, height // arch["vae"], width // arch["vae"],
+                       dtype=torch.bfloat16, device=device)
+
+
+def _block_params(dm) -> tuple[int, int]:
+    """(bytes of one block's parameters, bytes of everything else)."""
+    def size(m):
+        return sum(p.numel() * p.element_size() for p in m.parameters())
+    block = size(dm.blocks[0])
+    return block, size(dm) - block * len(dm.blocks)
+
+
+def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "dual", *,
+          execution: str = "sequential", weight_dtype: str = "bf16", blocks: int = 2) -> Trace:
+    """Trace one conditional model call (the sampler's largest: cond and uncond are separate
+    calls at these sizes) of ``model`` at ``width`` x ``height`` x ``frames`` with the FreeSwim
+    nodes of ``mode``. Needs the in-process host (``harness.inprocess.comfy_ready``)."""
+    import comfy.model_detection
+    import comfy.model_patcher
+    import comfy.utils
+    from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    import harness.inprocess as host
+    from harness.tiny_wan import tiny_wan_state_dict
+
+    arch = ARCHS[model]
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
+    sd = tiny_wan_state_dict(dim=arch["dim"], layers=blocks, ffn_dim=arch["ffn"], in_dim=arch["in_dim"],
+                             out_dim=arch["in_dim"], device="meta")
+    config = comfy.model_detection.model_config_from_unet(sd, "")
+    weights_dtype = WEIGHT_DTYPES[weight_dtype]
+    # as ComfyUI loads fp8 checkpoints: fp8 storage, layers cast to bf16 one at a time to compute
+    config.set_inference_dtype(weights_dtype, None if weights_dtype == torch.bfloat16 else torch.bfloat16)
+    dev = torch.device("cuda")
+    flex = host.pack_module("freeswim_core.attention.flex")
+    with FakeTensorMode(allow_non_fake_inputs=True), contextlib.ExitStack() as stack:
+        stack.enter_context(_patched(flex, "compiled_flex_attention", lambda: _stub_flex))
+        stack.enter_context(_patched(flex, "flex_available", lambda: True))
+        tables = []          # the block tables stay alive, as the backend's cache keeps them
+        stack.enter_context(_patched(flex, "window_block_mask", _block_tables(flex, tables, unset_fake_temporarily)))
+        base = config.get_model({}, "", device=dev)
+        dm = base.diffusion_model
+        patcher = comfy.model_patcher.ModelPatcher(base, load_device=dev, offload_device=dev)
+        patcher.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = _stub_attention
+        patcher = _apply_nodes(host, patcher, arch, mode, execution)
+        for key, obj in patcher.object_patches.items():
+            comfy.utils.set_attr(base, key, obj)
+        x = _latent(arch, width, height, frames, dev)
+        with unset_fake_temporarily():
+            to = host.sampling_options(patcher, cond_or_uncond=[0], uuids=["cond"], sigma=0.9,
+                                       sample_sigmas=[0.9, 0.8, 0.0])
+        # the schedule as host numbers: a fake tensor has no value to read
+        to.update(sigmas=(0.9,), sample_sigmas=[0.9, 0.8, 0.0])
+        run = to[host.pack_module("nodes.options").RUN_KEY]
+        if mode == "cache":       # the features live in host RAM at these sizes (see the planner)
+            store_mod = host.pack_module("freeswim_core.dual.store")
+            run.store = store_mod.FeatureStore("cpu", "bf16", dev)
+        t = torch.full((1,), 900.0, device=dev)
+        ctx = torch.zeros(1, 512, 4096, dtype=torch.bfloat16, device=dev)
+        for p in dm.parameters():      # MemTracker hooks every parameter (ComfyUI builds them frozen)
+            p.requires_grad_(True)
+        tracker = MemTracker()
+        tracker.track_external(dm)
+        with tracker, torch.inference_mode():
+            dm(x, t, ctx, transformer_options=to)
+        peak = tracker.get_tracker_snapshot("peak")
+        phases = _phase_peaks(tracker, dm)
+        block_bytes, other_bytes = _block_params(dm)
+    device_peak = _device_total(peak)
+    traced_weights = block_bytes * blocks + other_bytes
+    weights = block_bytes * arch["layers"] + other_bytes
+    activations = device_peak - traced_weights
+    grid_t = (frames - 1) // 4 + 1
+    tokens = grid_t * (height // arch["vae"] // 2) * (width // arch["vae"] // 2)
+    rows = 2 if mode in ("dual", "cache") else 1
+    extra = weights - traced_weights
+    return Trace(model, width, height, frames, mode, execution if rows == 2 else "-", weight_dtype, tokens, rows,
+                 weights, activations, weights + activations, {k: v + extra for k, v in phases.items()})
+
+
+def _block_tables(flex, keep: list, unset_fake):
+    """The window backend's block tables, computed on the host and allocated on the device with
+    their real sizes (the flex kernel stand-in does not read them)."""
+    def build(grid, window, inward, device, block_size=128):
+        with unset_fake():
+            lists = flex.window_block_lists(grid, window, inward=inward, block_size=block_size, device="cpu")
+            shapes = [(t.shape, t.dtype) for t in (lists.kv_num_blocks, lists.kv_indices,
+                                                    lists.full_kv_num_blocks, lists.full_kv_indices)]
+        tensors = [torch.empty(shape, dtype=dtype, device=device) for shape, dtype in shapes]
+        keep.append(tensors)
+        return tensors
+    return build
+
+
+@contextlib.contextmanager
+def _patched(module, name, value):
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
+def _apply_nodes(host, patcher, arch, mode, execution):
+    if mode == "plain":
+        return patcher
+    native_w, native_h = arch["native"]
+    (m,) = host.run_node("FreeSwimWindowAttentionPatch", model=patcher, native_size="custom",
+                         custom_width=native_w, custom_height=native_h, inward=True,
+                         attention_scale="reference", backend="auto")
+    if mode == "window":
+        return m
+    (m,) = host.run_node("FreeSwimDualPathOverride", model=m, passes="cond", override_image_cross=False,
+                         start_percent=0.0, end_percent=1.0, execution=execution)
+    if mode == "dual":
+        return m
+    (m,) = host.run_node("FreeSwimCrossAttnCache", model=m, guide_interval=2, storage="cpu", precision="bf16")
+    return m
+
+
+def _device_total(snapshot) -> int:
+    for dev, cats in snapshot.items():
+        if torch.device(dev).type == "cuda":
+            return int(cats["Total"])
+    return 0
+
+
+def _phase_peaks(tracker, dm) -> dict:
+    """Device bytes at the peak of each kind of module of the first block (its self-attention,
+    cross-attention and FFN), as the tracker saw them."""
+    out = {}
+    block = dm.blocks[0]
+    for kind in ("self_attn", "cross_attn", "ffn"):
+        module = getattr(block, kind, None)
+        stats = tracker.memory_tracking.get(module) if module is not None else None
+        if stats is None:
+            continue
+        peaks = [s for key, snaps in stats.snapshots.items() if getattr(key, "name", "") == "PEAK_FW"
+                 for s in snaps]
+        if peaks:
+            out[kind] = max(_device_total(p) for p in peaks)
+    return out

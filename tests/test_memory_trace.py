@@ -1,0 +1,49 @@
+"""The memory trace of a real-size Wan call (harness/memory_trace.py), checked where it can be
+checked without a GPU: its weight count against the architecture's parameters, and the
+token-chunked FFN's effect on the traced FFN peak."""
+import pytest
+import torch
+
+from harness.memory_trace import ARCHS, trace
+
+GB = 1e9
+
+
+def test_traced_weights_are_the_whole_models_parameters(comfy):
+    """Two blocks are traced and the rest counted: the total must be every parameter of the
+    30-block 1.3B model as ComfyUI builds it (here on the meta device, all 30 blocks)."""
+    import comfy.model_detection
+    from harness.tiny_wan import tiny_wan_state_dict
+    arch = ARCHS["1.3b"]
+    sd = tiny_wan_state_dict(dim=arch["dim"], layers=arch["layers"], ffn_dim=arch["ffn"], device="meta")
+    config = comfy.model_detection.model_config_from_unet(sd, "")
+    config.set_inference_dtype(torch.bfloat16, None)
+    full = config.get_model({}, "", device=torch.device("meta")).diffusion_model
+    assert len(full.blocks) == 30
+    expected = sum(p.numel() * p.element_size() for p in full.parameters())
+    r = trace("1.3b", 832, 480, 81, "plain")
+    assert r.weights_bytes == expected
+    assert 1.3e9 < sum(p.numel() for p in full.parameters()) < 1.5e9     # the 1.3B model
+
+
+def test_chunked_ffn_lowers_the_traced_ffn_peak(comfy, monkeypatch):
+    """At 1920x1088x81 (171,360 tokens) the 1.3B FFN hidden state is 171,360 x 8960 x 2 bytes =
+    3.07 GB; sliced to the 1 GiB budget, the traced FFN peak drops by about that much."""
+    chunks = comfy.pack_module("nodes.ffn_chunks")
+    sliced = trace("1.3b", 1920, 1088, 81, "window")
+    monkeypatch.setattr(chunks, "FFN_HIDDEN_BUDGET", 1 << 50)          # one slice: the whole FFN
+    whole = trace("1.3b", 1920, 1088, 81, "window")
+    hidden = 171_360 * 8960 * 2
+    assert whole.phases["ffn"] - sliced.phases["ffn"] > 0.5 * hidden
+    assert sliced.tokens == whole.tokens == 171_360
+
+
+@pytest.mark.parametrize("execution", ["batched", "sequential"])
+def test_sequential_execution_lowers_the_traced_peak(comfy, execution):
+    """Per-block sequential execution runs each block's rows one at a time: its traced peak is
+    below the batched one (and both carry a twin row)."""
+    r = trace("1.3b", 1920, 1088, 81, "dual", execution=execution)
+    assert r.rows == 2
+    if execution == "sequential":
+        batched = trace("1.3b", 1920, 1088, 81, "dual", execution="batched")
+        assert r.peak_bytes < batched.peak_bytes
