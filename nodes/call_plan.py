@@ -18,8 +18,8 @@ from comfy.ldm.wan.model import WanI2VCrossAttention
 from ..freeswim_core import (TokenGrid, Window, attention_cost, attention_scale,
                              token_grid_from_latent)
 from ..freeswim_core.dual import (CacheAction, DualLayout, FeatureStore, cache_bytes, choose_storage,
-                                  decide_cache_action, element_bytes, row_keys, row_kinds, step_index,
-                                  twin_rows)
+                                  decide_cache_action, element_bytes, host_cache_bytes, row_keys,
+                                  row_kinds, step_index, twin_rows)
 from .host_blocks import sets_grid_sizes
 from .options import (CACHE_NODE, WINDOW_NODE, CacheSettings, FreeSwimOptions, WindowSettings)
 from .run_state import RunState, say
@@ -190,18 +190,24 @@ def open_store(cache: CacheSettings, grid: TokenGrid, dm, x, rows: int, run: Run
     import psutil
     import comfy.model_management as mm
     blocks = len(dm.blocks) + len(getattr(dm, "vace_blocks", None) or [])
-    needed = cache_bytes(blocks, grid.tokens, dm.dim, rows, element_bytes(cache.precision, x.dtype))
+    elem = element_bytes(cache.precision, x.dtype)
+    needed = cache_bytes(blocks, grid.tokens, dm.dim, rows, elem)
+    # the store pins its host copies where CUDA is present (FeatureStore.put): count the rounding
+    on_host = host_cache_bytes(blocks, grid.tokens, dm.dim, rows, elem, pinned=torch.cuda.is_available())
     free_accel = mm.get_free_memory(x.device) if x.device.type != "cpu" else None
-    where = choose_storage(cache.storage, needed, free_accel, psutil.virtual_memory().available)
+    where = choose_storage(cache.storage, needed, free_accel, psutil.virtual_memory().available,
+                           needed_host=on_host)
     report = run.report
-    report.cache_bytes, report.cache_precision = needed, cache.precision
+    report.cache_bytes, report.cache_precision = (on_host if where == "cpu" else needed), cache.precision
     if where is None:
         run.cache_off = True
-        report.cache_off_reason = f"{needed} bytes do not fit in {cache.storage} memory"
+        report.cache_off_reason = (f"{needed} bytes ({on_host} in host RAM) do not fit in "
+                                   f"{cache.storage} memory")
         run.say("cache:nofit", logging.WARNING,
-                "%s: %.2f GB of features (%d blocks x %d tokens x %d x %d rows) do not fit in %s memory; "
-                "running without the cache (full branch on every step). Try storage cpu or precision fp8.",
-                CACHE_NODE, needed / 2**30, blocks, grid.tokens, dm.dim, rows, cache.storage)
+                "%s: %.2f GB of features (%d blocks x %d tokens x %d x %d rows; %.2f GB as pinned host "
+                "memory) do not fit in %s memory; running without the cache (full branch on every step). "
+                "Try storage cpu or precision fp8.", CACHE_NODE, needed / 2**30, blocks, grid.tokens, dm.dim,
+                rows, on_host / 2**30, cache.storage)
         return None
     if x.device.type == "cpu":
         where = "cpu"        # the model runs on the CPU: its device is host memory

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from freeswim_core.dual import (CacheAction, DualLayout, FeatureStore, cache_bytes, choose_storage,
-                                decide_cache_action, element_bytes, is_guide_step, row_keys, row_kinds,
-                                step_index, twin_rows)
+                                decide_cache_action, element_bytes, host_cache_bytes, is_guide_step,
+                                pinned_bytes, row_keys, row_kinds, step_index, twin_rows)
 
 GB = 10**9
 
@@ -101,3 +101,24 @@ def test_feature_store_round_trip(precision, tol, storage):
     assert store.nbytes() >= 96 * 64 * element_bytes(precision, torch.float32)
     store.clear()
     assert store.nbytes() == 0
+
+
+def test_pinned_host_cache_counts_the_allocators_power_of_two_rounding():
+    # 14B at 3840x2160x81 in fp8: one block's features are 680,400 x 5120 = 3,483,648,000 bytes,
+    # which PyTorch's caching host allocator pins as 2**32 bytes; 1.3B in bf16: 2,090,188,800 -> 2**31
+    assert 21 * 135 * 240 * 5120 == 3_483_648_000 and pinned_bytes(3_483_648_000) == 2**32
+    entry = 21 * 135 * 240 * 1536 * 2
+    assert entry == 2_090_188_800 and pinned_bytes(entry) == 2**31
+    assert pinned_bytes(2**20) == 2**20 and pinned_bytes(2**20 + 1) == 2**21 and pinned_bytes(0) == 0
+    raw = cache_bytes(30, 21 * 135 * 240, 1536, 1, 2)
+    assert host_cache_bytes(30, 21 * 135 * 240, 1536, 1, 2, pinned=False) == raw
+    assert host_cache_bytes(30, 21 * 135 * 240, 1536, 1, 2, pinned=True) == 30 * 2**31
+    assert host_cache_bytes(40, 21 * 135 * 240, 5120, 1, 1, pinned=True) == 40 * (2**32 + 2**22)
+    # fp8 adds a float32 scale per token
+    assert host_cache_bytes(2, 100, 64, 1, 1, pinned=False) == 2 * (100 * 64 + 100 * 4)
+    # 85 GB of free host RAM holds the raw 62.7 GB with 25% to spare, but not the 64.4 GB it pins
+    free_host = 85 * 10**9
+    assert choose_storage("auto", raw, 10 * 10**9, free_host) == "cpu"
+    pinned = host_cache_bytes(30, 21 * 135 * 240, 1536, 1, 2, pinned=True)
+    assert choose_storage("auto", raw, 10 * 10**9, free_host, needed_host=pinned) is None
+    assert choose_storage("cpu", raw, 10 * 10**9, 2 * pinned, needed_host=pinned) == "cpu"

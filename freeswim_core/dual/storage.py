@@ -11,6 +11,24 @@ def cache_bytes(blocks: int, tokens: int, dim: int, rows: int, element_bytes: in
     return blocks * tokens * dim * rows * element_bytes
 
 
+def pinned_bytes(nbytes: int) -> int:
+    """What one pinned host allocation of ``nbytes`` takes: PyTorch's CUDA caching host
+    allocator rounds every pinned allocation up to a power of two."""
+    return 1 << max(0, int(nbytes) - 1).bit_length() if nbytes > 0 else 0
+
+
+def host_cache_bytes(blocks: int, tokens: int, dim: int, rows: int, element_bytes: int,
+                     pinned: bool) -> int:
+    """Host RAM the feature store really takes: one allocation per (row, block) of
+    ``tokens x dim x element_bytes`` (fp8 adds a float32 scale per token), each rounded up
+    to a power of two when pinned (one 14B block at 4K in fp8, 3.48 GB, pins 4.29 GB)."""
+    entry = tokens * dim * element_bytes
+    scale = tokens * 4 if element_bytes == 1 else 0
+    if pinned:
+        entry, scale = pinned_bytes(entry), pinned_bytes(scale)
+    return blocks * rows * (entry + scale)
+
+
 STORAGE_MODES = ("auto", "gpu", "cpu")
 PRECISIONS = ("model", "bf16", "fp8")
 
@@ -26,17 +44,19 @@ def element_bytes(precision: str, model_dtype: torch.dtype) -> int:
 
 
 def choose_storage(mode: str, needed: int, free_accel: Optional[int], free_host: int,
-                   headroom: float = 0.25) -> Optional[str]:
+                   headroom: float = 0.25, needed_host: Optional[int] = None) -> Optional[str]:
     """Where to keep the cache: "gpu", "cpu", or None (does not fit: run without cache).
 
     ``free_accel`` is None when the model runs on the CPU (then "gpu" means the
-    model's own device). A store must leave ``headroom`` of that memory free for
-    the sampling itself.
+    model's own device). ``needed_host`` is what the cache takes in host RAM, when
+    that differs from ``needed`` (pinned allocations: :func:`host_cache_bytes`). A store
+    must leave ``headroom`` of that memory free for the sampling itself.
     """
     if mode not in STORAGE_MODES:
         raise ValueError(f"unknown cache storage {mode!r}; choose one of {', '.join(STORAGE_MODES)}")
+    needed_host = needed if needed_host is None else needed_host
     fits_accel = free_accel is not None and needed <= free_accel * (1 - headroom)
-    fits_host = needed <= free_host * (1 - headroom)
+    fits_host = needed_host <= free_host * (1 - headroom)
     if mode == "gpu":
         return "gpu" if (fits_accel or free_accel is None and fits_host) else None
     if mode == "cpu":
