@@ -94,7 +94,9 @@ class ComfyServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")
         cmd = [self.python, str(main), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--base-directory", str(self.base), "--disable-metadata", *self.extra_args]
+               "--base-directory", str(self.base), "--disable-metadata",
+               # the database goes with the base directory too (its default is inside the ComfyUI tree)
+               "--database-url", f"sqlite:///{self.base / 'user' / 'comfyui.db'}", *self.extra_args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(cmd, cwd=self.comfyui, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)

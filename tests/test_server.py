@@ -17,6 +17,15 @@ def server(tmp_path_factory, comfy, comfy_host):
         yield srv
 
 
+def test_server_starts_clean_with_the_pack(server):
+    """The isolated server keeps its database in its own base directory (ComfyUI's default lies
+    inside the ComfyUI tree) and imports the pack without errors."""
+    log = server.log()
+    assert "Failed to initialize database" not in log
+    assert (server.base / "user" / "comfyui.db").exists()
+    assert "comfyui-freeswim" in log and "IMPORT FAILED: comfyui-freeswim" not in log
+
+
 def test_object_info_lists_the_node_and_its_inputs(server):
     info = server.get("/object_info/FreeSwimWindowAttentionPatch")["FreeSwimWindowAttentionPatch"]
     assert info["display_name"] == "FreeSwim Window Attention Patch"
