@@ -138,3 +138,25 @@ def test_flex_matches_dense_reference(B, NH, grid, window, inward, dtype, tol):
     out = window_attention(q, k, v, grid, window, inward=inward, scale=0.2, backend="flex")
     ref = masked_attention(q, k, v, dense_window_mask(grid, window, inward), 0.2)
     assert (out.double() - ref).abs().max().item() < tol
+
+
+def test_flex_head_groups_are_equal_and_bounded():
+    """The flex backend runs equal head groups (one compiled shape) whose reordered q, k, v and
+    output fit its copy budget (1 GiB = 1.074 GB): 14B at 4K (40 heads x 680,400 tokens x 128, bf16)
+    one head at a time (2 heads: 4 x 2 x 680,400 x 128 x 2 = 1.39 GB, over)."""
+    from freeswim_core.attention.flex import COPY_BUDGET, INDEX_LIMIT, _call_groups, head_group
+    L = 21 * 135 * 240
+    assert head_group(40, L, 128, 2) == 1                      # 4 x 1 x L x 128 x 2 = 0.70 GB <= 1 GiB
+    assert head_group(40, L, 128, 2, budget=3 << 30) == 4      # 2.79 GB <= 3 GiB; 5 heads would be 3.48 GB
+    assert head_group(12, 21 * 68 * 120, 128, 2) == 6          # 1.3B at 1088p: 4 x 6 x 171,360 x 128 x 2 = 1.05 GB
+    for NH, L, D in [(40, 21 * 135 * 240, 128), (12, 21 * 68 * 120, 128), (12, 720, 128), (7, 10**6, 64)]:
+        h = head_group(NH, L, D, 2)
+        assert NH % h == 0 and h * L * D <= INDEX_LIMIT
+        assert 4 * h * L * D * 2 <= COPY_BUDGET or h == 1
+        groups = list(_call_groups(2, NH, L, D, 2))
+        sizes = {hs.stop - hs.start for _, hs in groups}
+        assert len(sizes) == 1                                  # equal groups
+        covered = sorted((bs.start, h0) for bs, hs in groups for h0 in range(hs.start, hs.stop)
+                         for _ in [0]) if len(groups) > 1 else None
+        if covered is not None:
+            assert covered == [(b, h0) for b in range(2) for h0 in range(NH)]

@@ -21,8 +21,9 @@ from ..geometry import TokenGrid, Window, axis_windows
 from .blocks import window_block_lists
 
 INDEX_LIMIT = 2**31 - 1
-# Upper bound on elements per reordered q/k/v copy, to cap transient memory.
-COPY_LIMIT = 2**30
+# Bytes one call's reordered q, k, v copies and its output may take together: the transient
+# memory of the window backend beyond its inputs and result (4 tensors of one head group).
+COPY_BUDGET = 1 << 30
 
 _lock = threading.Lock()
 _compiled = None
@@ -86,17 +87,26 @@ def _cached_block_mask(grid: TokenGrid, window: Window, inward: bool, device: to
         seq_lengths=(lists.seq_len, lists.seq_len), compute_q_blocks=False)
 
 
-def _call_groups(B: int, NH: int, L: int, D: int):
-    """(batch slice, head slice) pairs whose q/k/v stay under the index and copy limits."""
-    limit = min(INDEX_LIMIT, COPY_LIMIT)
-    per_head = L * D
-    if B * NH * per_head <= limit:
+def head_group(NH: int, L: int, D: int, element_bytes: int, budget: int | None = None) -> int:
+    """Heads per call: the largest divisor of ``NH`` (equal groups: one compiled shape) whose
+    four copies (q, k, v reordered and the kernel's output) fit ``budget`` and whose tensors stay
+    under the index limit."""
+    budget = COPY_BUDGET if budget is None else budget
+    for heads in sorted((h for h in range(1, NH + 1) if NH % h == 0), reverse=True):
+        if heads * L * D <= INDEX_LIMIT and 4 * heads * L * D * element_bytes <= budget:
+            return heads
+    return 1
+
+
+def _call_groups(B: int, NH: int, L: int, D: int, element_bytes: int = 2):
+    """(batch slice, head slice) pairs, one batch row and an equal head group at a time."""
+    heads = head_group(NH, L, D, element_bytes)
+    if heads == NH and 4 * B * NH * L * D * element_bytes <= COPY_BUDGET and B * NH * L * D <= INDEX_LIMIT:
         yield slice(0, B), slice(0, NH)
         return
-    heads = max(1, limit // per_head)
     for b in range(B):
         for h0 in range(0, NH, heads):
-            yield slice(b, b + 1), slice(h0, min(NH, h0 + heads))
+            yield slice(b, b + 1), slice(h0, h0 + heads)
 
 
 def flex_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -112,7 +122,7 @@ def flex_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         b, n = x.shape[:2]
         return x.reshape(b, n, T, H, W, D).permute(0, 1, 3, 4, 2, 5).reshape(b, n, L, D)
 
-    for bs, hs in _call_groups(B, NH, L, D):
+    for bs, hs in _call_groups(B, NH, L, D, q.element_size()):
         o = flex(to_inner(q[bs, hs]), to_inner(k[bs, hs]), to_inner(v[bs, hs]),
                  block_mask=block_mask, scale=scale)
         b, n = o.shape[:2]
