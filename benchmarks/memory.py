@@ -2,7 +2,7 @@
 
   python benchmarks/memory.py --model 14b --width 3840 --height 2160 --mode dual --weight-dtype fp8
   python benchmarks/memory.py --model 1.3b --width 1920 --height 1088 --mode cache --json
-  python benchmarks/memory.py --table            # the table in docs/benchmarks.md, every host built
+  python benchmarks/memory.py --table --host 0.3.75   # the table in docs/benchmarks.md, one host a run
 
 The trace runs ComfyUI's real Wan model under FakeTensorMode on a fake CUDA device
 with the FreeSwim nodes applied (harness/memory_trace.py says what is counted and
@@ -58,24 +58,15 @@ def one(a) -> int:
     return 0
 
 
-def table(a) -> int:
-    hosts, _ = discover()
+def table(host) -> int:
+    """Peaks over sizes and modes on ``host`` (one host per process: --host picks another)."""
     print("| host | model (weights) | size | " + " | ".join(m for m in MODES) + " |")
     print("|---|---|---|" + "---|" * len(MODES))
-    for h in hosts:
-        import harness.inprocess as inprocess
-        if inprocess.loaded is not None and inprocess.loaded.path != h.path:
-            continue          # one host per process: run --table --host for the others
-        if a.host and h.version != a.host:
-            continue
-        inprocess.comfy_ready(h)
-        for model, wdt in TABLE_CASES:
-            for w, hgt in TABLE_SIZES:
-                cells = []
-                for mode in MODES:
-                    r = trace(model, w, hgt, 81, mode, execution="sequential", weight_dtype=wdt)
-                    cells.append(f"{r.peak_bytes / GB:.1f}")
-                print(f"| {h.id} | {model} ({wdt}) | {w}x{hgt}x81 | " + " | ".join(cells) + " |", flush=True)
+    for model, wdt in TABLE_CASES:
+        for w, hgt in TABLE_SIZES:
+            cells = [f"{trace(model, w, hgt, 81, mode, execution='sequential', weight_dtype=wdt).peak_bytes / GB:.1f}"
+                     for mode in MODES]
+            print(f"| {host.id} | {model} ({wdt}) | {w}x{hgt}x81 | " + " | ".join(cells) + " |", flush=True)
     return 0
 
 
@@ -91,14 +82,11 @@ def main() -> int:
     ap.add_argument("--vram-gb", type=float, default=None)
     ap.add_argument("--host", default=None, help="ComfyUI version to trace (default: the newest built)")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--table", action="store_true", help="peaks over sizes and modes (GB)")
+    ap.add_argument("--table", action="store_true", help="peaks over sizes and modes (GB) on the host")
     a = ap.parse_args()
     import harness.inprocess as inprocess
-    if a.table:
-        inprocess.comfy_ready(host_by_version(a.host))
-        return table(a)
-    inprocess.comfy_ready(host_by_version(a.host))
-    return one(a)
+    host = inprocess.comfy_ready(host_by_version(a.host))
+    return table(host) if a.table else one(a)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,6 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
     flex = host.pack_module("freeswim_core.attention.flex")
     with FakeTensorMode(allow_non_fake_inputs=True), contextlib.ExitStack() as stack:
         stack.enter_context(_patched(flex, "compiled_flex_attention", lambda: _stub_flex))
-        stack.enter_context(_patched(flex, "flex_available", lambda: True))
         tables = []          # the block tables stay alive, as the backend's cache keeps them
         stack.enter_context(_patched(flex, "window_block_mask", _block_tables(flex, tables, unset_fake_temporarily)))
         base = config.get_model({}, "", device=dev)

@@ -55,16 +55,20 @@ class BlockReplacement:
             return run_block({**args, "transformer_options": {**to, SCOPE_KEY: BlockScope(self.index)}})
         rows, total = plan.layout.rows, plan.layout.total_rows
         twins = BlockScope(self.index, "twins")
-        twin_out = run_block(_rows(args, total, slice(rows, total), {**to, SCOPE_KEY: twins}))
+        twin_out = run_block(_block_rows(args, total, slice(rows, total), {**to, SCOPE_KEY: twins}))
         window = BlockScope(self.index, "window", handoff=twins.handoff)
-        out = run_block(_rows(args, total, slice(0, rows), {**to, SCOPE_KEY: window}))
+        out = run_block(_block_rows(args, total, slice(0, rows), {**to, SCOPE_KEY: window}))
         return {**out, "img": torch.cat([out["img"], twin_out["img"]])}
 
 
-def _rows(args: dict, total: int, rows: slice, to: dict) -> dict:
+def _batch_sized(v, rows: int) -> bool:
+    """Is ``v`` a per-row tensor of a batch of ``rows`` (as opposed to shared data: RoPE tables)?"""
+    return isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == rows
+
+
+def _block_rows(args: dict, total: int, rows: slice, to: dict) -> dict:
     """The block's arguments for a contiguous range of rows (no copies: slices)."""
-    out = {k: (v[rows] if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == total else v)
-           for k, v in args.items()}
+    out = {k: (v[rows] if _batch_sized(v, total) else v) for k, v in args.items()}
     out["transformer_options"] = to
     return out
 
@@ -173,7 +177,7 @@ def _with_transformer_options(args, kwargs, to):
 def _map_batch(args, kwargs, rows: int, fn):
     """Apply ``fn`` to every batch-sized (``rows``) tensor argument of the model call."""
     def one(v):
-        return fn(v) if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == rows else v
+        return fn(v) if _batch_sized(v, rows) else v
     args = tuple(one(a) if i != ARG_TRANSFORMER_OPTIONS else a for i, a in enumerate(args))
     kwargs = {k: (v if k == "transformer_options" else one(v)) for k, v in kwargs.items()}
     return args, kwargs
