@@ -150,14 +150,21 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
 
 def _block_tables(flex, keep: list, unset_fake):
     """The window backend's block tables, computed on the host and allocated on the device with
-    their real sizes (the flex kernel stand-in does not read them)."""
+    their real sizes (the flex kernel stand-in does not read them), once per geometry as the
+    backend's own cache keeps them."""
+    built = {}
+
     def build(grid, window, inward, device, block_size=128):
+        key = (grid, window, inward, str(device), block_size)
+        if key in built:
+            return built[key]
         with unset_fake():
             lists = flex.window_block_lists(grid, window, inward=inward, block_size=block_size, device="cpu")
             shapes = [(t.shape, t.dtype) for t in (lists.kv_num_blocks, lists.kv_indices,
                                                     lists.full_kv_num_blocks, lists.full_kv_indices)]
         tensors = [torch.empty(shape, dtype=dtype, device=device) for shape, dtype in shapes]
         keep.append(tensors)
+        built[key] = tensors
         return tensors
     return build
 

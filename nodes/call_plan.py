@@ -20,7 +20,7 @@ from ..freeswim_core import (TokenGrid, Window, attention_cost, attention_scale,
 from ..freeswim_core.dual import (CacheAction, DualLayout, FeatureStore, cache_bytes, choose_storage,
                                   decide_cache_action, element_bytes, host_cache_bytes, row_keys,
                                   row_kinds, step_index, twin_rows)
-from .host_blocks import sets_grid_sizes
+from .host_blocks import host_frees_block_inputs, host_frees_queries, sets_grid_sizes
 from .options import (CACHE_NODE, WINDOW_NODE, CacheSettings, FreeSwimOptions, WindowSettings)
 from .run_state import RunState, say
 from .wan import native_tokens_per_frame, native_window_for, resolve_native_px
@@ -60,6 +60,8 @@ class CallPlan:
     override_image: bool = False
     check_grid: bool = False                 # the host sets grid_sizes: confirm the grid
     ref_frames: int = 0                      # reference-latent frames before the host's grid
+    host_frees_queries: bool = False         # the host drops q after self-attention (host_blocks)
+    host_frees_block_inputs: bool = False    # the host drops a block's input once the block returns
 
     @property
     def grid(self) -> Optional[TokenGrid]:
@@ -156,7 +158,8 @@ def plan_call(opts: FreeSwimOptions, dm, a: CallArgs, to: dict, run: Optional[Ru
               if opts.window is not None else None)
     base = CallPlan(window=window, check_grid=sets_grid_sizes(dm),
                     ref_frames=1 if a.has_reference_latent and getattr(dm, "ref_conv", None) is not None else 0,
-                    cross_per_block=2 if isinstance(dm.blocks[0].cross_attn, WanI2VCrossAttention) else 1)
+                    cross_per_block=2 if isinstance(dm.blocks[0].cross_attn, WanI2VCrossAttention) else 1,
+                    host_frees_queries=host_frees_queries(dm), host_frees_block_inputs=host_frees_block_inputs(dm))
     if opts.dual is None or window is None:
         return base
     sigma = first_sigma(to.get("sigmas"))

@@ -26,6 +26,7 @@ from comfy.patcher_extension import WrappersMP
 from .call_plan import ARG_TRANSFORMER_OPTIONS, CallArgs, CallPlan, Mode, plan_call
 from .errors import InvalidInput
 from .ffn_chunks import install_chunked_ffn
+from .patch_embedding import install_token_major_embedding
 from .options import (CACHE_NODE, CURSOR_KEY, DUAL_NODE, KEEP_TWINS_KEY, OPTIONS_KEY, OVERRIDE_SLOT,
                       PLAN_KEY, RUN_KEY, SCOPE_KEY, WINDOW_NODE, WRAPPER_KEY, FreeSwimOptions, options_of)
 from .override import BlockScope, CallCursor, freeswim_attention_override
@@ -54,11 +55,27 @@ class BlockReplacement:
         if not (plan.twins and plan.execution == "sequential"):
             return run_block({**args, "transformer_options": {**to, SCOPE_KEY: BlockScope(self.index)}})
         rows, total = plan.layout.rows, plan.layout.total_rows
+        x = args["img"]
+        # Each half's input is dead once that half has run; where only FreeSwim and the host's own
+        # loop hold the block's input, its output goes into the input's memory (no third copy of
+        # the hidden states beside the twins' output and the window rows' attention).
+        in_place = self.inner is None and plan.host_frees_block_inputs and _writable(x)
         twins = BlockScope(self.index, "twins")
-        twin_out = run_block(_block_rows(args, total, slice(rows, total), {**to, SCOPE_KEY: twins}))
+        twin_out = run_block(_block_rows(args, total, slice(rows, total), {**to, SCOPE_KEY: twins}))["img"]
+        if in_place:
+            x[rows:] = twin_out
+            twin_out = None
         window = BlockScope(self.index, "window", handoff=twins.handoff)
         out = run_block(_block_rows(args, total, slice(0, rows), {**to, SCOPE_KEY: window}))
-        return {**out, "img": torch.cat([out["img"], twin_out["img"]])}
+        if not in_place:
+            return {**out, "img": torch.cat([out["img"], twin_out])}
+        x[:rows] = out["img"]
+        return {**out, "img": x}
+
+
+def _writable(x) -> bool:
+    return (isinstance(x, torch.Tensor) and not x.requires_grad
+            and (torch.is_inference_mode_enabled() or not x.is_inference()))
 
 
 def _batch_sized(v, rows: int) -> bool:
@@ -88,6 +105,7 @@ def install(model, **changes) -> None:
         model.remove_wrappers_with_key(kind, WRAPPER_KEY)
         model.add_wrapper_with_key(kind, WRAPPER_KEY, fn)
     install_chunked_ffn(model, dm)
+    install_token_major_embedding(model, dm)
     replacements = to.get("patches_replace", {}).get(DIT, {})
     for i in range(blocks):
         existing = replacements.get((BLOCK, i))

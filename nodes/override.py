@@ -42,7 +42,7 @@ class BlockScope:
     index: int
     role: str = "all"          # all: every row; twins: only the full-attention twins; window: only the caller's
     calls: int = 0
-    handoff: dict = field(default_factory=dict)   # sequential: source row -> its twin's cross-attention output
+    handoff: dict = field(default_factory=dict)   # sequential: (source row, call kind) -> its twin's output
 
     def handoff_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.handoff.values())
@@ -106,7 +106,9 @@ def _check_self(plan: CallPlan, cursor: CallCursor, q, to: dict, run) -> bool:
     return False
 
 
-def _window(plan: CallPlan, q, k, v, heads, run):
+def _window(plan: CallPlan, q, k, v, heads, run, in_place: bool):
+    """Window attention of rows of ``[B, L, heads * D]`` q, k, v; with ``in_place`` the result is
+    written over ``q`` (which the host no longer needs), saving one activation."""
     w = plan.window
     qh, kh, vh = (_split_heads(t, heads) for t in (q, k, v))
     if run is not None:
@@ -114,28 +116,45 @@ def _window(plan: CallPlan, q, k, v, heads, run):
         if used not in run.report.backends:
             run.report.backends.append(used)
         started = time.perf_counter()
-    out = window_attention(qh, kh, vh, w.grid, w.window, inward=w.inward, scale=w.scale, backend=w.backend)
+    out = window_attention(qh, kh, vh, w.grid, w.window, inward=w.inward, scale=w.scale, backend=w.backend,
+                           out=qh if in_place else None)
     if run is not None:
         run.report.attention_seconds += time.perf_counter() - started
     B, NH, L, D = out.shape
-    return out.transpose(1, 2).reshape(B, L, NH * D)
+    return q if in_place else out.transpose(1, 2).reshape(B, L, NH * D)
 
 
-def _full(call, plan: CallPlan, q, k, v, heads, kwargs):
+def _full(call, plan: CallPlan, q, k, v, heads, kwargs, in_place: bool):
     """Full attention through the host's own attention (and any earlier override), with the
-    FreeSwim scale folded into q: the host applies 1/sqrt(D) itself."""
+    FreeSwim scale folded into q (in place when the host no longer needs q): the host applies
+    1/sqrt(D) itself."""
     factor = plan.window.scale * (q.shape[-1] // heads) ** 0.5
-    return call(q * factor, k, v, **kwargs)
+    if factor != 1.0:
+        q = q.mul_(factor) if in_place else q * factor
+    return call(q, k, v, **kwargs)
 
 
-def _self_attention(plan: CallPlan, role: str, call, q, k, v, heads, kwargs, run):
+def queries_reusable(plan: CallPlan, to: dict, q) -> bool:
+    """May FreeSwim overwrite the self-attention queries? Only where the host's own blocks run
+    (they drop q after attention: ``plan.host_frees_queries``), no ``attn1_patch`` reads q after
+    the call, and q is a plain dense tensor that may be written in this mode."""
+    return (plan.host_frees_queries and not (to.get("patches") or {}).get("attn1_patch")
+            and q.is_contiguous() and not q.requires_grad
+            and (torch.is_inference_mode_enabled() or not q.is_inference()))
+
+
+def _self_attention(plan: CallPlan, role: str, call, q, k, v, heads, kwargs, run, in_place: bool):
     if role == "twins":
-        return _full(call, plan, q, k, v, heads, kwargs)
+        return _full(call, plan, q, k, v, heads, kwargs, in_place)
     rows = plan.layout.rows if (role == "all" and plan.twins) else q.shape[0]
-    out = _window(plan, q[:rows], k[:rows], v[:rows], heads, run)
+    out = _window(plan, q[:rows], k[:rows], v[:rows], heads, run, in_place)
     if rows == q.shape[0]:
         return out
-    return torch.cat([out, _full(call, plan, q[rows:], k[rows:], v[rows:], heads, kwargs)], dim=0)
+    full = _full(call, plan, q[rows:], k[rows:], v[rows:], heads, kwargs, in_place)
+    if in_place:
+        q[rows:] = full
+        return q
+    return torch.cat([out, full], dim=0)
 
 
 def _rows(t, rows):
@@ -149,8 +168,12 @@ def _compute_rows(call, q, k, v, kwargs, rows):
     return call(_rows(q, rows), _rows(k, rows), _rows(v, rows), **kwargs)
 
 
-def _cross_attention(plan: CallPlan, role: str, scope, call, q, k, v, kwargs, key, run):
-    """Cross-attention with each window row taking its full-attention twin's output."""
+def _cross_attention(plan: CallPlan, kind: str, role: str, scope, call, q, k, v, kwargs, key, run,
+                     reuse_q: bool):
+    """Cross-attention with each window row taking its full-attention twin's output.
+
+    ``reuse_q``: the host drops q after this call (its last one in the block), so the rows are
+    assembled in q's memory instead of a new tensor."""
     total = q.shape[0]
     if plan.mode is Mode.REUSE:
         given = {r: plan.store.get(plan.keys[r], key) for r in plan.reuse_rows}
@@ -159,20 +182,21 @@ def _cross_attention(plan: CallPlan, role: str, scope, call, q, k, v, kwargs, ke
     elif role == "twins":        # sequential, first half of the block: compute, hand over (and store)
         res = call(q, k, v, **kwargs)
         for j, src in enumerate(plan.layout.twin_sources):
-            scope.handoff[src] = res[j]
+            scope.handoff[(src, kind)] = res[j]
             if plan.mode is Mode.GUIDE:
                 plan.store.put(plan.keys[src], key, res[j])
         _note_handoff(run, scope.handoff_bytes())
         return res
-    elif role == "window":       # sequential, second half: the twins' outputs from this block
-        given = {src: scope.handoff[src] for src in plan.layout.twin_sources}
+    elif role == "window":       # sequential, second half: the twins' outputs from this block, used once
+        given = {src: scope.handoff.pop((src, kind)) for src in plan.layout.twin_sources}
     else:                        # batched: twins are rows of this call
         twin_of = plan.layout.twin_of()
         need = [r for r in range(total) if r not in twin_of]
         res = _compute_rows(call, q, k, v, kwargs, need)
-        out = torch.empty((total,) + tuple(res.shape[1:]), dtype=res.dtype, device=res.device)
+        out = q if reuse_q else torch.empty((total,) + tuple(res.shape[1:]), dtype=res.dtype, device=res.device)
         for j, r in enumerate(need):
             out[r] = res[j]
+        del res
         for src, twin in twin_of.items():
             out[src] = out[twin]
             if plan.mode is Mode.GUIDE:
@@ -180,15 +204,21 @@ def _cross_attention(plan: CallPlan, role: str, scope, call, q, k, v, kwargs, ke
         _note_handoff(run, sum(out[t].numel() * out[t].element_size() for t in twin_of.values()))
         return out
     others = [r for r in range(total) if r not in given]
+    res = _compute_rows(call, q, k, v, kwargs, others) if others else None
     first = next(iter(given.values()))
-    out = torch.empty((total,) + tuple(first.shape), dtype=q.dtype, device=q.device)
-    if others:
-        res = _compute_rows(call, q, k, v, kwargs, others)
-        for j, r in enumerate(others):
-            out[r] = res[j]
-    for r, f in given.items():
-        out[r] = f
+    out = q if reuse_q else torch.empty((total,) + tuple(first.shape), dtype=q.dtype, device=q.device)
+    for j, r in enumerate(others):
+        out[r] = res[j]
+    del res, first
+    for r in list(given):
+        out[r] = given.pop(r)
     return out
+
+
+def queries_dropped_after(plan: CallPlan, kind: str, to: dict, q) -> bool:
+    """Is this cross-attention call the last reader of q? The text call is the last of a block's
+    cross-attention calls (I2V: the image call reads the same q first)."""
+    return kind == "text" and queries_reusable(plan, to, q)
 
 
 def _note_handoff(run, nbytes: int) -> None:
@@ -214,12 +244,13 @@ def _handle(plan: CallPlan, to: dict, call, args, kwargs):
     if kind == "self":
         if not _check_self(plan, cursor, q, to, run):
             return None
-        return _self_attention(plan, role, call, q, k, v, heads, rest, run)
+        return _self_attention(plan, role, call, q, k, v, heads, rest, run, queries_reusable(plan, to, q))
     if kind is None or plan.mode is Mode.OFF or k.shape[0] != q.shape[0]:
         return None
     if kind == "image" and not plan.override_image:
         return None
-    return _cross_attention(plan, role, scope, call, q, k, v, rest, block + (kind,), run)
+    return _cross_attention(plan, kind, role, scope, call, q, k, v, rest, block + (kind,), run,
+                            queries_dropped_after(plan, kind, to, q))
 
 
 @torch.compiler.disable

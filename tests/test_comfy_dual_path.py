@@ -107,15 +107,17 @@ def test_several_conditioning_entries(comfy, wan):
     assert rel_err(ours, ref) < 1e-4
 
 
+@pytest.mark.parametrize("execution", ["batched", "sequential"])
 @pytest.mark.parametrize("override_image", [False, True])
-def test_i2v_image_cross_attention_override_option(comfy, override_image):
+def test_i2v_image_cross_attention_override_option(comfy, override_image, execution):
     model = comfy.load_tiny_wan(i2v=True, in_dim=36, seed=33)
     g = torch.Generator().manual_seed(12)
     x = torch.randn(1, 36, 3, 24, 40, generator=g)
     ctx = torch.randn(1, 512, 4096, generator=g)
     clip = torch.randn(1, 257, 1280, generator=g)
     ours_model = node(comfy, "FreeSwimDualPathOverride", windowed(comfy, model), passes="cond",
-                      override_image_cross=override_image, start_percent=0.0, end_percent=1.0)
+                      override_image_cross=override_image, start_percent=0.0, end_percent=1.0,
+                      execution=execution)
     to = comfy.sampling_options(ours_model, cond_or_uncond=[0], uuids=["c"], sigma=0.8,
                                 sample_sigmas=[0.8, 0.0])
     t = torch.full((1,), 800.0)
@@ -425,3 +427,50 @@ def test_comfyui_skip_layer_guidance_and_freeswim_both_apply(comfy, wan):
     assert rel_err(ours, ref) < 1e-4
     assert rel_err(comfy.ksample(windowed(comfy, wan), LATENT, seed=4, steps=2), ref) > 1e-3   # SLG acted
     assert rel_err(comfy.ksample(slg(wan), LATENT, seed=4, steps=2), ref) > 1e-3               # FreeSwim acted
+
+
+@pytest.mark.parametrize("variant", ["t2v", "vace"])
+def test_memory_is_reused_only_where_the_host_drops_it(comfy, variant):
+    """Sequential execution writes each half's block output into the block's input, and the
+    attention writes over its queries, only where the host's own code drops those tensors. VACE
+    keeps the first block's input for its own blocks: there the sequential result must still be
+    the batched one."""
+    host_blocks = comfy.pack_module("nodes.host_blocks")
+    model = comfy.load_tiny_wan(vace_layers=1 if variant == "vace" else 0, seed=41)
+    dm = model.model.diffusion_model
+    assert host_blocks.host_frees_block_inputs(dm) == (variant == "t2v")
+    assert host_blocks.host_frees_queries(dm)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 16, 3, 24, 40, generator=g)
+    ctx = torch.randn(1, 512, 4096, generator=g)
+    extra = ({"vace_context": torch.randn(1, 1, 96, 3, 24, 40, generator=g), "vace_strength": [1.0]}
+             if variant == "vace" else {})
+    outs = {}
+    for execution in ("batched", "sequential"):
+        patched = dual(comfy, windowed(comfy, model), passes="cond", execution=execution)
+        to = comfy.sampling_options(patched, cond_or_uncond=[0], uuids=["c"], sigma=0.8, sample_sigmas=[0.8, 0.0])
+        with torch.inference_mode():
+            outs[execution] = dm(x, torch.full((1,), 800.0), ctx, transformer_options=to, **extra)
+    assert rel_err(outs["sequential"], outs["batched"]) < 1e-5
+
+
+def test_token_major_patch_embedding_is_the_convolution(comfy):
+    """The patch embedding's output, computed over slices of frames into token-major memory, is
+    the host convolution's output, and the host's token view of it is contiguous (no copy at the
+    first block)."""
+    pe = comfy.pack_module("nodes.patch_embedding")
+    model = comfy.load_tiny_wan(seed=42)
+    conv = model.model.diffusion_model.patch_embedding
+    x = torch.randn(2, 16, 5, 24, 40, generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        expected = type(conv).forward(conv, x)
+        old = pe.SLICE_BUDGET
+        try:
+            pe.SLICE_BUDGET = 1                      # one frame per slice
+            got = pe.TokenMajorPatchEmbedding(conv)(x)
+        finally:
+            pe.SLICE_BUDGET = old
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() <= 1e-6 * expected.abs().max().item()
+    tokens = got.to(torch.bfloat16).flatten(2).transpose(1, 2)
+    assert tokens.is_contiguous() and not expected.flatten(2).transpose(1, 2).is_contiguous()

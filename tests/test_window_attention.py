@@ -160,3 +160,46 @@ def test_flex_head_groups_are_equal_and_bounded():
                          for _ in [0]) if len(groups) > 1 else None
         if covered is not None:
             assert covered == [(b, h0) for b in range(2) for h0 in range(NH)]
+
+
+# --- output written into a given tensor, q's own memory included ---------------------------
+
+@pytest.mark.parametrize("backend", ["chunked", "flex"])
+def test_output_written_over_the_queries_is_the_dense_result(backend, monkeypatch):
+    """``out=q``: every head group's (flex) or tile's (chunked) queries are read before its output
+    lands on them. Small budgets force many groups and tiles, so a group written too early would
+    change the queries a later one reads."""
+    import freeswim_core.attention.flex as flex
+    monkeypatch.setattr(flex, "COPY_BUDGET", 1)                 # one head and one row per call
+    grid, window = (3, 12, 20), (7, 11)
+    q, k, v = _qkv(2, 3, 720, 32, torch.float32, seed=11)
+    ref = masked_attention(q, k, v, dense_window_mask(grid, window, True), 0.2)
+    kwargs = dict(max_score_bytes=4096) if backend == "chunked" else {}
+    if backend == "chunked":
+        from freeswim_core.attention.chunked import chunked_window_attention as fn
+        out = fn(q, k, v, TokenGrid(*grid), Window(*window), scale=0.2, out=q, **kwargs)
+    else:
+        out = window_attention(q, k, v, grid, window, scale=0.2, backend=backend, out=q)
+    assert out is q
+    assert (q.double() - ref).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("backend", ["chunked", "flex"])
+def test_output_into_a_strided_tensor(backend):
+    """``out`` may have any strides: here the ``[B, L, heads, D]`` memory the host merges heads from."""
+    grid, window = (2, 9, 13), (5, 7)
+    q, k, v = _qkv(1, 2, 234, 16, torch.float32, seed=12)
+    dest = torch.full((1, 234, 2, 16), float("nan")).transpose(1, 2)
+    out = window_attention(q, k, v, grid, window, backend=backend, out=dest)
+    ref = masked_attention(q, k, v, dense_window_mask(grid, window, True))
+    assert out is dest
+    assert (dest.double() - ref).abs().max().item() < 1e-5
+
+
+def test_output_over_keys_or_values_is_refused():
+    q, k, v = _qkv(1, 1, 720, 16, torch.float32)
+    for bad in (k, v[:, :, :]):
+        with pytest.raises(ValueError, match="never k's or v's"):
+            window_attention(q, k, v, (3, 12, 20), (7, 11), backend="chunked", out=bad)
+    with pytest.raises(ValueError, match="out must match q"):
+        window_attention(q, k, v, (3, 12, 20), (7, 11), backend="chunked", out=torch.empty(1, 1, 720, 8))

@@ -7,20 +7,31 @@ import torch.nn.functional as F
 from ..geometry import TokenGrid, as_grid, as_window
 from ..log import logger
 from .chunked import chunked_window_attention
-from .flex import flex_available, flex_window_attention
+from .flex import PartialOutput, flex_available, flex_window_attention
 
 BACKENDS = ("auto", "flex", "chunked")
 
 _flex_broken: set[str] = set()
 
 
-def _check_inputs(q, k, v, grid: TokenGrid):
+def _check_inputs(q, k, v, grid: TokenGrid, out):
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError("window_attention expects q, k, v of one shape [B, heads, L, D]; got "
                          f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if out is not None:
+        if out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
+            raise ValueError(f"window_attention: out must match q ({tuple(q.shape)}, {q.dtype}, {q.device}); "
+                             f"got {tuple(out.shape)}, {out.dtype}, {out.device}")
+        if any(_shares_memory(out, t) for t in (k, v)):
+            raise ValueError("window_attention: out may be q's memory, never k's or v's (keys are read "
+                             "after earlier queries' outputs are written)")
     if q.shape[2] != grid.tokens:
         raise ValueError(f"window_attention: sequence length {q.shape[2]} does not match the token grid "
                          f"{grid.as_tuple()} ({grid.tokens} tokens)")
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch._C._is_alias_of(a, b)
 
 
 def backend_for(q: torch.Tensor, grid, window, backend: str = "auto") -> str:
@@ -35,7 +46,7 @@ def backend_for(q: torch.Tensor, grid, window, backend: str = "auto") -> str:
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, window, *,
                      inward: bool = True, scale: float | None = None,
-                     backend: str = "auto") -> torch.Tensor:
+                     backend: str = "auto", out: torch.Tensor | None = None) -> torch.Tensor:
     """FreeSwim sliding-window self-attention.
 
     Args:
@@ -48,33 +59,40 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, wi
         backend: ``"flex"`` (FlexAttention, compiled), ``"chunked"`` (exact SDPA
             over tiles, any device) or ``"auto"`` (flex on CUDA, falling back to
             chunked once, with a log line, if flex cannot compile or run).
+        out: where to write the result (any strides, shape of ``q``); it may be
+            ``q`` itself, which saves a whole activation when the caller no
+            longer needs the queries: every backend reads a group of queries
+            before it writes that group's output. Never ``k`` or ``v``.
 
     Returns:
-        ``[B, heads, L, D]``. Every query attends to all frames and to the keys
-        of its spatial window; a window at least as large as the grid is plain
-        full attention.
+        ``[B, heads, L, D]`` (``out`` when given). Every query attends to all
+        frames and to the keys of its spatial window; a window at least as large
+        as the grid is plain full attention.
     """
     grid, window = as_grid(grid), as_window(window)
-    _check_inputs(q, k, v, grid)
+    _check_inputs(q, k, v, grid, out)
     if backend not in BACKENDS:
         raise ValueError(f"unknown window attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if window.covers(grid):
-        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+        res = F.scaled_dot_product_attention(q, k, v, scale=scale)
+        return res if out is None else out.copy_(res)
     if backend == "chunked":
-        return chunked_window_attention(q, k, v, grid, window, inward=inward, scale=scale)
+        return chunked_window_attention(q, k, v, grid, window, inward=inward, scale=scale, out=out)
     if backend == "flex":
-        return flex_window_attention(q, k, v, grid, window, inward=inward, scale=scale)
+        return flex_window_attention(q, k, v, grid, window, inward=inward, scale=scale, out=out)
     # auto
     key = q.device.type
     if q.is_cuda and flex_available() and key not in _flex_broken:
         try:
-            return flex_window_attention(q, k, v, grid, window, inward=inward, scale=scale)
+            return flex_window_attention(q, k, v, grid, window, inward=inward, scale=scale, out=out)
+        except PartialOutput:
+            raise
         except Exception as exc:  # compile or launch failure: degrade, say so once
             _flex_broken.add(key)
             logger.warning("FlexAttention window backend failed (%s: %s); using the exact chunked "
                            "backend from now on. Set backend='chunked' to silence this.",
                            type(exc).__name__, exc)
-    return chunked_window_attention(q, k, v, grid, window, inward=inward, scale=scale)
+    return chunked_window_attention(q, k, v, grid, window, inward=inward, scale=scale, out=out)
 
 
 __all__ = ["BACKENDS", "backend_for", "chunked_window_attention", "flex_available", "flex_window_attention",

@@ -46,7 +46,11 @@ def _tile_sizes(grid: TokenGrid, win: Window, budget_elems: int) -> tuple[int, i
 def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                              grid: TokenGrid, window: Window, *, inward: bool = True,
                              scale: float | None = None,
-                             max_score_bytes: int = DEFAULT_MAX_SCORE_BYTES) -> torch.Tensor:
+                             max_score_bytes: int = DEFAULT_MAX_SCORE_BYTES,
+                             out: torch.Tensor | None = None) -> torch.Tensor:
+    """Window attention written into ``out`` (any strides; it may be ``q``: each tile's queries are
+    read before its output is written, and tiles do not overlap) or a new tensor laid out
+    ``[B, L, heads, D]``."""
     B, NH, L, D = q.shape
     T, H, W = grid.as_tuple()
     win = window.clipped(grid)
@@ -61,8 +65,9 @@ def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     q5 = q.reshape(B, NH, T, H, W, D)
     k5 = k.reshape(B, NH, T, H, W, D)
     v5 = v.reshape(B, NH, T, H, W, D)
-    # Output stored as [B, L, heads, D] so the caller's merge of heads is free.
-    out = torch.empty((B, T, H, W, NH, D), dtype=q.dtype, device=dev)
+    if out is None:   # stored as [B, L, heads, D] so the caller's merge of heads is free
+        out = torch.empty((B, L, NH, D), dtype=q.dtype, device=dev).transpose(1, 2)
+    out6 = out.unflatten(2, (T, H, W))    # [B, NH, T, H, W, D], a view
 
     def band(starts, ends, q0, q1):
         """Key range of queries q0..q1-1, their mask over it, and whether it is all True."""
@@ -101,6 +106,5 @@ def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 kt = k5[:, n0:n1, :, r0:r1, c0:c1].reshape(B, n1 - n0, nk, D)
                 vt = v5[:, n0:n1, :, r0:r1, c0:c1].reshape(B, n1 - n0, nk, D)
                 o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale)
-                out[:, :, h0:h1, w0:w1, n0:n1] = (
-                    o.reshape(B, n1 - n0, T, h1 - h0, w1 - w0, D).permute(0, 2, 3, 4, 1, 5))
-    return out.reshape(B, L, NH, D).transpose(1, 2)
+                out6[:, n0:n1, :, h0:h1, w0:w1] = o.reshape(B, n1 - n0, T, h1 - h0, w1 - w0, D)
+    return out

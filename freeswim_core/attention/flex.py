@@ -109,22 +109,41 @@ def _call_groups(B: int, NH: int, L: int, D: int, element_bytes: int = 2):
             yield slice(b, b + 1), slice(h0, h0 + heads)
 
 
+class PartialOutput(RuntimeError):
+    """The kernel failed after some head groups were written into an ``out`` that aliases ``q``:
+    those queries are gone, so no other backend can redo the call."""
+
+
 def flex_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           grid: TokenGrid, window: Window, *, inward: bool = True,
-                          scale: float | None = None, block_size: int = 128) -> torch.Tensor:
+                          scale: float | None = None, block_size: int = 128,
+                          out: torch.Tensor | None = None) -> torch.Tensor:
+    """Window attention of ``q``, ``k``, ``v`` (``[B, heads, L, D]``, frame-major tokens) written into
+    ``out`` (any strides; it may be ``q``) or a new tensor laid out ``[B, L, heads, D]``."""
     B, NH, L, D = q.shape
     T, H, W = grid.as_tuple()
     block_mask = window_block_mask(grid, window, inward, q.device, block_size)
     flex = compiled_flex_attention()
-    out = torch.empty((B, T, H, W, NH, D), dtype=q.dtype, device=q.device)
+    if out is None:
+        out = torch.empty((B, L, NH, D), dtype=q.dtype, device=q.device).transpose(1, 2)
 
     def to_inner(x):  # [b, n, (t h w), d] -> [b, n, (h w t), d]
         b, n = x.shape[:2]
         return x.reshape(b, n, T, H, W, D).permute(0, 1, 3, 4, 2, 5).reshape(b, n, L, D)
 
-    for bs, hs in _call_groups(B, NH, L, D, q.element_size()):
-        o = flex(to_inner(q[bs, hs]), to_inner(k[bs, hs]), to_inner(v[bs, hs]),
-                 block_mask=block_mask, scale=scale)
-        b, n = o.shape[:2]
-        out[bs, :, :, :, hs] = o.reshape(b, n, H, W, T, D).permute(0, 4, 2, 3, 1, 5)
-    return out.reshape(B, L, NH, D).transpose(1, 2)
+    written = False
+    try:
+        for bs, hs in _call_groups(B, NH, L, D, q.element_size()):
+            o = flex(to_inner(q[bs, hs]), to_inner(k[bs, hs]), to_inner(v[bs, hs]),
+                     block_mask=block_mask, scale=scale)
+            b, n = o.shape[:2]
+            dest = out[bs, hs].unflatten(2, (T, H, W))            # [b, n, T, H, W, D], a view
+            dest.copy_(o.reshape(b, n, H, W, T, D).permute(0, 1, 4, 2, 3, 5))
+            written = True
+            del o
+    except Exception as exc:
+        if written and torch._C._is_alias_of(out, q):
+            raise PartialOutput(f"window attention failed part-way with its output in place of the "
+                                f"queries ({type(exc).__name__}: {exc})") from exc
+        raise
+    return out
