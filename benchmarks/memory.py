@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness.hosts import discover, newest  # noqa: E402
 from harness.memory_trace import ARCHS, GB, MODES, trace  # noqa: E402
+from freeswim_core.memory import HostTraits, plan_memory  # noqa: E402
 
 TABLE_SIZES = [(832, 480), (1280, 720), (1920, 1088), (2560, 1440), (3840, 2160)]
 TABLE_CASES = [("1.3b", "bf16"), ("14b", "fp8")]
@@ -37,36 +38,64 @@ def host_by_version(version: str | None):
     raise SystemExit(f"no built host {version}: " + "; ".join(skipped))
 
 
+def traced_and_planned(model, width, height, frames, mode, execution, weight_dtype, budget=None):
+    """The trace of one call and the planner's answer for the same call on the same host."""
+    r = trace(model, width, height, frames, mode, execution=execution, weight_dtype=weight_dtype)
+    p = plan_memory(model, width, height, frames, mode=mode, execution=execution, weight_dtype=weight_dtype,
+                    host=HostTraits(**r.host_traits), vram_bytes=budget)
+    return r, p
+
+
 def one(a) -> int:
-    r = trace(a.model, a.width, a.height, a.frames, a.mode, execution=a.execution, weight_dtype=a.weight_dtype)
     budget = int(a.vram_gb * GB) if a.vram_gb else None
+    r, p = traced_and_planned(a.model, a.width, a.height, a.frames, a.mode, a.execution, a.weight_dtype, budget)
     out = {"model": a.model, "width": a.width, "height": a.height, "frames": a.frames, "mode": a.mode,
            "execution": r.execution, "weight_dtype": a.weight_dtype, "tokens": r.tokens, "rows": r.rows,
-           "peak_bytes_traced": r.peak_bytes, "peak_bytes_planned": None, "budget_bytes": budget,
-           "phases": {"weights": r.weights_bytes, "activations": r.activation_peak_bytes, **r.phases}}
+           "peak_bytes_traced": r.peak_bytes, "peak_bytes_planned": p.peak_bytes, "budget_bytes": budget,
+           "fits": p.fits, "needed_bytes_planned": p.needed_bytes,
+           "phases": {"weights": r.weights_bytes, "activations": r.activation_peak_bytes, **r.phases},
+           "phases_planned": p.phases, "host_traits": r.host_traits}
     if a.json:
         print(json.dumps(out))
         return 0
     print(f"{ARCHS[a.model]['label']} {a.width}x{a.height}x{a.frames} ({r.tokens:,} tokens), mode {a.mode}, "
           f"{r.rows} row(s) per call, weights {a.weight_dtype}")
     print(f"  traced peak {r.peak_bytes / GB:.2f} GB = weights {r.weights_bytes / GB:.2f} + activations "
-          f"{r.activation_peak_bytes / GB:.2f}")
+          f"{r.activation_peak_bytes / GB:.2f}; planned {p.peak_bytes / GB:.2f} GB "
+          f"({p.peak_bytes / r.peak_bytes - 1:+.1%}, peak phase {p.peak_phase})")
     for kind, b in r.phases.items():
-        print(f"  at the peak of {kind}: {b / GB:.2f} GB")
+        print(f"  at the peak of {kind}: traced {b / GB:.2f} GB, planned {p.phases[kind] / GB:.2f} GB")
     if budget:
-        print(f"  budget {a.vram_gb:g} GB: {'fits' if r.peak_bytes <= budget else 'does not fit'}")
+        print(f"  budget {a.vram_gb:g} GB with {p.needed_bytes / p.peak_bytes - 1:.0%} allocator headroom: "
+              f"{'fits' if p.fits else 'does not fit'} (needs {p.needed_bytes / GB:.2f} GB)")
     return 0
 
 
-def table(host) -> int:
-    """Peaks over sizes and modes on ``host`` (one host per process: --host picks another)."""
-    print("| host | model (weights) | size | " + " | ".join(m for m in MODES) + " |")
-    print("|---|---|---|" + "---|" * len(MODES))
+TABLE_MODES = [("plain", "sequential"), ("window", "sequential"), ("dual", "batched"), ("dual", "sequential"),
+               ("cache", "sequential")]
+
+
+def table(host, json_path=None) -> int:
+    """Traced (planned) peaks over sizes and modes on ``host`` (one host per process: --host picks
+    another); with ``json_path``, every row is also appended there as JSON."""
+    heads = [m if m in ("plain", "window") else f"{m} {e}" for m, e in TABLE_MODES]
+    print("| host | model (weights) | size | " + " | ".join(heads) + " |")
+    print("|---|---|---|" + "---|" * len(TABLE_MODES))
+    sink = open(json_path, "a") if json_path else None
     for model, wdt in TABLE_CASES:
         for w, hgt in TABLE_SIZES:
-            cells = [f"{trace(model, w, hgt, 81, mode, execution='sequential', weight_dtype=wdt).peak_bytes / GB:.1f}"
-                     for mode in MODES]
+            cells = []
+            for mode, execution in TABLE_MODES:
+                r, p = traced_and_planned(model, w, hgt, 81, mode, execution, wdt)
+                cells.append(f"{r.peak_bytes / GB:.1f} ({p.peak_bytes / GB:.1f})")
+                if sink:
+                    sink.write(json.dumps({"host": host.id, "model": model, "weight_dtype": wdt, "width": w,
+                                           "height": hgt, "frames": 81, "mode": mode, "execution": execution,
+                                           "peak_bytes_traced": r.peak_bytes,
+                                           "peak_bytes_planned": p.peak_bytes}) + "\n")
             print(f"| {host.id} | {model} ({wdt}) | {w}x{hgt}x81 | " + " | ".join(cells) + " |", flush=True)
+    if sink:
+        sink.close()
     return 0
 
 
@@ -83,10 +112,11 @@ def main() -> int:
     ap.add_argument("--host", default=None, help="ComfyUI version to trace (default: the newest built)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--table", action="store_true", help="peaks over sizes and modes (GB) on the host")
+    ap.add_argument("--table-json", default=None, help="with --table: also append each row to this JSON-lines file")
     a = ap.parse_args()
     import harness.inprocess as inprocess
     host = inprocess.comfy_ready(host_by_version(a.host))
-    return table(host) if a.table else one(a)
+    return table(host, a.table_json) if a.table else one(a)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import torch
 ARCHS = {
     "1.3b": dict(dim=1536, ffn=8960, layers=30, in_dim=16, vae=8, native=(832, 480), label="Wan2.1 T2V 1.3B"),
     "14b": dict(dim=5120, ffn=13824, layers=40, in_dim=16, vae=8, native=(1280, 720), label="Wan 14B"),
+    "14b-i2v": dict(dim=5120, ffn=13824, layers=40, in_dim=36, out_dim=16, i2v=True, vae=8, native=(1280, 720),
+                    label="Wan2.1 I2V 14B 720p"),
     "5b": dict(dim=3072, ffn=14336, layers=30, in_dim=48, vae=16, native=(1280, 704), label="Wan2.2 TI2V 5B"),
 }
 MODES = ("plain", "window", "dual", "cache")
@@ -51,6 +53,7 @@ class Trace:
     activation_peak_bytes: int     # traced: live bytes beyond the weights, at the peak
     peak_bytes: int                # weights + activations
     phases: dict = field(default_factory=dict)   # module kind -> device bytes at its peak (weights included)
+    host_traits: dict = field(default_factory=dict)   # what the planner needs to know of this host
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -97,7 +100,7 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
     sd = tiny_wan_state_dict(dim=arch["dim"], layers=blocks, ffn_dim=arch["ffn"], in_dim=arch["in_dim"],
-                             out_dim=arch["in_dim"], device="meta")
+                             out_dim=arch.get("out_dim", arch["in_dim"]), i2v=arch.get("i2v", False), device="meta")
     config = comfy.model_detection.model_config_from_unet(sd, "")
     weights_dtype = WEIGHT_DTYPES[weight_dtype]
     # as ComfyUI loads fp8 checkpoints: fp8 storage, layers cast to bf16 one at a time to compute
@@ -127,15 +130,17 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
             run.store = store_mod.FeatureStore("cpu", "bf16", dev)
         t = torch.full((1,), 900.0, device=dev)
         ctx = torch.zeros(1, 512, 4096, dtype=torch.bfloat16, device=dev)
+        extra = {"clip_fea": torch.zeros(1, 257, 1280, dtype=torch.bfloat16, device=dev)} if arch.get("i2v") else {}
         for p in dm.parameters():      # MemTracker hooks every parameter (ComfyUI builds them frozen)
             p.requires_grad_(True)
         tracker = MemTracker()
         tracker.track_external(dm)
         with tracker, torch.inference_mode():
-            dm(x, t, ctx, transformer_options=to)
+            dm(x, t, ctx, transformer_options=to, **extra)
         peak = tracker.get_tracker_snapshot("peak")
         phases = _phase_peaks(tracker, dm)
         block_bytes, other_bytes = _block_params(dm)
+        traits = host.pack_module("nodes.host_blocks").host_traits(dm)
     device_peak = _device_total(peak)
     traced_weights = block_bytes * blocks + other_bytes
     weights = block_bytes * arch["layers"] + other_bytes
@@ -145,7 +150,7 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
     rows = 2 if mode in ("dual", "cache") else 1
     extra = weights - traced_weights
     return Trace(model, width, height, frames, mode, execution if rows == 2 else "-", weight_dtype, tokens, rows,
-                 weights, activations, weights + activations, {k: v + extra for k, v in phases.items()})
+                 weights, activations, weights + activations, {k: v + extra for k, v in phases.items()}, traits)
 
 
 def _block_tables(flex, keep: list, unset_fake):

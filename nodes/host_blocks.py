@@ -55,3 +55,26 @@ def host_frees_block_inputs(dm) -> bool:
     their own loops.) Then a block's output may be written into its input's memory."""
     from comfy.ldm.wan.model import WanModel
     return _own_forward(dm, WanModel, "forward_orig")
+
+
+def rope_in_float32() -> bool:
+    """Does the host's RoPE (``comfy.ldm.flux.math.apply_rope1``) compute through float32 copies of
+    q and k (ComfyUI 0.3.x) rather than a fused kernel (``comfy_kitchen``, ComfyUI 0.5+)?"""
+    import comfy.ldm.flux.math as rope
+    return "ck" not in rope.apply_rope1.__code__.co_names
+
+
+def ffn_holds_hidden(dm) -> bool:
+    """Does the host's Wan FFN keep its hidden state alive through the down projection (ComfyUI
+    0.5+'s ``WanFeedForward``: ``linear(act(hidden))``) rather than run as a plain
+    ``nn.Sequential`` (which drops it once the activation exists)?"""
+    import torch
+    ffn = getattr(dm.blocks[0], "ffn", None)
+    ffn = getattr(ffn, "_original", (ffn,))[0]       # under FreeSwim's token-chunked FFN
+    return type(ffn).forward is not torch.nn.Sequential.forward
+
+
+def host_traits(dm) -> dict:
+    """What the memory planner (``freeswim_core.memory.HostTraits``) needs to know about the host."""
+    return dict(rope_in_float32=rope_in_float32(), frees_queries=host_frees_queries(dm),
+                frees_block_inputs=host_frees_block_inputs(dm), ffn_holds_hidden=ffn_holds_hidden(dm))

@@ -1,0 +1,144 @@
+"""The memory planner: will this Wan model, at this size, with these FreeSwim options, fit?
+
+Pure arithmetic, milliseconds per plan: the weights from the architecture
+(:mod:`.architecture`), the activations of one model call phase by phase from what
+each step of ComfyUI's Wan code holds with FreeSwim's patches (:mod:`.phases`), the
+cross-attention cache's size and where it can live (:mod:`freeswim_core.dual.storage`).
+``benchmarks/memory.py`` and the tests check it against a trace of the real model.
+
+The answer is a :class:`MemoryPlan`, JSON-friendly (``as_dict``) for the UI.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from ..dual.storage import cache_bytes, choose_storage, host_cache_bytes
+from . import phases as P
+from .architecture import DTYPE_BYTES, WAN_ARCHITECTURES, WanArchitecture
+from .phases import HostTraits
+
+MODES = ("plain", "window", "dual", "cache")
+EXECUTIONS = ("batched", "sequential")
+# Allocator headroom on top of the planned peak (fragmentation, the CUDA context's workspace).
+HEADROOM = 1.10
+
+
+@dataclass
+class MemoryPlan:
+    model: str
+    width: int
+    height: int
+    frames: int
+    mode: str
+    execution: str
+    weight_dtype: str
+    grid: tuple
+    window: tuple                   # the native window in tokens (rows, columns)
+    windowed: bool                  # False: the grid fits the native window, FreeSwim changes nothing
+    tokens: int
+    rows: int                       # rows of the model call, full-attention twins included
+    weights_bytes: int
+    phases: dict = field(default_factory=dict)    # phase -> device bytes at its peak, weights included
+    peak_phase: str = ""
+    peak_bytes: int = 0
+    needed_bytes: int = 0           # peak x HEADROOM: what the GPU must have free
+    cache: Optional[dict] = None    # bytes, host_bytes, storage ("gpu", "cpu" or None: off), precision
+    budget_bytes: Optional[int] = None
+    fits: Optional[bool] = None     # None without a budget
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["grid"], d["window"] = list(self.grid), list(self.window)
+        return d
+
+
+def plan_memory(arch: WanArchitecture | str, width: int, height: int, frames: int = 81, *,
+                mode: str = "dual", execution: str = "sequential", weight_dtype: str = "bf16",
+                rows: int = 1, host: HostTraits = HostTraits(), vram_bytes: Optional[int] = None,
+                host_ram_bytes: Optional[int] = None, cache_storage: str = "auto",
+                cache_precision: str = "bf16", pinned: bool = True) -> MemoryPlan:
+    """Peak device memory of one model call of ``rows`` latent rows (1: the conditional call,
+    which is the sampler's largest at sizes where memory matters), and whether it fits
+    ``vram_bytes``.
+
+    ``mode``: ``plain`` (no FreeSwim), ``window``, ``dual`` (each row with a full-attention twin),
+    ``cache`` (the dual path's guide call, features stored where ``cache_storage`` allows:
+    ``host_ram_bytes`` free host RAM, ``vram_bytes`` minus the call's peak on the GPU).
+    """
+    name = arch if isinstance(arch, str) else (arch.label or "custom")
+    arch = WAN_ARCHITECTURES[arch] if isinstance(arch, str) else arch
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
+    if execution not in EXECUTIONS:
+        raise ValueError(f"execution {execution!r}: choose one of {', '.join(EXECUTIONS)}")
+    if weight_dtype not in DTYPE_BYTES:
+        raise ValueError(f"weight dtype {weight_dtype!r}: choose one of {', '.join(DTYPE_BYTES)}")
+    grid = arch.token_grid(width, height, frames)
+    n = grid[0] * grid[1] * grid[2]
+    U = n * arch.dim * P.ACT
+    freeswim = mode != "plain"
+    window_tokens = arch.native_window()
+    # a grid inside the native window: window attention is a no-op, and so is the dual path
+    windowed = freeswim and not (grid[1] <= window_tokens[0] and grid[2] <= window_tokens[1])
+    twins = rows if windowed and mode in ("dual", "cache") else 0
+    total = rows + twins
+    token_major = freeswim and host.frees_block_inputs
+    c, t, h, w = arch.latent_shape(width, height, frames)
+    latent = c * t * h * w * P.ACT
+    context_len = arch.text_len + (257 if arch.i2v else 0)            # I2V: CLIP image tokens first
+    context = total * context_len * arch.dim * P.ACT + rows * arch.text_len * arch.text_dim * P.ACT
+    constant = (n * arch.head_dim * 8                                # RoPE table, float32
+                + (rows + total + (total if twins else 0)) * latent  # latent, padded, with twins
+                + context
+                + (P.block_table_bytes(n) if windowed else 0))
+    window_extra = 4 * P.head_group(arch.heads, n, arch.head_dim) * n * arch.head_dim * P.ACT
+    hidden = total * U
+
+    if twins and execution == "sequential":
+        halves = [P.Half(window=0, full=twins, gives_handoff=True),
+                  P.Half(window=rows, full=0, handoff=twins * U, takes_handoff=True,
+                         held=0 if host.frees_block_inputs else twins * U)]
+    elif windowed:
+        halves = [P.Half(window=rows, full=twins)]
+    else:
+        halves = [P.Half(window=0, full=rows)]
+
+    sa = ca = ff = 0
+    for half in halves:
+        sa = max(sa, P.self_attention(half, U, hidden, window_extra, copy0=not token_major, host=host,
+                                      scaled=windowed))
+        ca = max(ca, P.cross_attention(half, U, hidden, plain=not windowed, dual=bool(twins), host=host,
+                                       image=arch.i2v))
+        ff = max(ff, P.ffn(half, U, hidden, n, arch.dim, arch.ffn_dim, chunked=freeswim, host=host))
+    weights = arch.weights_bytes(weight_dtype)
+    act = {"embedding": P.embedding(total, U, latent), "self_attn": sa, "cross_attn": ca, "ffn": ff}
+
+    cache = None
+    resident_cache = 0
+    if mode == "cache" and twins:
+        eb = DTYPE_BYTES[cache_precision]
+        blocks = arch.blocks
+        need = cache_bytes(blocks, n, arch.dim, twins, eb)
+        on_host = host_cache_bytes(blocks, n, arch.dim, twins, eb, pinned=pinned)
+        peak_without = weights + max(act.values()) + constant
+        # the GPU's room beside the call (none when no budget is given), the host's (unknown: no limit)
+        free_gpu = 0 if vram_bytes is None else max(0, int(vram_bytes / HEADROOM) - peak_without)
+        free_host = float("inf") if host_ram_bytes is None else host_ram_bytes
+        storage = choose_storage(cache_storage, need, free_gpu, free_host, needed_host=on_host)
+        resident_cache = need if storage == "gpu" else 0
+        cache = {"bytes": need, "host_bytes": on_host, "storage": storage, "precision": cache_precision,
+                 "blocks": blocks, "rows": twins}
+
+    phase_bytes = {k: weights + constant + v + resident_cache for k, v in act.items()}
+    peak_phase = max(phase_bytes, key=phase_bytes.get)
+    peak = phase_bytes[peak_phase]
+    needed = int(peak * HEADROOM)
+    return MemoryPlan(name, width, height, frames, mode, execution if twins else "-", weight_dtype, grid,
+                      window_tokens, windowed, n,
+                      total, weights, phase_bytes, peak_phase, peak, needed, cache, vram_bytes,
+                      None if vram_bytes is None else needed <= vram_bytes)
+
+
+__all__ = ["EXECUTIONS", "HEADROOM", "MODES", "HostTraits", "MemoryPlan", "WAN_ARCHITECTURES", "WanArchitecture",
+           "plan_memory"]

@@ -1,0 +1,91 @@
+"""What the memory planner needs to know about a Wan DiT: its sizes, and its weights in bytes.
+
+Pure arithmetic on the architecture (no model, no torch): the parameter count follows the
+layers of a Wan DiT (ComfyUI builds the same ones), so the weights of a checkpoint that is
+not on this machine are known exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
+
+
+@dataclass(frozen=True)
+class WanArchitecture:
+    """A Wan DiT's sizes. ``vae`` is the VAE's spatial factor (8 for Wan 2.1, 16 for Wan2.2 TI2V);
+    the VAE's temporal factor is 4 for both."""
+
+    dim: int
+    ffn_dim: int
+    blocks: int
+    in_dim: int = 16
+    out_dim: int = 16
+    head_dim: int = 128
+    patch: tuple = (1, 2, 2)
+    vae: int = 8
+    vae_temporal: int = 4
+    text_dim: int = 4096
+    text_len: int = 512
+    freq_dim: int = 256
+    i2v: bool = False
+    native: tuple = (832, 480)        # training size in pixels (width, height): the window's source
+    label: str = ""
+
+    @property
+    def heads(self) -> int:
+        return self.dim // self.head_dim
+
+    def block_parameters(self) -> int:
+        d, f = self.dim, self.ffn_dim
+        attention = 4 * (d * d + d) + 2 * d                       # q, k, v, o and the q/k RMSNorms
+        cross = attention + (2 * (d * d + d) + d if self.i2v else 0)   # I2V: image k, v and norm
+        ffn = d * f + f + f * d + d
+        return attention + cross + ffn + 2 * d + 6 * d            # norm3 (affine), modulation
+
+    def other_parameters(self) -> tuple[int, int]:
+        """(parameters in the weight dtype, float32 parameters: the patch embedding)."""
+        d = self.dim
+        patch = self.patch[0] * self.patch[1] * self.patch[2]
+        text = self.text_dim * d + d + d * d + d
+        time = self.freq_dim * d + d + d * d + d
+        projection = d * 6 * d + 6 * d
+        head = 2 * d + d * self.out_dim * patch + self.out_dim * patch
+        image = (1280 * 2 + 1280 * 1280 + 1280 + 1280 * d + d + 2 * d) if self.i2v else 0
+        return text + time + projection + head + image, self.in_dim * d * patch + d
+
+    def weights_bytes(self, weight_dtype: str = "bf16") -> int:
+        """Bytes of the weights on the device, every block resident (ComfyUI keeps the patch
+        embedding in float32)."""
+        wb = DTYPE_BYTES[weight_dtype]
+        other, fp32 = self.other_parameters()
+        return (self.blocks * self.block_parameters() + other) * wb + fp32 * 4
+
+    def latent_shape(self, width: int, height: int, frames: int) -> tuple[int, int, int, int]:
+        """(channels, frames, rows, columns) of the latent for a video of this size."""
+        return (self.in_dim, (frames - 1) // self.vae_temporal + 1, height // self.vae, width // self.vae)
+
+    def token_grid(self, width: int, height: int, frames: int) -> tuple[int, int, int]:
+        _, t, h, w = self.latent_shape(width, height, frames)
+        pt, ph, pw = self.patch
+        return (t + pt - 1) // pt, (h + ph - 1) // ph, (w + pw - 1) // pw
+
+    def native_window(self) -> tuple[int, int]:
+        """FreeSwim's window in tokens (rows, columns) for the native size (the reference rule)."""
+        from ..geometry import native_window
+        win = native_window(self.native[0], self.native[1], self.vae * self.patch[1])
+        return win.h, win.w
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# The released checkpoints.
+WAN_ARCHITECTURES = {
+    "1.3b": WanArchitecture(dim=1536, ffn_dim=8960, blocks=30, label="Wan2.1 T2V 1.3B"),
+    "14b": WanArchitecture(dim=5120, ffn_dim=13824, blocks=40, native=(1280, 720), label="Wan 14B"),
+    "14b-i2v": WanArchitecture(dim=5120, ffn_dim=13824, blocks=40, in_dim=36, i2v=True, native=(1280, 720),
+                               label="Wan2.1 I2V 14B 720p"),
+    "5b": WanArchitecture(dim=3072, ffn_dim=14336, blocks=30, in_dim=48, out_dim=48, vae=16,
+                          native=(1280, 704), label="Wan2.2 TI2V 5B"),
+}

@@ -1,0 +1,110 @@
+"""The memory planner (freeswim_core.memory) against hand-computed sizes and against the trace of
+ComfyUI's real Wan model at real sizes (harness/memory_trace.py), and the 4K targets."""
+import json
+
+import pytest
+
+from freeswim_core.memory import HEADROOM, HostTraits, plan_memory
+from harness.memory_trace import trace
+
+GB = 1e9
+
+
+# --- the planner alone: hand-computed sizes -------------------------------------------------
+
+def test_grid_window_and_cache_sizes_are_the_hand_computed_ones():
+    """1.3B at 3840x2160x81: latent 21 x 270 x 480, tokens 21 x 135 x 240 = 680,400; the 832x480
+    native window is 31 x 53 tokens (16 px per token, odd sides); the cache is one bf16
+    activation per block: 30 x 680,400 x 1536 x 2 = 62.7 GB (fp8: half)."""
+    p = plan_memory("1.3b", 3840, 2160, 81, mode="cache", cache_precision="bf16")
+    assert p.grid == (21, 135, 240) and p.tokens == 680_400
+    assert p.window == (31, 53) and p.windowed
+    assert p.cache["bytes"] == 30 * 680_400 * 1536 * 2
+    assert plan_memory("1.3b", 3840, 2160, mode="cache", cache_precision="fp8").cache["bytes"] == 30 * 680_400 * 1536
+    assert plan_memory("14b", 3840, 2160, mode="cache").cache["bytes"] == 40 * 680_400 * 5120 * 2   # 279 GB
+
+
+def test_at_the_native_size_freeswim_changes_nothing():
+    """832x480 is 1.3B's native size: the window covers the grid, so there are no twins to plan."""
+    p = plan_memory("1.3b", 832, 480, 81, mode="dual")
+    assert not p.windowed and p.rows == 1 and p.cache is None
+    assert plan_memory("1.3b", 1280, 720, 81, mode="dual").rows == 2
+
+
+def test_the_plan_is_json_and_says_whether_it_fits():
+    free = plan_memory("1.3b", 1920, 1088, mode="dual")
+    assert free.fits is None and free.budget_bytes is None
+    assert free.needed_bytes == int(free.peak_bytes * HEADROOM)
+    assert free.peak_bytes == max(free.phases.values()) and free.peak_phase in free.phases
+    d = json.loads(json.dumps(plan_memory("1.3b", 1920, 1088, mode="dual", vram_bytes=12 * 10**9).as_dict()))
+    assert d["fits"] is True and d["grid"] == [21, 68, 120]
+    assert plan_memory("1.3b", 1920, 1088, mode="dual", vram_bytes=free.needed_bytes - 1).fits is False
+
+
+def test_the_cache_goes_where_it_fits_and_is_off_where_nothing_does():
+    """1.3B at 1088p: 15.8 GB of bf16 features. On an 80 GB GPU they fit beside the call; on a
+    12 GB GPU they go to host RAM when 64 GB are free, and nowhere with 8 GB."""
+    big = plan_memory("1.3b", 1920, 1088, mode="cache", vram_bytes=80 * 10**9, host_ram_bytes=64 * 10**9)
+    assert big.cache["storage"] == "gpu"
+    assert big.peak_bytes - plan_memory("1.3b", 1920, 1088, mode="dual").peak_bytes == big.cache["bytes"]
+    small = plan_memory("1.3b", 1920, 1088, mode="cache", vram_bytes=12 * 10**9, host_ram_bytes=64 * 10**9)
+    assert small.cache["storage"] == "cpu" and small.fits
+    assert plan_memory("1.3b", 1920, 1088, mode="cache", vram_bytes=12 * 10**9,
+                       host_ram_bytes=8 * 10**9).cache["storage"] is None
+
+
+def test_bad_requests_are_refused_clearly():
+    for kwargs, match in [(dict(mode="fast"), "mode"), (dict(execution="parallel"), "execution"),
+                          (dict(weight_dtype="int4"), "weight dtype")]:
+        with pytest.raises(ValueError, match=match):
+            plan_memory("1.3b", 1920, 1088, **kwargs)
+
+
+# --- the planner against the trace of the real model ----------------------------------------
+
+@pytest.mark.parametrize("model,weight_dtype", [("1.3b", "bf16"), ("14b", "fp8"), ("5b", "bf16"),
+                                                ("14b-i2v", "fp8")])
+def test_planned_weights_are_the_traced_models_parameters(comfy, model, weight_dtype):
+    r = trace(model, 832, 480, 81, "plain", weight_dtype=weight_dtype)
+    assert plan_memory(model, 832, 480, weight_dtype=weight_dtype).weights_bytes == r.weights_bytes
+
+
+AGREEMENT = [(m, wd, w, h, mode, ex)
+             for m, wd in [("1.3b", "bf16"), ("14b", "fp8")]
+             for w, h in [(1280, 720), (3840, 2160)]
+             for mode, ex in [("plain", "sequential"), ("window", "sequential"), ("dual", "batched"),
+                              ("dual", "sequential"), ("cache", "sequential")]]
+AGREEMENT += [("14b-i2v", "fp8", 2560, 1440, "dual", "sequential"), ("5b", "bf16", 3840, 2160, "dual", "sequential"),
+              ("1.3b", "bf16", 832, 480, "dual", "sequential")]
+
+
+@pytest.mark.parametrize("model,weight_dtype,width,height,mode,execution", AGREEMENT)
+def test_planner_agrees_with_the_trace_within_10_percent(comfy, model, weight_dtype, width, height, mode, execution):
+    r = trace(model, width, height, 81, mode, execution=execution, weight_dtype=weight_dtype)
+    p = plan_memory(model, width, height, 81, mode=mode, execution=execution, weight_dtype=weight_dtype,
+                    host=HostTraits(**r.host_traits))
+    assert abs(p.peak_bytes / r.peak_bytes - 1) < 0.10, (p.peak_bytes / GB, r.peak_bytes / GB)
+    for phase, traced in r.phases.items():
+        assert abs(p.phases[phase] / traced - 1) < 0.10, (phase, p.phases[phase] / GB, traced / GB)
+
+
+# --- the targets (traced peak + 10% allocator headroom), on a host with ComfyUI's fused RoPE ---
+
+TARGETS = [
+    ("1.3b", "bf16", 1920, 1088, "batched", 12),      # the 1088p workflow: dual path batched, cache
+    ("1.3b", "bf16", 3840, 2160, "sequential", 24),
+    ("14b", "fp8", 1920, 1088, "batched", 40),
+    ("14b", "fp8", 3840, 2160, "sequential", 75),
+]
+
+
+@pytest.mark.parametrize("model,weight_dtype,width,height,execution,budget_gb", TARGETS)
+def test_full_method_fits_the_target_budgets(comfy, model, weight_dtype, width, height, execution, budget_gb):
+    r = trace(model, width, height, 81, "cache", execution=execution, weight_dtype=weight_dtype)
+    if r.host_traits["rope_in_float32"]:
+        pytest.skip("the targets are for current ComfyUI; this host's RoPE copies q and k in float32 "
+                    "(its traced peaks are in docs/benchmarks.md)")
+    assert r.peak_bytes * HEADROOM <= budget_gb * GB, r.peak_bytes / GB
+    p = plan_memory(model, width, height, 81, mode="cache", execution=execution, weight_dtype=weight_dtype,
+                    host=HostTraits(**r.host_traits), vram_bytes=budget_gb * 10**9, host_ram_bytes=0)
+    assert p.fits and p.cache["storage"] is None        # no room for the cache: it is off, and it still fits
