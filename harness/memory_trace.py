@@ -111,6 +111,8 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
         stack.enter_context(_patched(flex, "compiled_flex_attention", lambda: _stub_flex))
         tables = []          # the block tables stay alive, as the backend's cache keeps them
         stack.enter_context(_patched(flex, "window_block_mask", _block_tables(flex, tables, unset_fake_temporarily)))
+        # the fake device has no allocator to ask: the nodes' memory plan sees no free-memory limit
+        stack.enter_context(_patched(host.pack_module("nodes.memory_plan"), "free_device_bytes", lambda device: None))
         base = config.get_model({}, "", device=dev)
         dm = base.diffusion_model
         patcher = comfy.model_patcher.ModelPatcher(base, load_device=dev, offload_device=dev)

@@ -21,6 +21,7 @@ from ..freeswim_core.dual import (CacheAction, DualLayout, FeatureStore, cache_b
                                   decide_cache_action, element_bytes, host_cache_bytes, row_keys,
                                   row_kinds, step_index, twin_rows)
 from .host_blocks import host_frees_block_inputs, host_frees_queries, sets_grid_sizes
+from .memory_plan import activation_bytes, plan_for_call
 from .options import (CACHE_NODE, WINDOW_NODE, CacheSettings, FreeSwimOptions, WindowSettings)
 from .run_state import RunState, say
 from .wan import native_tokens_per_frame, native_window_for, resolve_native_px
@@ -161,6 +162,8 @@ def plan_call(opts: FreeSwimOptions, dm, a: CallArgs, to: dict, run: Optional[Ru
                     cross_per_block=2 if isinstance(dm.blocks[0].cross_attn, WanI2VCrossAttention) else 1,
                     host_frees_queries=host_frees_queries(dm), host_frees_block_inputs=host_frees_block_inputs(dm))
     if opts.dual is None or window is None:
+        if window is not None and run is not None:
+            plan_for_call(opts, dm, a.x, (grid.h, grid.w), 0, run)      # for the run report
         return base
     sigma = first_sigma(to.get("sigmas"))
     if run is not None and sigma is not None and not (run.sigma_end <= sigma <= run.sigma_start):
@@ -172,11 +175,13 @@ def plan_call(opts: FreeSwimOptions, dm, a: CallArgs, to: dict, run: Optional[Ru
         return base
     keys = tuple(row_keys(to.get("uuids") or [None] * len(chunks), rows))
     signature = (grid.as_tuple(), tuple(a.x.shape[1:2]), str(a.x.dtype))
-    dual = dict(keys=keys, execution=opts.dual.execution, override_image=opts.dual.override_image_cross)
+    execution, memory = plan_for_call(opts, dm, a.x, (grid.h, grid.w), len(eligible), run)
+    dual = dict(keys=keys, execution=execution, override_image=opts.dual.override_image_cross)
     twins = DualLayout(rows, eligible)
     if opts.cache is None or run is None or run.cache_off:
         return replace(base, mode=Mode.DUAL, layout=twins, **dual)
-    store = run.store or open_store(opts.cache, grid, dm, a.x, len(eligible), run)
+    store = run.store or open_store(opts.cache, grid, dm, a.x, len(eligible), run,
+                                    reserve=activation_bytes(memory) if memory is not None else 0)
     if store is None:
         return replace(base, mode=Mode.DUAL, layout=twins, **dual)
     stored_at = [store.computed_at(keys[r]) if store.valid_for(keys[r], signature) else None for r in eligible]
@@ -188,8 +193,10 @@ def plan_call(opts: FreeSwimOptions, dm, a: CallArgs, to: dict, run: Optional[Ru
     return replace(base, mode=Mode.REUSE, reuse_rows=tuple(eligible), store=store, **dual)
 
 
-def open_store(cache: CacheSettings, grid: TokenGrid, dm, x, rows: int, run: RunState):
-    """The run's feature store where the cache fits, or None (then the cache is off for the run)."""
+def open_store(cache: CacheSettings, grid: TokenGrid, dm, x, rows: int, run: RunState, reserve: int = 0):
+    """The run's feature store where the cache fits, or None (then the cache is off for the run).
+    ``reserve``: device bytes the model calls themselves need (the memory plan's activations),
+    which a cache on the device must leave free."""
     import psutil
     import comfy.model_management as mm
     blocks = len(dm.blocks) + len(getattr(dm, "vace_blocks", None) or [])
@@ -197,7 +204,7 @@ def open_store(cache: CacheSettings, grid: TokenGrid, dm, x, rows: int, run: Run
     needed = cache_bytes(blocks, grid.tokens, dm.dim, rows, elem)
     # the store pins its host copies where CUDA is present (FeatureStore.put): count the rounding
     on_host = host_cache_bytes(blocks, grid.tokens, dm.dim, rows, elem, pinned=torch.cuda.is_available())
-    free_accel = mm.get_free_memory(x.device) if x.device.type != "cpu" else None
+    free_accel = max(0, mm.get_free_memory(x.device) - reserve) if x.device.type != "cpu" else None
     where = choose_storage(cache.storage, needed, free_accel, psutil.virtual_memory().available,
                            needed_host=on_host)
     report = run.report

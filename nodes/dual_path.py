@@ -17,7 +17,7 @@ CACHE_NAME = "FreeSwim Cross-Attn Cache"
 # Wan variants whose blocks make exactly one self-attention call followed by their
 # cross-attention call(s); S2V, HuMo and Animate add audio/face attention in between.
 DUAL_PATH_MODELS = (WanModel, VaceWanModel, CameraWanModel)
-EXECUTIONS = ("batched", "sequential")
+EXECUTIONS = ("auto", "batched", "sequential")
 
 
 def _check_dual_model(model, node_name: str):
@@ -54,19 +54,21 @@ class FreeSwimDualPathOverride(io.ComfyNode):
                                tooltip="Part of the schedule where the dual path runs: start."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Part of the schedule where the dual path runs: end."),
-                io.Combo.Input("execution", options=list(EXECUTIONS), default="batched",
+                io.Combo.Input("execution", options=list(EXECUTIONS), default="auto",
                                tooltip="batched: in every block the full-attention rows run in the same "
                                        "batch as the window rows. sequential: in every block the full-"
                                        "attention rows run first and hand their cross-attention output "
                                        "to the window rows: the same result, with each block's "
-                                       "activations for half the rows at a time (for 4K)."),
+                                       "activations for half the rows at a time (for 4K). auto: "
+                                       "batched where FreeSwim's memory plan of the call fits the GPU's "
+                                       "free memory, else sequential."),
             ],
             outputs=[io.Model.Output()],
         )
 
     @classmethod
     def execute(cls, model, passes, override_image_cross, start_percent, end_percent,
-                execution="batched") -> io.NodeOutput:
+                execution="auto") -> io.NodeOutput:
         _check_dual_model(model, DUAL_NAME)
         check_choice(DUAL_NAME, "passes", passes, PASSES)
         check_choice(DUAL_NAME, "execution", execution, EXECUTIONS)

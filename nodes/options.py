@@ -49,7 +49,7 @@ class DualPathSettings:
     override_image_cross: bool = False   # also replace I2V image cross-attention
     start_percent: float = 0.0
     end_percent: float = 1.0
-    execution: str = "batched"           # "batched" | "sequential" (per block: twins, then window rows)
+    execution: str = "auto"              # "batched" | "sequential" (per block: twins, then window rows) | "auto"
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class RunReport:
     cache_precision: Optional[str] = None
     cache_off_reason: Optional[str] = None
     attention_seconds: float = 0.0                       # in window attention (host clock)
+    memory: Optional[dict] = None                        # the memory plan of the run's calls (freeswim_core.memory)
     warnings: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -58,6 +59,9 @@ class RunState:
     bypass: bool = False                 # FreeSwim's override was replaced: run the model untouched
     store: Optional[FeatureStore] = None
     cache_off: bool = False              # the cache did not fit: full branch every step
+    memory_key: Optional[tuple] = None   # (latent shape, twins, execution asked) the plan below is for
+    memory_execution: str = "sequential"
+    memory_plan: Optional[object] = None
     report: RunReport = field(default_factory=RunReport)
     said: set = field(default_factory=set)
 

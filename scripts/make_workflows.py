@@ -55,10 +55,10 @@ def refine_and_save(g: UIGraph, model, pos, neg, latent, vae, *, width, height, 
 
 
 def t2v(info, *, unet, width, height, target, interval, note, prefix, storage="auto", precision="model",
-        execution="batched"):
+        execution="batched", weight_dtype="default"):
     g = UIGraph(info)
     g.note(note, column=1)
-    unet_node = g.add("UNETLoader", {"unet_name": unet, "weight_dtype": "default"})
+    unet_node = g.add("UNETLoader", {"unet_name": unet, "weight_dtype": weight_dtype})
     base = g.add("ModelSamplingSD3", {"shift": 8.0}, {"model": (unet_node, 0)}, column=1)
     pos, neg = text(g, "A lighthouse on a rocky cliff at dawn, waves crashing below, seabirds circling, "
                        "cinematic drone shot, golden light")
@@ -78,7 +78,8 @@ def t2v(info, *, unet, width, height, target, interval, note, prefix, storage="a
 def i2v(info):
     g = UIGraph(info)
     g.note(I2V_NOTE, column=1)
-    unet_node = g.add("UNETLoader", {"unet_name": "wan2.1_i2v_720p_14B_fp16.safetensors", "weight_dtype": "default"})
+    unet_node = g.add("UNETLoader", {"unet_name": "wan2.1_i2v_720p_14B_fp16.safetensors",
+                                     "weight_dtype": "fp8_e4m3fn"})
     base = g.add("ModelSamplingSD3", {"shift": 8.0}, {"model": (unet_node, 0)}, column=1)
     pos, neg = text(g, "The woman turns towards the camera and smiles, hair moving in the wind, soft evening light")
     vae = g.add("VAELoader", {"vae_name": VAE})
@@ -134,26 +135,29 @@ T2V_13B_NOTE = """FreeSwim: Wan2.1 T2V 1.3B, 832x480 -> 1920x1088 (the reference
    run 35 of 50 steps with shift 9, cfg 5.
 
 Sizes must be multiples of 16 (1088, not 1080). The cache holds 15.8 GB of features at 1088p in bf16
-(30 blocks x 171,360 tokens x 1536); storage auto keeps it on the GPU when it fits with 25% to spare,
-else in CPU RAM, else runs without it (logged). Lower strength keeps the subject closer to the
+(30 blocks x 171,360 tokens x 1536); storage auto keeps it on the GPU when it fits beside the planned
+activations with 25% to spare, else in CPU RAM, else runs without it (logged). One model call with the
+dual path batched peaks at 9.7 GB (traced; 10.7 GB with allocator headroom): a 12 GB GPU. Lower strength keeps the subject closer to the
 native pass. Files: models/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors,
 models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors, models/vae/wan_2.1_vae.safetensors."""
 
-T2V_14B_NOTE = """FreeSwim: Wan 14B T2V, 1280x720 -> 3840x2160 (4K)
+T2V_14B_NOTE = """FreeSwim: Wan 14B T2V, 1280x720 -> 3840x2160 (4K) on one 80 GB GPU
 
 Native pass at 1280x720 (81 frames), then FreeSwim window attention (45x81 token window), dual path
 and cache, and the refine pass at 3840x2160 (tiled VAE).
 
-Memory: at 4K one pass has 680,400 tokens. The cross-attention cache would be 279 GB in bf16 (40
-blocks x 680,400 tokens x 5120), so this graph stores it in CPU RAM in fp8 (140 GB); with less RAM
-the cache switches itself off and the full branch runs every step (slower, no extra memory).
-Dual-Path Override runs sequentially here (full branch, then window branch): same result, about
-half the peak activation memory of running both rows in one batch.
-Expect a long run; use --lowvram if the 14B weights and activations do not fit together.
-Works with wan2.1_t2v_14B or the Wan2.2 low-noise 14B file (swap the UNET file name)."""
+Memory: the weights load as fp8 e4m3 (Load Diffusion Model: weight_dtype fp8_e4m3fn, 14.3 GB; bf16
+compute). At 4K one pass has 680,400 tokens; Dual-Path Override runs sequentially (full branch, then
+window branch, per block: the same result), and one model call then peaks at 65 GB (traced on the
+real model's architecture; 72 GB with allocator headroom). The cross-attention cache would be
+279 GB in bf16 (40 blocks x 680,400 tokens x 5120), so this graph keeps it in CPU RAM in fp8 (140 GB);
+with less RAM the cache switches itself off and the full branch runs every step (slower, no extra
+memory). Works with wan2.1_t2v_14B or the Wan2.2 low-noise 14B file (swap the UNET file name)."""
 
 I2V_NOTE = """FreeSwim: Wan2.1 I2V 14B 720p, image -> 2560x1440
 
+Weights load as fp8 e4m3 (weight_dtype fp8_e4m3fn); one 2560x1440 model call with the dual path run
+sequentially peaks at 45 GB (traced; 50 GB with allocator headroom): an 80 GB GPU.
 WanImageToVideo builds the native-size conditioning from the start image; Latent Upscale Refine resizes
 that image latent to the target with the video, so the refine pass keeps the image conditioning.
 The dual path overrides only the text cross-attention (like the reference); set override_image_cross
@@ -186,7 +190,7 @@ def main():
         "wan_14B_t2v_freeswim_4k.json": t2v(
             info, unet="wan2.1_t2v_14B_fp16.safetensors", width=1280, height=720, target=(3840, 2160),
             interval=5, note=T2V_14B_NOTE, prefix="freeswim/wan_14B_4k", storage="cpu", precision="fp8",
-            execution="sequential"),
+            execution="sequential", weight_dtype="fp8_e4m3fn"),
         "wan2.1_i2v_14B_freeswim_1440p.json": i2v(info),
         "wan2.2_a14b_t2v_freeswim_1088p.json": a14b(info),
     }

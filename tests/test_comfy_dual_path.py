@@ -474,3 +474,35 @@ def test_token_major_patch_embedding_is_the_convolution(comfy):
     assert (got - expected).abs().max().item() <= 1e-6 * expected.abs().max().item()
     tokens = got.to(torch.bfloat16).flatten(2).transpose(1, 2)
     assert tokens.is_contiguous() and not expected.flatten(2).transpose(1, 2).is_contiguous()
+
+
+def test_auto_execution_follows_the_memory_plan(comfy, wan, monkeypatch):
+    """execution auto: batched while the planned call fits what the device has free, sequential
+    when only that fits, and a warning naming the shortfall when neither does. The run report
+    carries the plan."""
+    memory = comfy.pack_module("nodes.memory_plan")
+    latent = torch.zeros(1, 16, 3, 24, 40)
+    model = dual(comfy, windowed(comfy, wan), passes="cond", execution="auto")
+    monkeypatch.setattr(memory, "free_device_bytes", lambda device: 10**15)
+    roomy = comfy.ksample(model, latent, seed=2, steps=2)
+    report = comfy.last_report()
+    assert report["execution"] == "batched" and report["memory"]["execution"] == "batched"
+    plan = report["memory"]
+    # ComfyUI batches cond and uncond on the CPU: two rows and the conditional row's twin
+    assert plan["grid"] == list(GRID) and plan["rows"] == 3 and plan["fits_free"]
+    assert plan["peak_bytes"] == max(plan["phases"].values())
+    batched_needs = plan["activation_bytes"]
+
+    monkeypatch.setattr(memory, "free_device_bytes", lambda device: batched_needs - 1)
+    tight = comfy.ksample(model, latent, seed=2, steps=2)
+    report = comfy.last_report()
+    assert report["execution"] == "sequential" and report["memory"]["fits_free"]
+    assert report["memory"]["activation_bytes"] < batched_needs
+    assert rel_err(tight, roomy) < 1e-5
+    assert not report["warnings"]
+
+    monkeypatch.setattr(memory, "free_device_bytes", lambda device: 1)
+    comfy.ksample(model, latent, seed=2, steps=2)
+    report = comfy.last_report()
+    assert report["execution"] == "sequential" and not report["memory"]["fits_free"]
+    assert any("GB are free" in w and "Dual-Path Override" in w for w in report["warnings"])

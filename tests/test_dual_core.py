@@ -5,6 +5,7 @@ import torch
 from freeswim_core.dual import (CacheAction, DualLayout, FeatureStore, cache_bytes, choose_storage,
                                 decide_cache_action, element_bytes, host_cache_bytes, is_guide_step,
                                 pinned_bytes, row_keys, row_kinds, step_index, twin_rows)
+from freeswim_core.dual.storage import CHUNK_BYTES, chunk_tokens
 
 GB = 10**9
 
@@ -104,21 +105,42 @@ def test_feature_store_round_trip(precision, tol, storage):
 
 
 def test_pinned_host_cache_counts_the_allocators_power_of_two_rounding():
-    # 14B at 3840x2160x81 in fp8: one block's features are 680,400 x 5120 = 3,483,648,000 bytes,
-    # which PyTorch's caching host allocator pins as 2**32 bytes; 1.3B in bf16: 2,090,188,800 -> 2**31
+    # PyTorch's caching host allocator pins every allocation as a power of two: one 14B block at
+    # 3840x2160x81 in fp8 (680,400 x 5120 = 3,483,648,000 bytes) in one piece would pin 2**32
     assert 21 * 135 * 240 * 5120 == 3_483_648_000 and pinned_bytes(3_483_648_000) == 2**32
-    entry = 21 * 135 * 240 * 1536 * 2
-    assert entry == 2_090_188_800 and pinned_bytes(entry) == 2**31
     assert pinned_bytes(2**20) == 2**20 and pinned_bytes(2**20 + 1) == 2**21 and pinned_bytes(0) == 0
-    raw = cache_bytes(30, 21 * 135 * 240, 1536, 1, 2)
-    assert host_cache_bytes(30, 21 * 135 * 240, 1536, 1, 2, pinned=False) == raw
-    assert host_cache_bytes(30, 21 * 135 * 240, 1536, 1, 2, pinned=True) == 30 * 2**31
-    assert host_cache_bytes(40, 21 * 135 * 240, 5120, 1, 1, pinned=True) == 40 * (2**32 + 2**22)
+    # the store keeps 64 MiB chunks: 1.3B bf16 rows are 3072 bytes, 21,845 tokens a chunk
+    # (67,107,840 bytes, pinned as 2**26); 680,400 tokens = 31 full chunks + 3,205 tokens
+    # (9,845,760 bytes, pinned as 2**24)
+    assert CHUNK_BYTES == 2**26 and chunk_tokens(1536, 2) == 21_845
+    assert 31 * 21_845 + 3_205 == 680_400
+    raw = cache_bytes(30, 680_400, 1536, 1, 2)
+    assert host_cache_bytes(30, 680_400, 1536, 1, 2, pinned=False) == raw
+    assert host_cache_bytes(30, 680_400, 1536, 1, 2, pinned=True) == 30 * (31 * 2**26 + 2**24)
+    # 14B fp8: 5120-byte rows, 13,107 tokens a chunk (67,107,840 bytes), 51 full chunks + 11,943
+    # tokens (61,148,160 bytes, pinned as 2**26), and the float32 scales (2,721,600 bytes -> 2**22)
+    assert chunk_tokens(5120, 1) == 13_107 and 51 * 13_107 + 11_943 == 680_400
+    assert host_cache_bytes(40, 680_400, 5120, 1, 1, pinned=True) == 40 * (52 * 2**26 + 2**22)
     # fp8 adds a float32 scale per token
     assert host_cache_bytes(2, 100, 64, 1, 1, pinned=False) == 2 * (100 * 64 + 100 * 4)
-    # 85 GB of free host RAM holds the raw 62.7 GB with 25% to spare, but not the 64.4 GB it pins
-    free_host = 85 * 10**9
-    assert choose_storage("auto", raw, 10 * 10**9, free_host) == "cpu"
-    pinned = host_cache_bytes(30, 21 * 135 * 240, 1536, 1, 2, pinned=True)
-    assert choose_storage("auto", raw, 10 * 10**9, free_host, needed_host=pinned) is None
-    assert choose_storage("cpu", raw, 10 * 10**9, 2 * pinned, needed_host=pinned) == "cpu"
+    # what pinning adds is now under 1%, where whole blocks would have added 2.7% (1.3B) and 23% (14B)
+    pinned = host_cache_bytes(30, 680_400, 1536, 1, 2, pinned=True)
+    assert pinned < 1.01 * raw and 30 * pinned_bytes(680_400 * 3072) > 1.027 * raw
+    assert choose_storage("auto", raw, 10 * 10**9, 85 * 10**9, needed_host=pinned) == "cpu"
+    assert choose_storage("auto", raw, 10 * 10**9, int(pinned / 0.75) - 1, needed_host=pinned) is None
+
+
+@pytest.mark.parametrize("precision", ["model", "bf16", "fp8"])
+def test_feature_store_chunks_give_the_whole_blocks_result(precision, monkeypatch):
+    """Features written and read in many small chunks (quantised chunk by chunk, with per-token
+    scales) come back exactly as when the whole block is one chunk."""
+    import freeswim_core.dual.store as store_mod
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 300, 48, generator=g) * 4
+    whole = FeatureStore("cpu", precision, torch.device("cpu"))
+    whole.put(("r", 0), 0, x)
+    monkeypatch.setattr(store_mod, "chunk_tokens", lambda dim, eb: 7)    # 600 tokens: 86 chunks of 7
+    small = FeatureStore("cpu", precision, torch.device("cpu"))
+    small.put(("r", 0), 0, x)
+    assert torch.equal(small.get(("r", 0), 0), whole.get(("r", 0), 0))
+    assert small.get(("r", 0), 0).shape == x.shape

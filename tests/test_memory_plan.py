@@ -108,3 +108,43 @@ def test_full_method_fits_the_target_budgets(comfy, model, weight_dtype, width, 
     p = plan_memory(model, width, height, 81, mode="cache", execution=execution, weight_dtype=weight_dtype,
                     host=HostTraits(**r.host_traits), vram_bytes=budget_gb * 10**9, host_ram_bytes=0)
     assert p.fits and p.cache["storage"] is None        # no room for the cache: it is off, and it still fits
+
+
+# --- the shipped workflows' FreeSwim pass fits the GPU it is written for -----------------------
+
+WORKFLOWS = {   # workflow -> (model, weight dtype as loaded, GPU it is written for in GB)
+    "wan2.1_t2v_1.3B_freeswim_1088p.json": ("1.3b", "bf16", 12),
+    "wan2.2_a14b_t2v_freeswim_1088p.json": ("14b", "fp8", 40),
+    "wan2.1_i2v_14B_freeswim_1440p.json": ("14b-i2v", "fp8", 80),
+    "wan_14B_t2v_freeswim_4k.json": ("14b", "fp8", 75),
+}
+LOADED_DTYPES = {"fp8_e4m3fn": "fp8", "fp8_e5m2": "fp8"}
+
+
+def _freeswim_pass(name):
+    """(weight dtype as loaded, width, height, execution) of a workflow's FreeSwim refine pass."""
+    from pathlib import Path
+    graph = json.loads((Path(__file__).resolve().parents[1] / "workflows" / name).read_text())
+    by_type = {}
+    for node in graph["nodes"]:
+        by_type.setdefault(node["type"], []).append(node["widgets_values"])
+    unet_name, loaded = by_type["UNETLoader"][-1][:2]
+    dtype = LOADED_DTYPES.get(loaded, "fp8" if "fp8" in unet_name else "bf16")
+    width, height = by_type["FreeSwimLatentUpscaleRefine"][0][:2]
+    execution = by_type["FreeSwimDualPathOverride"][0][4]
+    return dtype, width, height, execution
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_shipped_workflows_fit_their_gpu(comfy, name):
+    model, dtype, budget_gb = WORKFLOWS[name]
+    loaded, width, height, execution = _freeswim_pass(name)
+    assert loaded == dtype, f"{name} loads its weights as {loaded}"
+    r = trace(model, width, height, 81, "cache", execution=execution if execution != "auto" else "sequential",
+              weight_dtype=dtype)
+    if r.host_traits["rope_in_float32"]:
+        pytest.skip("the budgets are for current ComfyUI; this host's RoPE copies q and k in float32")
+    assert r.peak_bytes * HEADROOM <= budget_gb * GB, (name, r.peak_bytes / GB)
+    p = plan_memory(model, width, height, 81, mode="cache", execution=r.execution, weight_dtype=dtype,
+                    host=HostTraits(**r.host_traits), vram_bytes=budget_gb * 10**9, host_ram_bytes=0)
+    assert p.fits, (name, p.needed_bytes / GB)

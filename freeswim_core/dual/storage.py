@@ -17,16 +17,29 @@ def pinned_bytes(nbytes: int) -> int:
     return 1 << max(0, int(nbytes) - 1).bit_length() if nbytes > 0 else 0
 
 
+# The feature store keeps each block's features in chunks of at most this many bytes: a power of
+# two, so that pinning a full chunk wastes at most one token's row to the allocator's rounding
+# (one 3.48 GB allocation would pin 4.29 GB). Quantisation runs one chunk at a time too.
+CHUNK_BYTES = 64 << 20
+
+
+def chunk_tokens(dim: int, element_bytes: int) -> int:
+    """Tokens per stored chunk of ``dim``-wide features."""
+    return max(1, CHUNK_BYTES // (dim * element_bytes))
+
+
 def host_cache_bytes(blocks: int, tokens: int, dim: int, rows: int, element_bytes: int,
                      pinned: bool) -> int:
-    """Host RAM the feature store really takes: one allocation per (row, block) of
-    ``tokens x dim x element_bytes`` (fp8 adds a float32 scale per token), each rounded up
-    to a power of two when pinned (one 14B block at 4K in fp8, 3.48 GB, pins 4.29 GB)."""
-    entry = tokens * dim * element_bytes
+    """Host RAM the feature store really takes: per (row, block), ``tokens x dim x element_bytes``
+    in chunks of :data:`CHUNK_BYTES` (fp8 adds a float32 scale per token, one allocation), each
+    allocation rounded up to a power of two when pinned."""
+    step = chunk_tokens(dim, element_bytes)
+    full, last = divmod(tokens, step)
+    chunks = [step * dim * element_bytes] * full + ([last * dim * element_bytes] if last else [])
     scale = tokens * 4 if element_bytes == 1 else 0
     if pinned:
-        entry, scale = pinned_bytes(entry), pinned_bytes(scale)
-    return blocks * rows * (entry + scale)
+        chunks, scale = [pinned_bytes(c) for c in chunks], pinned_bytes(scale)
+    return blocks * rows * (sum(chunks) + scale)
 
 
 STORAGE_MODES = ("auto", "gpu", "cpu")

@@ -55,12 +55,12 @@ class MemoryPlan:
 
 def plan_memory(arch: WanArchitecture | str, width: int, height: int, frames: int = 81, *,
                 mode: str = "dual", execution: str = "sequential", weight_dtype: str = "bf16",
-                rows: int = 1, host: HostTraits = HostTraits(), vram_bytes: Optional[int] = None,
+                rows: int = 1, twins: Optional[int] = None, host: HostTraits = HostTraits(), vram_bytes: Optional[int] = None,
                 host_ram_bytes: Optional[int] = None, cache_storage: str = "auto",
                 cache_precision: str = "bf16", pinned: bool = True) -> MemoryPlan:
     """Peak device memory of one model call of ``rows`` latent rows (1: the conditional call,
-    which is the sampler's largest at sizes where memory matters), and whether it fits
-    ``vram_bytes``.
+    which is the sampler's largest at sizes where memory matters; ``twins`` of them with a
+    full-attention twin, all by default), and whether it fits ``vram_bytes``.
 
     ``mode``: ``plain`` (no FreeSwim), ``window``, ``dual`` (each row with a full-attention twin),
     ``cache`` (the dual path's guide call, features stored where ``cache_storage`` allows:
@@ -81,7 +81,7 @@ def plan_memory(arch: WanArchitecture | str, width: int, height: int, frames: in
     window_tokens = arch.native_window()
     # a grid inside the native window: window attention is a no-op, and so is the dual path
     windowed = freeswim and not (grid[1] <= window_tokens[0] and grid[2] <= window_tokens[1])
-    twins = rows if windowed and mode in ("dual", "cache") else 0
+    twins = (rows if twins is None else min(twins, rows)) if windowed and mode in ("dual", "cache") else 0
     total = rows + twins
     token_major = freeswim and host.frees_block_inputs
     c, t, h, w = arch.latent_shape(width, height, frames)
