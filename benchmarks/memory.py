@@ -25,7 +25,7 @@ from harness.memory_trace import ARCHS, GB, MODES, trace  # noqa: E402
 from freeswim_core.memory import HostTraits, plan_memory  # noqa: E402
 
 TABLE_SIZES = [(832, 480), (1280, 720), (1920, 1088), (2560, 1440), (3840, 2160)]
-TABLE_CASES = [("1.3b", "bf16"), ("14b", "fp8")]
+TABLE_CASES = [("1.3b", "bf16"), ("14b", "fp8"), ("5b", "bf16")]
 
 
 def host_by_version(version: str | None):
@@ -99,6 +99,35 @@ def table(host, json_path=None) -> int:
     return 0
 
 
+CARDS = (12, 24, 48, 80)
+
+
+def fits_table(json_path, host_id) -> int:
+    """Per model and size, the smallest of 12/24/48/80 GB GPUs each mode fits (traced peak + 10%
+    allocator headroom), from the rows ``--table --table-json`` wrote for ``host_id``."""
+    from freeswim_core.memory import HEADROOM
+    rows = [json.loads(line) for line in open(json_path) if line.strip()]
+    rows = [r for r in rows if r["host"] == host_id]
+    cols = [("window", "sequential", "window only"), ("dual", "sequential", "full method, sequential"),
+            ("dual", "batched", "full method, batched")]
+    print("| model (weights) | size | " + " | ".join(c[2] for c in cols) + " |")
+    print("|---|---|" + "---|" * len(cols))
+    keys = []
+    for r in rows:
+        if (r["model"], r["weight_dtype"], r["width"], r["height"]) not in keys:
+            keys.append((r["model"], r["weight_dtype"], r["width"], r["height"]))
+    for model, wdt, w, h in keys:
+        cells = []
+        for mode, execution, _ in cols:
+            (r,) = [x for x in rows if (x["model"], x["weight_dtype"], x["width"], x["height"], x["mode"],
+                                        x["execution"]) == (model, wdt, w, h, mode, execution)]
+            need = r["peak_bytes_traced"] * HEADROOM / GB
+            card = next((c for c in CARDS if need <= c), None)
+            cells.append(f"{card} GB ({need:.1f})" if card else f"over 80 ({need:.1f})")
+        print(f"| {model} ({wdt}) | {w}x{h}x81 | " + " | ".join(cells) + " |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=sorted(ARCHS), default="1.3b")
@@ -113,7 +142,11 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--table", action="store_true", help="peaks over sizes and modes (GB) on the host")
     ap.add_argument("--table-json", default=None, help="with --table: also append each row to this JSON-lines file")
+    ap.add_argument("--fits", default=None, metavar="TABLE_JSON",
+                    help="print which GPU size each mode fits, from a --table-json file (with --host)")
     a = ap.parse_args()
+    if a.fits:
+        return fits_table(a.fits, f"comfyui-{a.host}" if a.host else newest().id)
     import harness.inprocess as inprocess
     host = inprocess.comfy_ready(host_by_version(a.host))
     return table(host, a.table_json) if a.table else one(a)

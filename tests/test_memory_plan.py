@@ -140,8 +140,11 @@ def test_shipped_workflows_fit_their_gpu(comfy, name):
     model, dtype, budget_gb = WORKFLOWS[name]
     loaded, width, height, execution = _freeswim_pass(name)
     assert loaded == dtype, f"{name} loads its weights as {loaded}"
-    r = trace(model, width, height, 81, "cache", execution=execution if execution != "auto" else "sequential",
-              weight_dtype=dtype)
+    if execution == "auto":      # as the node decides: batched where its plan fits the GPU
+        batched = plan_memory(model, width, height, 81, mode="cache", execution="batched", weight_dtype=dtype,
+                              vram_bytes=budget_gb * 10**9, host_ram_bytes=0)
+        execution = "batched" if batched.fits else "sequential"
+    r = trace(model, width, height, 81, "cache", execution=execution, weight_dtype=dtype)
     if r.host_traits["rope_in_float32"]:
         pytest.skip("the budgets are for current ComfyUI; this host's RoPE copies q and k in float32")
     assert r.peak_bytes * HEADROOM <= budget_gb * GB, (name, r.peak_bytes / GB)
