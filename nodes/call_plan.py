@@ -202,8 +202,8 @@ def open_store(cache: CacheSettings, grid: TokenGrid, dm, x, rows: int, run: Run
     blocks = len(dm.blocks) + len(getattr(dm, "vace_blocks", None) or [])
     elem = element_bytes(cache.precision, x.dtype)
     needed = cache_bytes(blocks, grid.tokens, dm.dim, rows, elem)
-    # the store pins its host copies where CUDA is present (FeatureStore.put): count the rounding
-    on_host = host_cache_bytes(blocks, grid.tokens, dm.dim, rows, elem, pinned=torch.cuda.is_available())
+    # the store pins its host copies when the model runs on CUDA (FeatureStore.put): count the rounding
+    on_host = host_cache_bytes(blocks, grid.tokens, dm.dim, rows, elem, pinned=x.device.type == "cuda")
     free_accel = max(0, mm.get_free_memory(x.device) - reserve) if x.device.type != "cpu" else None
     where = choose_storage(cache.storage, needed, free_accel, psutil.virtual_memory().available,
                            needed_host=on_host)

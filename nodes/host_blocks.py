@@ -33,7 +33,11 @@ def sets_grid_sizes(dm) -> bool:
 
 
 def _own_forward(obj, cls, name: str) -> bool:
-    return getattr(type(obj), name, None) is getattr(cls, name)
+    """Does ``obj.name`` run ``cls.name`` itself: not a subclass's override and not a function
+    another node set on the object (``add_object_patch("...forward", fn)``)? A method that
+    ComfyUI put back after such a patch is the class's own again."""
+    bound = getattr(obj, name, None)
+    return getattr(bound, "__func__", None) is getattr(cls, name)
 
 
 def host_frees_queries(dm) -> bool:

@@ -30,14 +30,20 @@ def architecture_of(dm, info, native_px: tuple[int, int]) -> WanArchitecture:
 
 
 def weight_dtype_of(dm) -> str:
-    """The dtype the block weights are stored in (fp8 checkpoints keep fp8 on the device)."""
-    weight = dm.blocks[0].self_attn.q.weight
-    return DTYPE_NAMES.get(weight.dtype, "bf16")
+    """The dtype the block weights are stored in (fp8 checkpoints keep fp8 on the device); by the
+    bytes per value for layouts the planner does not name (quantised tensors)."""
+    weight = getattr(getattr(dm.blocks[0].self_attn, "q", None), "weight", None)
+    dtype = getattr(weight, "dtype", torch.bfloat16)
+    if dtype in DTYPE_NAMES:
+        return DTYPE_NAMES[dtype]
+    size = torch.empty((), dtype=dtype).element_size() if isinstance(dtype, torch.dtype) else 2
+    return {1: "fp8", 4: "fp32"}.get(size, "bf16")
 
 
 def free_device_bytes(device: torch.device) -> Optional[int]:
     """What ComfyUI says is free on ``device`` now (the weights of the model being sampled are
-    already loaded); None where that is not known."""
+    already loaded). Callers treat None (a device with nothing to ask, as in the memory trace's
+    fake one) as no limit."""
     import comfy.model_management as mm
     return int(mm.get_free_memory(device))
 

@@ -506,3 +506,35 @@ def test_auto_execution_follows_the_memory_plan(comfy, wan, monkeypatch):
     report = comfy.last_report()
     assert report["execution"] == "sequential" and not report["memory"]["fits_free"]
     assert any("GB are free" in w and "Dual-Path Override" in w for w in report["warnings"])
+
+
+def test_a_node_that_replaces_the_cross_attention_keeps_its_queries(comfy):
+    """A node that object-patches a block's ``cross_attn.forward`` (as guidance nodes do) may call
+    attention twice with the same q: FreeSwim must not write its output over that q, nor over the
+    self-attention's queries of a module whose forward it does not know."""
+    import comfy.ldm.modules.attention as attention
+    host_blocks = comfy.pack_module("nodes.host_blocks")
+    model = comfy.load_tiny_wan(seed=43)
+    dm = model.model.diffusion_model
+    assert host_blocks.host_frees_queries(dm)
+    changed = []
+
+    def make_forward(module):
+        def forward(x, context, transformer_options={}, **kwargs):
+            q = module.norm_q(module.q(x))
+            k, v = module.norm_k(module.k(context)), module.v(context)
+            before = q.clone()
+            first = attention.optimized_attention(q, k, v, heads=module.num_heads,
+                                                  transformer_options=transformer_options)
+            changed.append((q - before).abs().max().item())
+            second = attention.optimized_attention(q, k, v, heads=module.num_heads,
+                                                   transformer_options=transformer_options)
+            return module.o(first + second)
+        return forward
+
+    patched = dual(comfy, windowed(comfy, model), passes="cond", execution="sequential")
+    for i, block in enumerate(dm.blocks):
+        patched.add_object_patch(f"diffusion_model.blocks.{i}.cross_attn.forward", make_forward(block.cross_attn))
+    comfy.ksample(patched, LATENT, seed=1, steps=1)
+    assert changed and max(changed) == 0.0
+    assert not host_blocks.host_frees_queries(dm)       # ComfyUI keeps the patch applied while loaded

@@ -203,3 +203,26 @@ def test_output_over_keys_or_values_is_refused():
             window_attention(q, k, v, (3, 12, 20), (7, 11), backend="chunked", out=bad)
     with pytest.raises(ValueError, match="out must match q"):
         window_attention(q, k, v, (3, 12, 20), (7, 11), backend="chunked", out=torch.empty(1, 1, 720, 8))
+
+
+def test_a_failure_after_writing_over_the_queries_is_marked_and_keeps_its_type(monkeypatch):
+    """If the kernel fails after some head groups were written over q (out of memory at 4K, say),
+    the host's own handling must see the original error (ComfyUI frees models on an OOM), and it
+    is marked so that no fallback backend recomputes from the overwritten queries."""
+    import freeswim_core.attention.flex as flex
+    monkeypatch.setattr(flex, "COPY_BUDGET", 1)                   # one head per call
+    calls = []
+
+    def kernel(q, k, v, block_mask=None, scale=None):
+        calls.append(1)
+        if len(calls) == fail_at:
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+        return torch.zeros_like(q)
+
+    monkeypatch.setattr(flex, "compiled_flex_attention", lambda: kernel)
+    for fail_at, partial in ((2, True), (1, False)):
+        calls.clear()
+        q, k, v = _qkv(1, 3, 720, 16, torch.float32)
+        with pytest.raises(torch.OutOfMemoryError) as info:
+            flex.flex_window_attention(q, k, v, TokenGrid(3, 12, 20), Window(7, 11), out=q)
+        assert getattr(info.value, flex.PARTIAL_OUTPUT, False) is partial

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from ..geometry import TokenGrid, as_grid, as_window
 from ..log import logger
 from .chunked import chunked_window_attention
-from .flex import PartialOutput, flex_available, flex_window_attention
+from .flex import PARTIAL_OUTPUT, flex_available, flex_window_attention
 
 BACKENDS = ("auto", "flex", "chunked")
 
@@ -85,9 +85,9 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, wi
     if q.is_cuda and flex_available() and key not in _flex_broken:
         try:
             return flex_window_attention(q, k, v, grid, window, inward=inward, scale=scale, out=out)
-        except PartialOutput:
-            raise
         except Exception as exc:  # compile or launch failure: degrade, say so once
+            if getattr(exc, PARTIAL_OUTPUT, False):
+                raise
             _flex_broken.add(key)
             logger.warning("FlexAttention window backend failed (%s: %s); using the exact chunked "
                            "backend from now on. Set backend='chunked' to silence this.",

@@ -109,9 +109,10 @@ def _call_groups(B: int, NH: int, L: int, D: int, element_bytes: int = 2):
             yield slice(b, b + 1), slice(h0, h0 + heads)
 
 
-class PartialOutput(RuntimeError):
-    """The kernel failed after some head groups were written into an ``out`` that aliases ``q``:
-    those queries are gone, so no other backend can redo the call."""
+# Set on an exception raised after some head groups were written into an ``out`` that aliases
+# ``q``: those queries are gone, so no other backend may redo the call. The exception itself
+# (an out-of-memory error, say) is re-raised unchanged for the host to handle.
+PARTIAL_OUTPUT = "freeswim_partial_output"
 
 
 def flex_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -143,7 +144,8 @@ def flex_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             del o
     except Exception as exc:
         if written and torch._C._is_alias_of(out, q):
-            raise PartialOutput(f"window attention failed part-way with its output in place of the "
-                                f"queries ({type(exc).__name__}: {exc})") from exc
+            setattr(exc, PARTIAL_OUTPUT, True)
+            exc.add_note("FreeSwim: the window attention failed part-way with its output written over "
+                         "its queries; the call cannot be retried with another backend.")
         raise
     return out
