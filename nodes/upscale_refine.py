@@ -20,6 +20,7 @@ import torch
 from comfy_api.latest import io
 from comfy_extras.nodes_model_advanced import ModelSamplingSD3
 
+from . import vae_tiles
 from .checks import check_choice, check_number
 from .errors import InvalidInput
 from .wan import wan_info
@@ -27,8 +28,6 @@ from .wan import wan_info
 NODE_NAME = "FreeSwim Latent Upscale Refine"
 UPSCALE_PATHS = ("pixel", "latent")
 RESIZE_METHODS = ("bilinear", "bicubic", "lanczos")
-# Above this many output pixels per frame the VAE runs tiled (4K frames would not fit otherwise).
-TILED_ABOVE_PX = 1280 * 720
 # Conditioning entries that carry latents at the native size (I2V / FLF image latents, Fun reference).
 SPATIAL_CONDITIONING = ("concat_latent_image", "concat_mask", "reference_latents")
 
@@ -57,34 +56,25 @@ def _upscale_latent_space(samples, w_lat, h_lat, method):
     return comfy.utils.common_upscale(samples, w_lat, h_lat, method, "disabled")
 
 
-def _decode(vae, latent, tiled):
-    if tiled:
-        return vae.decode_tiled(latent, tile_x=512 // 8, tile_y=512 // 8, overlap=64 // 8,
-                                tile_t=64 // 4, overlap_t=max(1, 8 // 4))
-    return vae.decode(latent)
-
-
-def _encode(vae, frames, tiled):
-    if tiled:
-        return vae.encode_tiled(frames, tile_x=512, tile_y=512, overlap=64, tile_t=64, overlap_t=8)
-    return vae.encode(frames)
-
-
-def _upscale_pixel_space(vae, samples, width, height, method, pbar):
-    """Decode each video of the batch, resize its frames, encode it again."""
-    tiled = width * height > TILED_ABOVE_PX
-    out = []
+def _upscale_pixel_space(vae, samples, width, height, method, pbar) -> tuple[torch.Tensor, list]:
+    """Decode each video of the batch, resize its frames, encode it again: every frame at once
+    (Wan's VAE is causal in time), in spatial tiles only where the memory plan needs them.
+    Returns the latent and the VAE plans."""
+    out, plans = [], []
     for row in samples.split(1, dim=0):
         comfy.model_management.throw_exception_if_processing_interrupted()
-        frames = _decode(vae, row, tiled)
+        frames, plan = vae_tiles.decode(vae, row, NODE_NAME)
+        plans.append(plan.as_dict())
         frames = frames.reshape(-1, *frames.shape[-3:])            # [frames, H, W, 3]
         pbar.update(1)
         comfy.model_management.throw_exception_if_processing_interrupted()
         frames = comfy.utils.common_upscale(frames.movedim(-1, 1), width, height, method,
                                             "disabled").movedim(1, -1)
-        out.append(_encode(vae, frames[..., :3], tiled))
+        latent, plan = vae_tiles.encode(vae, frames[..., :3], NODE_NAME)
+        plans.append(plan.as_dict())
+        out.append(latent)
         pbar.update(1)
-    return torch.cat(out, dim=0)
+    return torch.cat(out, dim=0), plans
 
 
 def _resize_conditioning(conditioning, w_lat, h_lat):
@@ -189,8 +179,9 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
                  NODE_NAME, in_w, in_h, width, height, upscale_path, resize_method, run_steps, steps,
                  strength, shift, cfg)
         started = time.perf_counter()
+        vae_plans = []
         if upscale_path == "pixel":
-            up = _upscale_pixel_space(vae, samples, width, height, resize_method, pbar)
+            up, vae_plans = _upscale_pixel_space(vae, samples, width, height, resize_method, pbar)
         else:
             up = _upscale_latent_space(samples, w_lat, h_lat, resize_method)
             pbar.update(2 * samples.shape[0])
@@ -211,7 +202,7 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
             up, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
         phases = {"upscale_path": upscale_path, "upscale_s": round(upscaled - started, 3),
                   "sampling_s": round(time.perf_counter() - upscaled, 3), "steps_run": run_steps,
-                  "target_px": [width, height]}
+                  "target_px": [width, height], "vae": vae_plans}
         log.info("%s: upscale (%s) %.2f s, sampling (%d steps) %.2f s.", NODE_NAME, upscale_path,
                  phases["upscale_s"], run_steps, phases["sampling_s"])
         # The phases also go to the prompt's history (outputs of this node id): a structured record
