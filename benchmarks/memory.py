@@ -99,6 +99,33 @@ def table(host, json_path=None) -> int:
     return 0
 
 
+VAE_SIZES = [(1920, 1088), (2560, 1440), (3840, 2160)]
+
+
+def vae_table(host) -> int:
+    """The Wan 2.1 VAE's decode and encode of 81 frames: the whole frame traced (planned), and the
+    spatial tiles the plan picks for 24/48/80 GB GPUs (every frame at once)."""
+    from comfy.ldm.wan.vae import Decoder3d
+    from freeswim_core.memory.vae import plan_vae, vae_call_bytes
+    from harness.vae_trace import trace_vae
+    streamed = hasattr(Decoder3d, "run_up")
+    print("| host | VAE call | size | whole frame: traced (planned) GB | 12 GB: tile, tiles, GB | 24 GB | "
+          "48 GB | 80 GB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kind in ("decode", "encode"):
+        for w, h in VAE_SIZES:
+            r = trace_vae(kind, w, h, 81)
+            planned = vae_call_bytes(kind, w, h, 81, streamed)
+            cells = []
+            for card in (12, 24, 48, 80):
+                p = plan_vae(kind, w, h, 81, card * 10**9, streamed)
+                cells.append("whole frame" if p.tile is None else
+                             f"{p.tile[0]}x{p.tile[1]}, {p.tiles}, {p.peak_bytes / GB:.1f}")
+            print(f"| {host.id} | {kind} | {w}x{h}x81 | {r.peak_bytes / GB:.1f} ({planned / GB:.1f}) | "
+                  + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
 CARDS = (12, 24, 48, 80)
 
 
@@ -142,6 +169,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--table", action="store_true", help="peaks over sizes and modes (GB) on the host")
     ap.add_argument("--table-json", default=None, help="with --table: also append each row to this JSON-lines file")
+    ap.add_argument("--vae", action="store_true", help="the VAE's decode and encode table on the host")
     ap.add_argument("--fits", default=None, metavar="TABLE_JSON",
                     help="print which GPU size each mode fits, from a --table-json file (with --host)")
     a = ap.parse_args()
@@ -149,6 +177,8 @@ def main() -> int:
         return fits_table(a.fits, f"comfyui-{a.host}" if a.host else newest().id)
     import harness.inprocess as inprocess
     host = inprocess.comfy_ready(host_by_version(a.host))
+    if a.vae:
+        return vae_table(host)
     return table(host, a.table_json) if a.table else one(a)
 
 

@@ -42,13 +42,18 @@ def text(g: UIGraph, prompt: str):
     return (pos, 0), (neg, 0)
 
 
+# The final decode takes every frame at once: Wan's VAE is causal in time, and a temporal tile restarts
+# its frame cache (the clip jumps at the tile boundary). Space is tiled, with bigger tiles (fewer
+# seams) where the workflow's GPU has room (VAE plan: a 1024 px tile of 81 frames peaks at 7.9 GB).
 def refine_and_save(g: UIGraph, model, pos, neg, latent, vae, *, width, height, prefix, fps=15):
     r = g.add("FreeSwimLatentUpscaleRefine",
               {"width": width, "height": height, "upscale_path": "pixel", "resize_method": "bilinear",
                "strength": 0.7, "steps": 50, "cfg": 5.0, "sampler_name": "uni_pc", "scheduler": "simple",
                "shift": 9.0, "seed": 42},
               {"model": model, "positive": pos, "negative": neg, "latent": latent, "vae": vae}, column=3)
-    dec = g.add("VAEDecodeTiled", {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8},
+    tile = 1024 if width * height > 1920 * 1088 else 512
+    dec = g.add("VAEDecodeTiled", {"tile_size": tile, "overlap": tile // 8, "temporal_size": 4096,
+                                   "temporal_overlap": 4},
                 {"samples": (r, 0), "vae": vae}, column=3)
     vid = g.add("CreateVideo", {"fps": fps}, {"images": (dec, 0)}, column=3)
     g.add("SaveVideo", {"filename_prefix": prefix}, {"video": (vid, 0)}, column=3)
@@ -141,7 +146,11 @@ execution auto runs both rows in one batch where FreeSwim's memory plan fits the
 model call peaks at 9.7 GB, traced; 10.7 GB with allocator headroom: a 12 GB GPU), else one after the
 other per block (7.9 GB). Lower strength keeps the subject closer to the
 native pass. Files: models/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors,
-models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors, models/vae/wan_2.1_vae.safetensors."""
+models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors, models/vae/wan_2.1_vae.safetensors.
+
+VAE: Latent Upscale Refine and the final decode take every frame at once (Wan's VAE is causal in
+time: tiling it in time makes the clip jump at the tile boundary); only space is tiled, and the
+refine node picks its tiles from the GPU's memory (whole frames where they fit)."""
 
 T2V_14B_NOTE = """FreeSwim: Wan 14B T2V, 1280x720 -> 3840x2160 (4K) on one 80 GB GPU
 
@@ -154,7 +163,11 @@ window branch, per block: the same result), and one model call then peaks at 65 
 real model's architecture; 72 GB with allocator headroom). The cross-attention cache would be
 279 GB in bf16 (40 blocks x 680,400 tokens x 5120), so this graph keeps it in CPU RAM in fp8 (140 GB);
 with less RAM the cache switches itself off and the full branch runs every step (slower, no extra
-memory). Works with wan2.1_t2v_14B or the Wan2.2 low-noise 14B file (swap the UNET file name)."""
+memory). Works with wan2.1_t2v_14B or the Wan2.2 low-noise 14B file (swap the UNET file name).
+
+VAE: Latent Upscale Refine and the final decode take every frame at once (Wan's VAE is causal in
+time: tiling it in time makes the clip jump at the tile boundary); only space is tiled, and the
+refine node picks its tiles from the GPU's memory (whole frames where they fit)."""
 
 I2V_NOTE = """FreeSwim: Wan2.1 I2V 14B 720p, image -> 2560x1440
 
@@ -166,7 +179,11 @@ The dual path overrides only the text cross-attention (like the reference); set 
 to also override the CLIP image branch. Cache: 1440p = 302,400 tokens x 40 blocks x 5120 = 124 GB in
 bf16, kept in CPU RAM here; with less RAM the cache turns itself off (logged).
 Files: wan2.1_i2v_720p_14B_fp16, umt5_xxl_fp8_e4m3fn_scaled, wan_2.1_vae, clip_vision_h; put the start
-frame into ComfyUI/input as freeswim_start_frame.png or pick another image."""
+frame into ComfyUI/input as freeswim_start_frame.png or pick another image.
+
+VAE: Latent Upscale Refine and the final decode take every frame at once (Wan's VAE is causal in
+time: tiling it in time makes the clip jump at the tile boundary); only space is tiled, and the
+refine node picks its tiles from the GPU's memory (whole frames where they fit)."""
 
 A14B_NOTE = """FreeSwim: Wan2.2 A14B (high/low-noise models) 1280x720 -> 1920x1088
 
@@ -178,7 +195,11 @@ FreeSwim nodes can also be put on the high-noise model in your own graphs.
 Cache at 1088p for 14B: 70 GB in bf16 (auto picks GPU, CPU or none). Memory: the fp8 weights take
 14.3 GB; one model call at 1920x1088 peaks at 33.9 GB with the dual path batched (traced; 37.3 GB with
 allocator headroom: a 40 GB GPU) and 27.8 GB sequential, which execution auto picks when the batch
-does not fit."""
+does not fit.
+
+VAE: Latent Upscale Refine and the final decode take every frame at once (Wan's VAE is causal in
+time: tiling it in time makes the clip jump at the tile boundary); only space is tiled, and the
+refine node picks its tiles from the GPU's memory (whole frames where they fit)."""
 
 
 def main():

@@ -56,12 +56,28 @@ def test_pixel_path_equals_core_nodes(comfy, wan, vae):
     assert torch.equal(got, core_chain(comfy, wan, up["samples"]))
 
 
-def test_pixel_path_tiles_large_targets(comfy, wan, vae, monkeypatch):
-    module = comfy.pack_module("nodes.upscale_refine")
+def test_pixel_path_tiles_in_space_when_memory_is_short(comfy, wan, vae, monkeypatch):
+    """With a budget below the whole frame, the VAE runs in spatial tiles, every frame at once."""
+    tiles = comfy.pack_module("nodes.vae_tiles")
+    plan_mod = comfy.pack_module("freeswim_core.memory.vae")
     plain = refine(comfy, wan, NATIVE, vae=vae, upscale_path="pixel", steps=2)
-    monkeypatch.setattr(module, "TILED_ABOVE_PX", 0)
-    tiled = refine(comfy, wan, NATIVE, vae=vae, upscale_path="pixel", steps=2)
+    monkeypatch.setattr(plan_mod, "MIN_TILE", 64)
+    monkeypatch.setattr(plan_mod, "TILE_STEP", 32)
+    monkeypatch.setattr(plan_mod, "MIN_OVERLAP", 16)
+    budget = int(plan_mod.vae_call_bytes("encode", 96, 96, 9, **tiles.vae_traits(vae)) * 1.1) + 1
+    monkeypatch.setattr(tiles, "vae_budget_bytes", lambda v: budget)
+    with torch.inference_mode():
+        res = comfy.node_class(NODE).execute(
+            model=wan, latent={"samples": NATIVE}, vae=vae, positive=comfy.text_conditioning(1),
+            negative=comfy.text_conditioning(2), width=192, height=160, scale_by=0.0, upscale_path="pixel",
+            resize_method="bilinear", strength=0.5, steps=2, cfg=5.0, sampler_name="euler", scheduler="simple",
+            shift=9.0, seed=3)
+    tiled = res.result[0]["samples"]
     assert tiled.shape == plain.shape and torch.isfinite(tiled).all()
+    decode_plan, encode_plan = res.ui["freeswim_refine"][0]["vae"]
+    assert decode_plan["kind"] == "decode" and decode_plan["tile"] is not None and decode_plan["fits"]
+    assert encode_plan["kind"] == "encode" and encode_plan["tile"] == [96, 96] and encode_plan["tiles"] == 6
+    assert decode_plan["frames"] == encode_plan["frames"] == 9                  # every frame in one piece
 
 
 def test_scale_factor_and_reference_step_count(comfy, wan):
