@@ -80,5 +80,7 @@ def ffn_holds_hidden(dm) -> bool:
 
 def host_traits(dm) -> dict:
     """What the memory planner (``freeswim_core.memory.HostTraits``) needs to know about the host."""
+    from comfy.ldm.wan.vae import Decoder3d
     return dict(rope_in_float32=rope_in_float32(), frees_queries=host_frees_queries(dm),
-                frees_block_inputs=host_frees_block_inputs(dm), ffn_holds_hidden=ffn_holds_hidden(dm))
+                frees_block_inputs=host_frees_block_inputs(dm), ffn_holds_hidden=ffn_holds_hidden(dm),
+                vae_streamed=hasattr(Decoder3d, "run_up"))

@@ -151,3 +151,15 @@ def test_shipped_workflows_fit_their_gpu(comfy, name):
     p = plan_memory(model, width, height, 81, mode="cache", execution=r.execution, weight_dtype=dtype,
                     host=HostTraits(**r.host_traits), vram_bytes=budget_gb * 10**9, host_ram_bytes=0)
     assert p.fits, (name, p.needed_bytes / GB)
+
+
+def test_the_plan_covers_the_vae_at_the_target_size():
+    """1.3B at 4K on a 24 GB GPU: the model call fits, and the VAE's decode and encode of the clip
+    (60.6 and 45.1 GB in one piece) are planned in spatial tiles that fit, every frame at once."""
+    p = plan_memory("1.3b", 3840, 2160, 81, mode="dual", vram_bytes=24 * 10**9)
+    assert p.fits
+    for kind in ("decode", "encode"):
+        vae = p.vae[kind]
+        assert vae["frames"] == 81 and vae["tile"] is not None and vae["fits"]
+        assert vae["peak_bytes"] * HEADROOM <= 24e9
+    assert plan_memory("1.3b", 3840, 2160, 81, mode="dual", vram_bytes=80 * 10**9).vae["decode"]["tile"] is None

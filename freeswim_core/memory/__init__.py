@@ -17,6 +17,7 @@ from ..dual.storage import cache_bytes, choose_storage, host_cache_bytes
 from . import phases as P
 from .architecture import DTYPE_BYTES, WAN_ARCHITECTURES, WanArchitecture
 from .phases import HostTraits
+from .vae import plan_vae
 
 MODES = ("plain", "window", "dual", "cache")
 EXECUTIONS = ("batched", "sequential")
@@ -46,6 +47,8 @@ class MemoryPlan:
     cache: Optional[dict] = None    # bytes, host_bytes, storage ("gpu", "cpu" or None: off), precision
     budget_bytes: Optional[int] = None
     fits: Optional[bool] = None     # None without a budget
+    vae: Optional[dict] = None      # Wan 2.1 VAE: the decode and encode at this size (memory.vae), when
+                                    # they run alone on the GPU (ComfyUI unloads the model for them)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -134,10 +137,15 @@ def plan_memory(arch: WanArchitecture | str, width: int, height: int, frames: in
     peak_phase = max(phase_bytes, key=phase_bytes.get)
     peak = phase_bytes[peak_phase]
     needed = int(peak * HEADROOM)
+    vae = None
+    if arch.vae == 8 and arch.out_dim == 16:       # the Wan 2.1 VAE's plan (the 2.2 VAE is not modelled)
+        vae = {kind: plan_vae(kind, width, height, frames, vram_bytes, streamed=host.vae_streamed,
+                              headroom=HEADROOM).as_dict()
+               for kind in ("decode", "encode")}
     return MemoryPlan(name, width, height, frames, mode, execution if twins else "-", weight_dtype, grid,
                       window_tokens, windowed, n,
                       total, weights, phase_bytes, peak_phase, peak, needed, cache, vram_bytes,
-                      None if vram_bytes is None else needed <= vram_bytes)
+                      None if vram_bytes is None else needed <= vram_bytes, vae)
 
 
 __all__ = ["EXECUTIONS", "HEADROOM", "MODES", "HostTraits", "MemoryPlan", "WAN_ARCHITECTURES", "WanArchitecture",

@@ -31,6 +31,7 @@ class HostTraits:
     frees_queries: bool = True        # attention outputs may be written over q (nodes/host_blocks.py)
     frees_block_inputs: bool = True   # block outputs into their inputs; token-major patch embedding
     ffn_holds_hidden: bool = False    # ComfyUI 0.5+: the FFN keeps its hidden state through the down projection
+    vae_streamed: bool = True         # ComfyUI 0.5+: the Wan VAE decoder streams its upsampling stages
 
 
 @dataclass(frozen=True)
