@@ -6,6 +6,10 @@ never need the host.
 """
 
 
+# The frontend extension (the FreeSwim panel on the nodes): plain JavaScript, no build step.
+WEB_DIRECTORY = "./web/js"
+
+
 async def comfy_entrypoint():
     from .nodes import comfy_entrypoint as nodes_entrypoint
     return await nodes_entrypoint()

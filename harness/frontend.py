@@ -77,6 +77,22 @@ class Frontend:
                         await asyncio.sleep(0.5)
         return asyncio.run(run())
 
+    def screenshot(self, path) -> None:
+        """Save a PNG of the page (the canvas as the user sees it)."""
+        import base64
+
+        async def run():
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(self.ws_url, max_msg_size=0) as ws:
+                    await ws.send_json({"id": 2, "method": "Page.captureScreenshot", "params": {"format": "png"}})
+                    while True:
+                        msg = await ws.receive_json()
+                        if msg.get("id") == 2:
+                            return msg["result"]["data"]
+        data = asyncio.run(run())
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(data))
+
     def load_and_convert(self, workflow: dict) -> tuple[int, dict]:
         """Load a UI-format workflow the way the app does and return (node count, the app's own
         API-format prompt from graphToPrompt)."""

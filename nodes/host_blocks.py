@@ -84,3 +84,12 @@ def host_traits(dm) -> dict:
     return dict(rope_in_float32=rope_in_float32(), frees_queries=host_frees_queries(dm),
                 frees_block_inputs=host_frees_block_inputs(dm), ffn_holds_hidden=ffn_holds_hidden(dm),
                 vae_streamed=hasattr(Decoder3d, "run_up"))
+
+
+def host_level_traits() -> dict:
+    """The host traits that do not depend on a loaded model, for plans made before one is loaded
+    (the UI's): ComfyUI's own Wan classes, whose forwards drop q and block inputs."""
+    import comfy.ldm.wan.model as wan
+    from comfy.ldm.wan.vae import Decoder3d
+    return dict(rope_in_float32=rope_in_float32(), frees_queries=True, frees_block_inputs=True,
+                ffn_holds_hidden=hasattr(wan, "WanFeedForward"), vae_streamed=hasattr(Decoder3d, "run_up"))

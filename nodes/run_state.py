@@ -85,6 +85,12 @@ def say(run: Optional[RunState], key: str, level: int, msg: str, *args) -> None:
 _recent: collections.deque = collections.deque(maxlen=RECENT_REPORTS)
 _lock = threading.Lock()
 _runs = 0
+_listeners: list = []          # called with each published report (the server's UI event)
+
+
+def add_listener(fn) -> None:
+    if fn not in _listeners:
+        _listeners.append(fn)
 
 
 def publish(report: RunReport) -> None:
@@ -95,6 +101,8 @@ def publish(report: RunReport) -> None:
         report.run = _runs
         _recent.append(report.as_dict())
     logger.info("FreeSwim run report: %s", json.dumps(report.as_dict(), sort_keys=True))
+    for listener in list(_listeners):
+        listener(report.as_dict())
 
 
 def recent_reports(prompt_id: Optional[str] = None) -> list[dict]:

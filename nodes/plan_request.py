@@ -1,0 +1,142 @@
+"""``POST /freeswim/plan``: the memory planner for the UI, from a JSON request.
+
+One planner for the nodes, this route, the UI and the docs (``freeswim_core.memory``).
+Every field is checked here, so a bad request gets a message naming the field (the
+route answers it with HTTP 400), never a stack trace.
+"""
+from __future__ import annotations
+
+import math
+
+from ..freeswim_core import TokenGrid, Window, attention_cost
+from ..freeswim_core.memory import EXECUTIONS, HEADROOM, HostTraits, WanArchitecture, plan_memory
+from ..freeswim_core.memory.architecture import DTYPE_BYTES, WAN_ARCHITECTURES
+from .host_blocks import host_level_traits
+from .wan import NATIVE_PRESETS
+
+MODELS = {"wan2.1-1.3b": "1.3b", "wan2.1-14b": "14b", "wan2.1-14b-i2v": "14b-i2v", "wan2.2-5b": "5b",
+          "wan2.2-a14b": "14b"}
+MODES = ("window", "dual", "cache")
+STORAGES = ("auto", "gpu", "cpu")
+PRECISIONS = ("model", "bf16", "fp8")
+ARCH_FIELDS = ("dim", "ffn_dim", "blocks", "in_dim", "out_dim", "head_dim", "vae")
+
+
+class BadRequest(ValueError):
+    """A request the planner cannot answer; the message names the field and the fix."""
+
+
+def _int(body: dict, name: str, default=None, low=1, high=1 << 20) -> int:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value) or not low <= value <= high:
+        raise BadRequest(f"{name}: expected a whole number from {low} to {high}, got {value!r}")
+    return int(value)
+
+
+def _choice(body: dict, name: str, options, default):
+    value = body.get(name, default)
+    if value not in options:
+        raise BadRequest(f"{name}: expected one of {', '.join(map(str, options))}, got {value!r}")
+    return value
+
+
+def _architecture(body: dict) -> tuple[str, WanArchitecture]:
+    model = body.get("model", "wan2.1-1.3b")
+    if isinstance(model, str):
+        if model not in MODELS:
+            raise BadRequest(f"model: expected one of {', '.join(MODELS)} or an object of architecture numbers "
+                             f"({', '.join(ARCH_FIELDS)}), got {model!r}")
+        return model, WAN_ARCHITECTURES[MODELS[model]]
+    if not isinstance(model, dict):
+        raise BadRequest(f"model: expected a model name or an object of architecture numbers, got {model!r}")
+    numbers = {k: _int(model, k, None, 1, 1 << 20) for k in ARCH_FIELDS if k in model}
+    missing = [k for k in ("dim", "ffn_dim", "blocks") if k not in numbers]
+    if missing:
+        raise BadRequest(f"model: the architecture needs {', '.join(missing)}")
+    if numbers["dim"] % numbers.get("head_dim", 128):
+        raise BadRequest(f"model.dim: {numbers['dim']} is not a multiple of head_dim {numbers.get('head_dim', 128)}")
+    if numbers.get("vae", 8) not in (8, 16):
+        raise BadRequest("model.vae: expected 8 (Wan 2.1 VAE) or 16 (Wan2.2 TI2V VAE)")
+    return "custom", WanArchitecture(**numbers, native=(1280, 704) if numbers.get("vae") == 16 else (832, 480))
+
+
+def _native(body: dict, arch: WanArchitecture, width: int, height: int) -> tuple[int, int]:
+    native = body.get("native_size", "auto")
+    if native == "auto":
+        w, h = arch.native
+        return (h, w) if height > width and w > h else (w, h)
+    if native in NATIVE_PRESETS:
+        return NATIVE_PRESETS[native]
+    if isinstance(native, str) and "x" in native:
+        w, _, h = native.partition("x")
+        if w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0:
+            return int(w), int(h)
+    raise BadRequest(f"native_size: expected auto, one of {', '.join(NATIVE_PRESETS)} or WIDTHxHEIGHT, got {native!r}")
+
+
+def plan_from_request(body) -> dict:
+    """The planner's answer for a UI request, with the window's share of full attention and plain
+    warnings; raises :class:`BadRequest` naming the field."""
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    name, arch = _architecture(body)
+    width, height = _int(body, "width", 1920, 16, 16384), _int(body, "height", 1088, 16, 16384)
+    frames = _int(body, "frames", 81, 1, 1025)
+    mode = _choice(body, "mode", MODES, "dual")
+    execution = _choice(body, "execution", ("auto",) + EXECUTIONS, "auto")
+    storage = _choice(body, "storage", STORAGES, "auto")
+    precision = _choice(body, "precision", PRECISIONS, "model")
+    weight_dtype = _choice(body, "weight_dtype", tuple(DTYPE_BYTES), "bf16")
+    interval = _int(body, "cache_interval", 2, 1, 100)
+    vram = body.get("vram_gb")
+    if vram is not None and (isinstance(vram, bool) or not isinstance(vram, (int, float))
+                             or not math.isfinite(vram) or not 0 < vram <= 4096):
+        raise BadRequest(f"vram_gb: expected a number of GB above 0, got {vram!r}")
+    native = _native(body, arch, width, height)
+    arch = WanArchitecture(**{**arch.as_dict(), "native": native, "patch": tuple(arch.patch)})
+
+    warnings = []
+    multiple = arch.vae * arch.patch[1]
+    if width % multiple or height % multiple:
+        warnings.append(f"{width}x{height} is not a multiple of {multiple} px: use "
+                        f"{width // multiple * multiple or multiple}x{height // multiple * multiple or multiple}"
+                        f" or {(width // multiple + 1) * multiple}x{(height // multiple + 1) * multiple}.")
+    vram_bytes = int(vram * 1e9) if vram is not None else None
+    cache_precision = "bf16" if precision == "model" else precision
+    chosen = execution
+    if execution == "auto":
+        batched = plan_memory(arch, width, height, frames, mode=mode, execution="batched", weight_dtype=weight_dtype,
+                              vram_bytes=vram_bytes, cache_storage=storage, cache_precision=cache_precision,
+                              host=HostTraits(**host_level_traits()))
+        chosen = "batched" if batched.fits is not False else "sequential"
+    plan = plan_memory(arch, width, height, frames, mode=mode, execution=chosen, weight_dtype=weight_dtype,
+                       vram_bytes=vram_bytes, cache_storage=storage, cache_precision=cache_precision,
+                       host=HostTraits(**host_level_traits()))
+    out = plan.as_dict()
+    out["model"] = name
+    out["native_size"] = list(native)
+    grid = TokenGrid(*plan.grid)
+    window = Window(*plan.window)
+    out["attention_share"] = (attention_cost(grid, window, arch.heads, arch.head_dim)["fraction_of_full"]
+                              if plan.windowed else 1.0)
+    out["headroom"] = HEADROOM
+    out["cache_interval"] = interval
+    out["host_traits"] = host_level_traits()
+    if not plan.windowed:
+        warnings.append(f"{width}x{height} is not above the native {native[0]}x{native[1]}: the window covers the "
+                        "whole frame and FreeSwim changes nothing here.")
+    if plan.fits is False:
+        hints = []
+        if plan.execution == "batched":
+            hints.append("execution sequential")
+        if weight_dtype != "fp8":
+            hints.append("fp8 weights")
+        hints.append("a smaller size")
+        warnings.append(f"will not fit: needs {plan.needed_bytes / 1e9:.1f} GB with {round((HEADROOM - 1) * 100)}% "
+                        f"headroom, the GPU has {vram:g} GB. Try " + ", ".join(hints) + ".")
+    if plan.cache is not None and plan.cache["storage"] is None:
+        warnings.append(f"the cache ({plan.cache['bytes'] / 1e9:.1f} GB) fits neither the GPU nor host RAM: it "
+                        "will be off (the full branch runs every step). Try precision fp8.")
+    out["warnings"] = warnings
+    return out

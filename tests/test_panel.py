@@ -1,0 +1,151 @@
+"""The FreeSwim panel (web/js/freeswim.js) in the real ComfyUI frontend of each host, and the
+planner route it calls (POST /freeswim/plan)."""
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from freeswim_core.memory import HostTraits, plan_memory
+from harness.comfy_server import host_server, prepare_base
+from harness.frontend import Frontend, chromium_path
+from harness.graphs import TEST_NODES, TEST_NODES_NAME
+from harness.inprocess import REPO
+from harness.stand_ins import install_stand_in_models, stand_ins
+from harness.workflow_format import ui_to_api
+
+WORKFLOW = REPO / "workflows" / "wan2.1_t2v_1.3B_freeswim_1088p.json"
+REFINE = "FreeSwimLatentUpscaleRefine"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, comfy_host):
+    base = prepare_base(tmp_path_factory.mktemp("panel_base"), {TEST_NODES_NAME: TEST_NODES})
+    install_stand_in_models(base, comfy_host.path)
+    with host_server(comfy_host, base) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def frontend(served):
+    assert chromium_path(), "Chromium is missing: `make setup` installs Debian's chromium package"
+    with Frontend(served.url) as fe:
+        yield fe
+
+
+def post_raw(server, path, body: bytes):
+    req = urllib.request.Request(server.url + path, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_plan_route_answers_with_the_planner(served):
+    status, plan = post_raw(served, "/freeswim/plan", json.dumps(
+        {"model": "wan2.1-1.3b", "width": 3840, "height": 2160, "frames": 81, "mode": "dual",
+         "execution": "sequential", "vram_gb": 24}).encode())
+    assert status == 200
+    expected = plan_memory("1.3b", 3840, 2160, 81, mode="dual", execution="sequential",
+                           host=HostTraits(**plan["host_traits"]), vram_bytes=24 * 10**9)
+    assert plan["peak_bytes"] == expected.peak_bytes and plan["grid"] == [21, 135, 240]
+    assert plan["window"] == [31, 53] and 0.04 < plan["attention_share"] < 0.06
+    assert plan["fits"] == expected.fits
+
+
+def test_plan_route_warns_in_plain_words(served):
+    """A size off the token grid, a target at the native size, a cache that fits nowhere."""
+    _, plan = post_raw(served, "/freeswim/plan", json.dumps({"model": "wan2.2-5b", "width": 1000,
+                                                             "height": 704}).encode())
+    assert any("not a multiple of 32 px" in w and "992x704 or 1024x736" in w for w in plan["warnings"])
+    _, plan = post_raw(served, "/freeswim/plan", json.dumps({"width": 832, "height": 480}).encode())
+    assert any("FreeSwim changes nothing" in w for w in plan["warnings"]) and plan["rows"] == 1
+
+
+@pytest.mark.parametrize("body,field", [
+    (b"not json", "JSON"), (b"[1, 2]", "JSON object"), (b'{"width": "wide"}', "width"),
+    (b'{"model": "sdxl"}', "model"), (b'{"mode": "fast"}', "mode"), (b'{"vram_gb": 0}', "vram_gb"),
+    (b'{"frames": 1e9}', "frames"), (b'{"native_size": "big"}', "native_size"),
+    (b'{"model": {"dim": 1000, "ffn_dim": 10, "blocks": 2}}', "model.dim"),
+])
+def test_bad_plan_requests_get_a_400_naming_the_field(served, body, field):
+    status, answer = post_raw(served, "/freeswim/plan", body)
+    assert status == 400 and field in answer["error"]
+
+
+def _panel(fe, node_type, key="plan"):
+    js = (f"(() => {{ const n = window.app.graph._nodes.find(n => n.type === {json.dumps(node_type)}); "
+          f"const p = n && n.freeswimPanel; return p && p.{key} ? JSON.stringify(p) : null; }})()")
+    value = fe.evaluate(js, wait_for_truthy=30)
+    return json.loads(value) if value else None
+
+
+def _wait_panel(fe, node_type, predicate, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        p = _panel(fe, node_type)
+        if p and predicate(p):
+            return p
+        time.sleep(0.3)
+    raise AssertionError(f"the panel of {node_type} did not update: {p}")
+
+
+def _set_widget(fe, node_type, name, value):
+    fe.evaluate(f"(() => {{ const n = window.app.graph._nodes.find(n => n.type === {json.dumps(node_type)}); "
+                f"const w = n.widgets.find(w => w.name === {json.dumps(name)}); w.value = {json.dumps(value)}; "
+                f"if (w.callback) w.callback(w.value); return true; }})()")
+
+
+def _expected(p):
+    """The Python planner's answer for the request the panel made."""
+    r = p["request"]
+    model = {"wan2.1-1.3b": "1.3b", "wan2.1-14b": "14b", "wan2.2-5b": "5b"}[r["model"]]
+    precision = "bf16" if r["precision"] == "model" else r["precision"]
+    return plan_memory(model, r["width"], r["height"], r["frames"], mode=r["mode"], execution=p["plan"]["execution"],
+                       weight_dtype=r["weight_dtype"], host=HostTraits(**p["plan"]["host_traits"]),
+                       vram_bytes=int(r["vram_gb"] * 1e9) if r.get("vram_gb") else None,
+                       cache_storage=r["storage"], cache_precision=precision)
+
+
+def test_panel_shows_the_planners_numbers_live(frontend, tmp_path):
+    assert frontend.evaluate("window.app.extensions.some(e => e.name === 'freeswim.panel')")
+    workflow = json.loads(WORKFLOW.read_text())
+    frontend.evaluate(f"(async () => {{ await window.app.loadGraphData({json.dumps(workflow)}); return true; }})()")
+    p = _wait_panel(frontend, REFINE, lambda p: p["plan"]["width"] == 1920)
+    assert p["request"]["model"] == "wan2.1-1.3b" and p["request"]["mode"] == "cache"
+    assert p["request"]["frames"] == 81 and p["request"]["weight_dtype"] == "bf16"
+    expected = _expected(p)
+    assert p["plan"]["peak_bytes"] == expected.peak_bytes and p["plan"]["grid"] == [21, 68, 120]
+    assert f"{expected.peak_bytes / 1e9:.1f} GB peak" in p["lines"][1]
+    for node_type in ("FreeSwimWindowAttentionPatch", "FreeSwimDualPathOverride", "FreeSwimCrossAttnCache"):
+        assert _panel(frontend, node_type)["plan"]["peak_bytes"] == expected.peak_bytes
+    frontend.screenshot(tmp_path / "panel_1088p.png")
+
+    _set_widget(frontend, REFINE, "width", 3840)
+    _set_widget(frontend, REFINE, "height", 2160)
+    p = _wait_panel(frontend, REFINE, lambda p: p["plan"]["width"] == 3840 and p["plan"]["height"] == 2160)
+    expected = _expected(p)
+    assert p["plan"]["peak_bytes"] == expected.peak_bytes and p["plan"]["grid"] == [21, 135, 240]
+    assert f"{expected.peak_bytes / 1e9:.1f} GB peak" in p["lines"][1]
+
+    frontend.evaluate("(async () => { const s = window.app.extensionManager?.setting; "
+                      "if (s?.set) await s.set('FreeSwim.VRAMGB', 8); "
+                      "else window.app.ui.settings.setSettingValue('FreeSwim.VRAMGB', 8); return true; })()")
+    p = _wait_panel(frontend, REFINE, lambda p: p["request"].get("vram_gb") == 8)
+    assert p["plan"]["fits"] is False
+    assert any(line.startswith("⚠ will not fit") and "8 GB" in line for line in p["lines"])
+    frontend.screenshot(tmp_path / "panel_4k_8gb.png")
+
+
+def test_run_report_appears_on_the_node_that_ran(frontend, served):
+    workflow = json.loads(WORKFLOW.read_text())
+    frontend.evaluate(f"(async () => {{ await window.app.loadGraphData({json.dumps(workflow)}); return true; }})()")
+    refine_id = next(n["id"] for n in workflow["nodes"] if n["type"] == REFINE)
+    served.run_prompt(stand_ins(ui_to_api(workflow, served.get("/object_info"))), timeout=600)
+    p = _panel(frontend, REFINE, key="report")
+    assert p is not None, "no run report reached the panel"
+    report = p["report"]
+    assert str(report["node_id"]) == str(refine_id) and report["windowed_calls"] > 0
+    assert report["guide_calls"] > 0 and report["backends"] == ["chunked"]

@@ -1,0 +1,207 @@
+// FreeSwim panel: the memory plan of the graph's FreeSwim pass, live, and the last run's report,
+// drawn under each FreeSwim node. Plain JavaScript loaded by the ComfyUI frontend as is.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+const NODES = new Set(["FreeSwimWindowAttentionPatch", "FreeSwimDualPathOverride", "FreeSwimCrossAttnCache",
+                       "FreeSwimLatentUpscaleRefine"]);
+const LATENT_NODES = ["EmptyHunyuanLatentVideo", "WanImageToVideo", "EmptyLatentVideo", "Wan22ImageToVideoLatent"];
+const SETTING_VRAM = "FreeSwim.VRAMGB";
+const POLL_MS = 400;
+const LINE_H = 15;
+
+let systemVram = null;       // GB, from /system_stats
+const reports = {};          // node id -> the last run report of that node
+
+function widget(node, name) {
+  const w = node?.widgets?.find((x) => x.name === name);
+  return w ? w.value : undefined;
+}
+
+function findNodes(graph, type) {
+  return (graph?._nodes || []).filter((n) => n.type === type || n.comfyClass === type);
+}
+
+function upstreamLoader(node) {
+  let current = node;
+  for (let hop = 0; current && hop < 32; hop++) {
+    if (current.type === "UNETLoader" || current.comfyClass === "UNETLoader") return current;
+    const slot = current.findInputSlot ? current.findInputSlot("model") : -1;
+    if (slot < 0) return null;
+    current = current.getInputNode ? current.getInputNode(slot) : null;
+  }
+  return null;
+}
+
+function modelOf(name) {
+  const n = String(name || "").toLowerCase();
+  if (n.includes("1.3b")) return "wan2.1-1.3b";
+  if (n.includes("5b") && !n.includes("14b")) return "wan2.2-5b";
+  if (n.includes("14b") && n.includes("i2v")) return "wan2.1-14b-i2v";
+  if (n.includes("14b") && n.includes("wan2.2")) return "wan2.2-a14b";
+  if (n.includes("14b")) return "wan2.1-14b";
+  return "wan2.1-1.3b";
+}
+
+function vramGB() {
+  const setting = app.ui?.settings?.getSettingValue?.(SETTING_VRAM, 0);
+  return setting > 0 ? setting : systemVram;
+}
+
+// The planner request for the graph's FreeSwim pass, read off its nodes' widgets.
+export function planRequest(graph) {
+  const patch = findNodes(graph, "FreeSwimWindowAttentionPatch")[0];
+  const refine = findNodes(graph, "FreeSwimLatentUpscaleRefine")[0];
+  if (!patch && !refine) return null;
+  const dual = findNodes(graph, "FreeSwimDualPathOverride")[0];
+  const cache = findNodes(graph, "FreeSwimCrossAttnCache")[0];
+  const latent = LATENT_NODES.map((t) => findNodes(graph, t)[0]).find(Boolean);
+  const loader = upstreamLoader(patch || dual || cache || refine) || findNodes(graph, "UNETLoader")[0];
+  const unet = widget(loader, "unet_name");
+  const loaded = String(widget(loader, "weight_dtype") || "default");
+  let width = widget(refine, "width") ?? widget(latent, "width") ?? 1920;
+  let height = widget(refine, "height") ?? widget(latent, "height") ?? 1088;
+  const scale = widget(refine, "scale_by") || 0;
+  if (refine && scale > 0 && latent) {
+    width = Math.round(widget(latent, "width") * scale);
+    height = Math.round(widget(latent, "height") * scale);
+  }
+  const native = widget(patch, "native_size") || "auto";
+  const request = {
+    model: modelOf(unet), width, height, frames: widget(latent, "length") ?? 81,
+    native_size: native === "custom" ? `${widget(patch, "custom_width")}x${widget(patch, "custom_height")}` : native,
+    mode: cache ? "cache" : dual ? "dual" : "window",
+    execution: widget(dual, "execution") || "auto",
+    cache_interval: widget(cache, "guide_interval") ?? 2,
+    storage: widget(cache, "storage") || "auto",
+    precision: widget(cache, "precision") || "model",
+    weight_dtype: loaded.startsWith("fp8") || String(unet || "").includes("fp8") ? "fp8" : "bf16",
+  };
+  const vram = vramGB();
+  if (vram) request.vram_gb = vram;
+  return request;
+}
+
+const gb = (b) => (b / 1e9).toFixed(1);
+
+export function planLines(plan) {
+  const lines = [];
+  const [t, h, w] = plan.grid;
+  lines.push(`FreeSwim ${plan.width}x${plan.height}x${plan.frames}: ${t}x${h}x${w} tokens, window ` +
+             `${plan.window[0]}x${plan.window[1]} (${(100 * plan.attention_share).toFixed(1)}% of full attention)`);
+  const budget = plan.budget_bytes ? ` of ${gb(plan.budget_bytes)} GB: ${plan.fits ? "fits" : "does not fit"}` : "";
+  lines.push(`GPU: ${gb(plan.peak_bytes)} GB peak (${plan.peak_phase}, ${plan.execution}) + ` +
+             `${Math.round((plan.headroom - 1) * 100)}% = ${gb(plan.needed_bytes)} GB${budget}`);
+  if (plan.cache) {
+    const where = plan.cache.storage ? `in ${plan.cache.storage === "cpu" ? "host RAM" : "GPU memory"}` : "off (does not fit)";
+    lines.push(`cache: ${gb(plan.cache.bytes)} GB (${plan.cache.precision}) ${where}`);
+  }
+  const vae = plan.vae && plan.vae.encode;
+  if (vae) {
+    lines.push(vae.tile ? `VAE: ${vae.tiles} spatial tiles of ${vae.tile[0]}x${vae.tile[1]}, every frame at once`
+                        : "VAE: whole frames, every frame at once");
+  }
+  for (const warning of plan.warnings || []) lines.push(`⚠ ${warning}`);
+  return lines;
+}
+
+export function reportLines(report) {
+  if (!report) return [];
+  const calls = `${report.windowed_calls} windowed calls, ${report.dual_calls + report.guide_calls} with the full ` +
+                `branch, ${report.reuse_calls} reusing the cache`;
+  const cache = report.cache_storage ? `, cache ${gb(report.cache_bytes)} GB on ${report.cache_storage}` :
+                report.cache_off_reason ? ", cache off" : "";
+  return [`last run: ${(report.backends || []).join("+") || "no window"} backend, ${calls}${cache}, ` +
+          `${report.attention_seconds.toFixed(1)} s in window attention`];
+}
+
+function panel(node) {
+  if (!node.freeswimPanel) node.freeswimPanel = { request: null, plan: null, lines: [], report: null, error: null };
+  return node.freeswimPanel;
+}
+
+let lastKey = null;
+let pending = null;
+async function refresh() {
+  const graph = app.graph;
+  const request = planRequest(graph);
+  const nodes = (graph?._nodes || []).filter((n) => NODES.has(n.type) || NODES.has(n.comfyClass));
+  for (const node of nodes) {
+    const p = panel(node);
+    p.report = reports[String(node.id)] || p.report;
+  }
+  if (!request) return;
+  const key = JSON.stringify(request);
+  if (key === lastKey) return;
+  lastKey = key;
+  clearTimeout(pending);
+  pending = setTimeout(async () => {
+    let plan = null;
+    let error = null;
+    try {
+      const res = await api.fetchApi("/freeswim/plan", { method: "POST", body: key,
+                                                         headers: { "Content-Type": "application/json" } });
+      const body = await res.json();
+      if (res.ok) plan = body; else error = body.error || `HTTP ${res.status}`;
+    } catch (e) {
+      error = String(e);
+    }
+    for (const node of nodes) {
+      const p = panel(node);
+      Object.assign(p, { request, plan, error, lines: plan ? planLines(plan) : [`⚠ FreeSwim plan: ${error}`] });
+    }
+    graph.setDirtyCanvas?.(true, true);
+  }, 250);
+}
+
+function drawPanel(node, ctx) {
+  const p = node.freeswimPanel;
+  if (!p) return;
+  const lines = [...(p.lines || []), ...reportLines(p.report)];
+  if (!lines.length) return;
+  ctx.save();
+  ctx.font = "11px sans-serif";
+  ctx.textAlign = "left";
+  let y = node.size[1] + 6;
+  for (const line of lines) {
+    y += LINE_H;
+    ctx.fillStyle = line.startsWith("⚠") ? "#f5a623" : line.startsWith("last run") ? "#7ec8e3" : "#bbbbbb";
+    ctx.fillText(line, 4, y);
+  }
+  ctx.restore();
+}
+
+app.registerExtension({
+  name: "freeswim.panel",
+  settings: [{ id: SETTING_VRAM, name: "FreeSwim: GPU memory for the plan in GB (0: this machine's)",
+               type: "number", defaultValue: 0 }],
+  async setup() {
+    try {
+      const stats = await (await api.fetchApi("/system_stats")).json();
+      const device = (stats.devices || [])[0];
+      if (device && device.vram_total) systemVram = Math.round(device.vram_total / 1e8) / 10;
+    } catch (e) {
+      systemVram = null;
+    }
+    api.addEventListener("freeswim.report", (event) => {
+      const { node, report } = event.detail || {};
+      if (node == null) return;
+      reports[String(node)] = report;
+      const target = app.graph?.getNodeById?.(Number(node)) || app.graph?.getNodeById?.(node);
+      if (target) panel(target).report = report;
+      app.graph?.setDirtyCanvas?.(true, true);
+    });
+    setInterval(refresh, POLL_MS);
+  },
+  async nodeCreated(node) {
+    if (!NODES.has(node.comfyClass) && !NODES.has(node.type)) return;
+    panel(node);
+    const draw = node.onDrawForeground;
+    node.onDrawForeground = function (ctx) {
+      const r = draw ? draw.apply(this, arguments) : undefined;
+      drawPanel(this, ctx);
+      return r;
+    };
+    lastKey = null;     // a new FreeSwim node: plan again
+  },
+});
