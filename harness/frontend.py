@@ -14,6 +14,7 @@ import aiohttp
 from harness.comfy_server import free_port
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--window-size=1600,1000", "--hide-scrollbars",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 

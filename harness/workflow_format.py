@@ -100,15 +100,22 @@ class UIGraph:
         self.info = object_info
         self.nodes: list[dict] = []
         self.links: list[list] = []
-        self._col: dict[int, int] = {}
+        self._col: dict[int, int] = {}     # column -> the y where its next node goes
+
+    # Room for a node: its title, one row per output/input slot pair and per widget, and, under
+    # FreeSwim's nodes, the lines of the FreeSwim panel (web/js/freeswim.js).
+    ROW, TITLE, GAP, PANEL = 24, 30, 40, 7 * 15
+
+    def _place(self, column: int, height: int) -> list:
+        y = self._col.get(column, 40)
+        self._col[column] = y + height + self.GAP
+        return [40 + 380 * column, y]
 
     def add(self, ntype: str, widgets: dict | None = None, inputs: dict | None = None, *,
             title: str | None = None, column: int = 0) -> int:
         info = self.info[ntype]
         widgets = dict(widgets or {})
         node_id = len(self.nodes) + 1
-        row = self._col.get(column, 0)
-        self._col[column] = row + 1
         values = []
         for name, control in widget_names(info):
             kind, spec = next((k, o) for n, k, o in _spec_inputs(info) if n == name)
@@ -135,8 +142,10 @@ class UIGraph:
             src_node["outputs"][slot]["links"].append(link_id)
         outputs = [{"name": n, "type": t, "links": [], "slot_index": k}
                    for k, (t, n) in enumerate(zip(info.get("output", []), info.get("output_name", [])))]
+        height = (self.TITLE + self.ROW * (max(len(node_inputs), len(outputs)) + len(widget_names(info)))
+                  + (self.PANEL if ntype.startswith("FreeSwim") else 0))
         self.nodes.append({
-            "id": node_id, "type": ntype, "pos": [40 + 380 * column, 40 + 200 * row], "size": [340, 160],
+            "id": node_id, "type": ntype, "pos": self._place(column, height), "size": [340, height],
             "flags": {}, "order": node_id - 1, "mode": 0, "inputs": node_inputs, "outputs": outputs,
             "properties": {"Node name for S&R": ntype}, "widgets_values": values,
             **({"title": title} if title else {}),
@@ -145,9 +154,7 @@ class UIGraph:
 
     def note(self, text: str, *, column: int = 0) -> int:
         node_id = len(self.nodes) + 1
-        row = self._col.get(column, 0)
-        self._col[column] = row + 2
-        self.nodes.append({"id": node_id, "type": "Note", "pos": [40 + 380 * column, 40 + 200 * row],
+        self.nodes.append({"id": node_id, "type": "Note", "pos": self._place(column, 360),
                            "size": [360, 360], "flags": {}, "order": node_id - 1, "mode": 0, "inputs": [],
                            "outputs": [], "properties": {}, "widgets_values": [text],
                            "color": "#432", "bgcolor": "#653"})

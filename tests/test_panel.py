@@ -20,7 +20,7 @@ REFINE = "FreeSwimLatentUpscaleRefine"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, comfy_host):
+def served(tmp_path_factory, comfy, comfy_host):
     base = prepare_base(tmp_path_factory.mktemp("panel_base"), {TEST_NODES_NAME: TEST_NODES})
     install_stand_in_models(base, comfy_host.path)
     with host_server(comfy_host, base) as server:

@@ -154,19 +154,54 @@ async function refresh() {
   }, 250);
 }
 
-function drawPanel(node, ctx) {
+const SUMMARY_LINES = 2;      // the patch nodes show the plan's first lines; the refine node all of it
+
+function panelLines(node) {
   const p = node.freeswimPanel;
-  if (!p) return;
-  const lines = [...(p.lines || []), ...reportLines(p.report)];
+  if (!p) return [];
+  const full = node.type === "FreeSwimLatentUpscaleRefine" || node.comfyClass === "FreeSwimLatentUpscaleRefine";
+  const lines = p.lines || [];
+  const shown = full ? lines : [...lines.slice(0, SUMMARY_LINES), ...lines.filter((l) => l.startsWith("⚠"))];
+  return [...shown, ...reportLines(p.report)];
+}
+
+function wrap(ctx, text, width) {
+  const out = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    const next = line ? `${line} ${word}` : word;
+    if (line && ctx.measureText(next).width > width) {
+      out.push(line);
+      line = `  ${word}`;
+    } else {
+      line = next;
+    }
+  }
+  if (line) out.push(line);
+  return out;
+}
+
+// The panel sits in a band at the bottom of the node, which grows by the band's height.
+function drawPanel(node, ctx) {
+  const lines = panelLines(node);
   if (!lines.length) return;
   ctx.save();
   ctx.font = "11px sans-serif";
   ctx.textAlign = "left";
-  let y = node.size[1] + 6;
-  for (const line of lines) {
+  const rows = lines.flatMap((l) => wrap(ctx, l, node.size[0] - 16).map((r) => [l, r]));
+  const band = rows.length * LINE_H + 10;
+  if (node.freeswimBand !== band) {
+    const natural = node.computeSize ? node.computeSize()[1] : node.size[1] - (node.freeswimBand || 0);
+    node.freeswimBand = band;
+    node.size[1] = natural + band;
+  }
+  let y = node.size[1] - band + 4;
+  ctx.fillStyle = "rgba(0, 0, 0, 0.25)";
+  ctx.fillRect(2, y - 2, node.size[0] - 4, band - 4);
+  for (const [line, row] of rows) {
     y += LINE_H;
-    ctx.fillStyle = line.startsWith("⚠") ? "#f5a623" : line.startsWith("last run") ? "#7ec8e3" : "#bbbbbb";
-    ctx.fillText(line, 4, y);
+    ctx.fillStyle = line.startsWith("⚠") ? "#f5a623" : line.startsWith("last run") ? "#7ec8e3" : "#cccccc";
+    ctx.fillText(row, 8, y - 4);
   }
   ctx.restore();
 }
