@@ -130,6 +130,10 @@ def test_panel_shows_the_planners_numbers_live(frontend, tmp_path):
     assert p["plan"]["peak_bytes"] == expected.peak_bytes and p["plan"]["grid"] == [21, 135, 240]
     assert f"{expected.peak_bytes / 1e9:.1f} GB peak" in p["lines"][1]
 
+    _set_widget(frontend, "EmptyHunyuanLatentVideo", "length", 41)
+    p = _wait_panel(frontend, REFINE, lambda p: p["plan"]["frames"] == 41)
+    assert p["plan"]["grid"] == [11, 135, 240] and p["plan"]["peak_bytes"] == _expected(p).peak_bytes
+
     frontend.evaluate("(async () => { const s = window.app.extensionManager?.setting; "
                       "if (s?.set) await s.set('FreeSwim.VRAMGB', 8); "
                       "else window.app.ui.settings.setSettingValue('FreeSwim.VRAMGB', 8); return true; })()")
@@ -149,3 +153,22 @@ def test_run_report_appears_on_the_node_that_ran(frontend, served):
     report = p["report"]
     assert str(report["node_id"]) == str(refine_id) and report["windowed_calls"] > 0
     assert report["guide_calls"] > 0 and report["backends"] == ["chunked"]
+
+
+def test_each_freeswim_node_added_by_hand_gets_the_panel(frontend):
+    """A FreeSwim node added to an empty graph gets the panel; other nodes do not."""
+    added = json.loads(frontend.evaluate("""(async () => {
+      await window.app.loadGraphData({nodes: [], links: [], groups: [], config: {}, extra: {}, version: 0.4});
+      const out = {};
+      for (const type of ["FreeSwimWindowAttentionPatch", "FreeSwimDualPathOverride", "FreeSwimCrossAttnCache",
+                          "FreeSwimLatentUpscaleRefine", "KSampler"]) {
+        const node = window.LiteGraph.createNode(type);
+        window.app.graph.add(node);
+        out[type] = node.freeswimPanel !== undefined;
+      }
+      return JSON.stringify(out);
+    })()"""))
+    assert added == {"FreeSwimWindowAttentionPatch": True, "FreeSwimDualPathOverride": True,
+                     "FreeSwimCrossAttnCache": True, "FreeSwimLatentUpscaleRefine": True, "KSampler": False}
+    p = _wait_panel(frontend, REFINE, lambda p: p["plan"]["width"] == 1920)   # the node's default target
+    assert p["plan"]["grid"] == [21, 68, 120] and p["request"]["mode"] == "cache"
