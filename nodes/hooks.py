@@ -25,6 +25,7 @@ from comfy.patcher_extension import WrappersMP
 
 from .call_plan import ARG_TRANSFORMER_OPTIONS, CallArgs, CallPlan, Mode, plan_call
 from .errors import InvalidInput
+from ..freeswim_core.attention import release_run_caches
 from .ffn_chunks import install_chunked_ffn
 from .patch_embedding import install_token_major_embedding
 from .options import (CACHE_NODE, CURSOR_KEY, DUAL_NODE, KEEP_TWINS_KEY, OPTIONS_KEY, OVERRIDE_SLOT,
@@ -175,6 +176,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     finally:
         guider.model_options = orig
+        release_run_caches()
         if run is not None:
             if run.store is not None:
                 run.report.cache_bytes = run.store.nbytes()

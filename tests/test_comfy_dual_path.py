@@ -538,3 +538,14 @@ def test_a_node_that_replaces_the_cross_attention_keeps_its_queries(comfy):
     comfy.ksample(patched, LATENT, seed=1, steps=1)
     assert changed and max(changed) == 0.0
     assert not host_blocks.host_frees_queries(dm)       # ComfyUI keeps the patch applied while loaded
+
+
+def test_block_tables_do_not_outlive_the_run(comfy, wan):
+    """The window backend's BlockMask tables (up to 1.8 GB on a GPU at 4K) are dropped when the
+    sampling run ends, interrupted or not."""
+    flex = comfy.pack_module("freeswim_core.attention.flex")
+    geometry = comfy.pack_module("freeswim_core.geometry")
+    flex.window_block_mask(geometry.TokenGrid(3, 12, 20), geometry.Window(7, 9), True, "cpu")
+    assert flex._cached_block_mask.cache_info().currsize == 1
+    comfy.ksample(windowed(comfy, wan), LATENT, seed=1, steps=1)
+    assert flex._cached_block_mask.cache_info().currsize == 0

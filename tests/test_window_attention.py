@@ -226,3 +226,36 @@ def test_a_failure_after_writing_over_the_queries_is_marked_and_keeps_its_type(m
         with pytest.raises(torch.OutOfMemoryError) as info:
             flex.flex_window_attention(q, k, v, TokenGrid(3, 12, 20), Window(7, 11), out=q)
         assert getattr(info.value, flex.PARTIAL_OUTPUT, False) is partial
+
+
+def test_auto_falls_back_only_when_the_kernel_does_not_compile(monkeypatch, caplog):
+    """auto: a compile failure falls back to the exact chunked backend for that grid and dtype
+    only (said once); an out-of-memory error is the host's to handle and propagates."""
+    import freeswim_core.attention as attention
+    from torch._dynamo.exc import BackendCompilerFailed
+    monkeypatch.setattr(attention, "_flex_first", lambda q: True)
+    monkeypatch.setattr(attention, "_flex_broken", set())
+    failure = {}
+
+    def flex(q, k, v, grid, window, **kw):
+        raise failure["exc"]
+
+    monkeypatch.setattr(attention, "flex_window_attention", flex)
+    q, k, v = _qkv(1, 2, 720, 16, torch.float32)
+    ref = masked_attention(q, k, v, dense_window_mask((3, 12, 20), (7, 11), True))
+    failure["exc"] = torch.OutOfMemoryError("CUDA out of memory (test)")
+    with pytest.raises(torch.OutOfMemoryError):
+        window_attention(q, k, v, (3, 12, 20), (7, 11))
+    assert not attention._flex_broken
+    failure["exc"] = BackendCompilerFailed("inductor", RuntimeError("lowering failed (test)"), None)
+    with caplog.at_level("WARNING", logger="freeswim"):
+        out = window_attention(q, k, v, (3, 12, 20), (7, 11))
+        again = window_attention(q, k, v, (3, 12, 20), (7, 11))
+    assert (out.double() - ref).abs().max().item() < 1e-5 and torch.equal(out, again)
+    assert attention._flex_broken == {("cpu", TokenGrid(3, 12, 20), torch.float32)}
+    assert sum("could not compile" in r.message for r in caplog.records) == 1
+    assert attention.backend_for(q, (3, 12, 20), (7, 11)) == "chunked"
+    q2, k2, v2 = _qkv(1, 2, 234, 16, torch.float32)          # another grid still tries flex first
+    failure["exc"] = RuntimeError("an unrelated launch failure (test)")
+    with pytest.raises(RuntimeError, match="unrelated"):
+        window_attention(q2, k2, v2, (2, 9, 13), (5, 7))

@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from ..geometry import TokenGrid, as_grid, as_window
 from ..log import logger
 from .chunked import chunked_window_attention
-from .flex import PARTIAL_OUTPUT, flex_available, flex_window_attention
+from .flex import PARTIAL_OUTPUT, _cached_block_mask, flex_available, flex_window_attention
 
 BACKENDS = ("auto", "flex", "chunked")
 
-_flex_broken: set[str] = set()
+_flex_broken: set[tuple] = set()     # (device type, grid, dtype) whose flex kernel did not compile
 
 
 def _check_inputs(q, k, v, grid: TokenGrid, out):
@@ -41,7 +41,8 @@ def backend_for(q: torch.Tensor, grid, window, backend: str = "auto") -> str:
         return "sdpa"
     if backend != "auto":
         return backend
-    return "flex" if q.is_cuda and flex_available() and q.device.type not in _flex_broken else "chunked"
+    key = (q.device.type, as_grid(grid), q.dtype)
+    return "flex" if _flex_first(q) and key not in _flex_broken else "chunked"
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, window, *,
@@ -81,19 +82,52 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, wi
     if backend == "flex":
         return flex_window_attention(q, k, v, grid, window, inward=inward, scale=scale, out=out)
     # auto
-    key = q.device.type
-    if q.is_cuda and flex_available() and key not in _flex_broken:
+    key = (q.device.type, grid, q.dtype)
+    if _flex_first(q) and key not in _flex_broken:
         try:
             return flex_window_attention(q, k, v, grid, window, inward=inward, scale=scale, out=out)
-        except Exception as exc:  # compile or launch failure: degrade, say so once
-            if getattr(exc, PARTIAL_OUTPUT, False):
-                raise
+        except Exception as exc:
+            if getattr(exc, PARTIAL_OUTPUT, False) or not _is_compile_failure(exc):
+                raise         # out of memory, a launch failure: the host's own handling sees it
             _flex_broken.add(key)
-            logger.warning("FlexAttention window backend failed (%s: %s); using the exact chunked "
-                           "backend from now on. Set backend='chunked' to silence this.",
-                           type(exc).__name__, exc)
+            logger.warning("FlexAttention could not compile the window kernel for grid %s (%s, %s: %s); using "
+                           "the exact chunked backend for this grid and dtype. Set backend='chunked' to silence "
+                           "this.", grid.as_tuple(), q.dtype, type(exc).__name__, exc)
     return chunked_window_attention(q, k, v, grid, window, inward=inward, scale=scale, out=out)
 
 
+def _flex_first(q: torch.Tensor) -> bool:
+    """``auto`` tries FlexAttention first on CUDA (on the CPU the chunked backend is faster)."""
+    return q.is_cuda and flex_available()
+
+
+def _compile_failure_types() -> tuple:
+    """Exception types of a compile or lowering failure in this torch (and triton, if present)."""
+    found = []
+    for module, names in (("torch._dynamo.exc", ("BackendCompilerFailed", "Unsupported", "TorchRuntimeError")),
+                          ("torch._inductor.exc", ("InductorError", "LoweringException")),
+                          ("triton.compiler.errors", ("CompilationError",))):
+        try:
+            mod = __import__(module, fromlist=list(names))
+        except Exception:
+            continue
+        found += [getattr(mod, n) for n in names if isinstance(getattr(mod, n, None), type)]
+    return tuple(found)
+
+
+def _is_compile_failure(exc: BaseException) -> bool:
+    """Is ``exc`` the kernel failing to compile (fall back) rather than failing to run (raise)?"""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return False
+    types = _compile_failure_types()
+    return bool(types) and isinstance(exc, types)
+
+
+def release_run_caches() -> None:
+    """Drop the window backend's device-side caches (the BlockMask tables: up to 1.8 GB at 4K on a
+    GPU) at the end of a sampling run; the next run rebuilds them in well under a second."""
+    _cached_block_mask.cache_clear()
+
+
 __all__ = ["BACKENDS", "backend_for", "chunked_window_attention", "flex_available", "flex_window_attention",
-           "window_attention"]
+           "release_run_caches", "window_attention"]
