@@ -69,6 +69,9 @@ def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         out = torch.empty((B, L, NH, D), dtype=q.dtype, device=dev).transpose(1, 2)
     out6 = out.unflatten(2, (T, H, W))    # [B, NH, T, H, W, D], a view
 
+    # window bounds on the device once per call (slices below: no host-to-device copy per tile)
+    bounds = {id(b): torch.tensor(b, device=dev) for b in (sh, eh, sw, ew)}
+
     def band(starts, ends, q0, q1):
         """Key range of queries q0..q1-1, their mask over it, and whether it is all True."""
         k0, k1 = starts[q0], ends[q1 - 1] + 1
@@ -76,8 +79,8 @@ def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         if full:
             return k0, k1, None, True
         keys = torch.arange(k0, k1, device=dev)
-        lo = torch.tensor(starts[q0:q1], device=dev)[:, None]
-        hi = torch.tensor(ends[q0:q1], device=dev)[:, None]
+        lo = bounds[id(starts)][q0:q1, None]
+        hi = bounds[id(ends)][q0:q1, None]
         return k0, k1, (keys[None] >= lo) & (keys[None] <= hi), False
 
     for h0 in range(0, H, th):
