@@ -59,7 +59,8 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, wi
         scale: softmax scale; ``None`` means ``1 / sqrt(D)``.
         backend: ``"flex"`` (FlexAttention, compiled), ``"chunked"`` (exact SDPA
             over tiles, any device) or ``"auto"`` (flex on CUDA, falling back to
-            chunked once, with a log line, if flex cannot compile or run).
+            chunked, with one log line, for a grid and dtype whose flex kernel does
+            not compile; errors at run time, out of memory included, propagate).
         out: where to write the result (any strides, shape of ``q``); it may be
             ``q`` itself, which saves a whole activation when the caller no
             longer needs the queries: every backend reads a group of queries
