@@ -109,8 +109,7 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
     flex = host.pack_module("freeswim_core.attention.flex")
     with FakeTensorMode(allow_non_fake_inputs=True), contextlib.ExitStack() as stack:
         stack.enter_context(_patched(flex, "compiled_flex_attention", lambda: _stub_flex))
-        tables = []          # the block tables stay alive, as the backend's cache keeps them
-        stack.enter_context(_patched(flex, "window_block_mask", _block_tables(flex, tables, unset_fake_temporarily)))
+        stack.enter_context(_patched(flex, "window_block_mask", _block_tables(flex, unset_fake_temporarily)))
         # the fake device has no allocator to ask: the nodes' memory plan sees no free-memory limit
         stack.enter_context(_patched(host.pack_module("nodes.memory_plan"), "free_device_bytes", lambda device: None))
         base = config.get_model({}, "", device=dev)
@@ -155,10 +154,10 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
                  weights, activations, weights + activations, {k: v + extra for k, v in phases.items()}, traits)
 
 
-def _block_tables(flex, keep: list, unset_fake):
+def _block_tables(flex, unset_fake):
     """The window backend's block tables, computed on the host and allocated on the device with
-    their real sizes (the flex kernel stand-in does not read them), once per geometry as the
-    backend's own cache keeps them."""
+    their real sizes (the flex kernel stand-in does not read them), once per geometry and kept
+    alive through the call, as the backend's own cache keeps them."""
     built = {}
 
     def build(grid, window, inward, device, block_size=128):
@@ -170,7 +169,6 @@ def _block_tables(flex, keep: list, unset_fake):
             shapes = [(t.shape, t.dtype) for t in (lists.kv_num_blocks, lists.kv_indices,
                                                     lists.full_kv_num_blocks, lists.full_kv_indices)]
         tensors = [torch.empty(shape, dtype=dtype, device=device) for shape, dtype in shapes]
-        keep.append(tensors)
         built[key] = tensors
         return tensors
     return build

@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import torch
 
-# Bytes the hidden state of one slice may take (its width x dtype size x 2, for the
-# activation beside it). Large enough that each slice is still a large matmul.
-FFN_HIDDEN_BUDGET = 1 << 30
-
-
-MIN_SLICE_TOKENS = 1024
+from ..freeswim_core.memory.phases import FFN_HIDDEN_BUDGET, ffn_slice_tokens
 
 
 def ffn_chunk_tokens(ffn_dim: int, element_bytes: int, budget: int | None = None) -> int:
-    """Tokens per slice so that a slice's hidden state (and its activation) fits ``budget``."""
-    budget = FFN_HIDDEN_BUDGET if budget is None else budget
-    return max(MIN_SLICE_TOKENS, budget // (2 * ffn_dim * element_bytes))
+    """Tokens per slice (the memory planner's own rule); ``budget`` defaults to this module's
+    ``FFN_HIDDEN_BUDGET``."""
+    return ffn_slice_tokens(ffn_dim, element_bytes, FFN_HIDDEN_BUDGET if budget is None else budget)
 
 
 class ChunkedFFN(torch.nn.Module):

@@ -27,6 +27,7 @@ from .call_plan import ARG_TRANSFORMER_OPTIONS, CallArgs, CallPlan, Mode, plan_c
 from .errors import InvalidInput
 from ..freeswim_core.attention import release_run_caches
 from .ffn_chunks import install_chunked_ffn
+from .host_blocks import writable_in_place
 from .patch_embedding import install_token_major_embedding
 from .options import (CACHE_NODE, CURSOR_KEY, DUAL_NODE, KEEP_TWINS_KEY, OPTIONS_KEY, OVERRIDE_SLOT,
                       PLAN_KEY, RUN_KEY, SCOPE_KEY, WINDOW_NODE, WRAPPER_KEY, FreeSwimOptions, options_of)
@@ -60,7 +61,7 @@ class BlockReplacement:
         # Each half's input is dead once that half has run; where only FreeSwim and the host's own
         # loop hold the block's input, its output goes into the input's memory (no third copy of
         # the hidden states beside the twins' output and the window rows' attention).
-        in_place = self.inner is None and plan.host_frees_block_inputs and _writable(x)
+        in_place = self.inner is None and plan.host_frees_block_inputs and writable_in_place(x)
         twins = BlockScope(self.index, "twins")
         twin_out = run_block(_block_rows(args, total, slice(rows, total), {**to, SCOPE_KEY: twins}))["img"]
         if in_place:
@@ -72,11 +73,6 @@ class BlockReplacement:
             return {**out, "img": torch.cat([out["img"], twin_out])}
         x[:rows] = out["img"]
         return {**out, "img": x}
-
-
-def _writable(x) -> bool:
-    return (isinstance(x, torch.Tensor) and not x.requires_grad
-            and (torch.is_inference_mode_enabled() or not x.is_inference()))
 
 
 def _batch_sized(v, rows: int) -> bool:

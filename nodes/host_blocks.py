@@ -53,6 +53,14 @@ def host_frees_queries(dm) -> bool:
         for b in blocks)
 
 
+def writable_in_place(t) -> bool:
+    """May a tensor the host dropped be overwritten now: not part of an autograd graph, and not an
+    inference tensor outside inference mode (which torch refuses to write)."""
+    import torch
+    return (isinstance(t, torch.Tensor) and not t.requires_grad
+            and (torch.is_inference_mode_enabled() or not t.is_inference()))
+
+
 def host_frees_block_inputs(dm) -> bool:
     """Does this model run ComfyUI's own ``WanModel.forward_orig``, which keeps no reference to a
     block's input once the block returns? (VACE keeps the first block's input; other variants have
@@ -79,11 +87,10 @@ def ffn_holds_hidden(dm) -> bool:
 
 
 def host_traits(dm) -> dict:
-    """What the memory planner (``freeswim_core.memory.HostTraits``) needs to know about the host."""
-    from comfy.ldm.wan.vae import Decoder3d
-    return dict(rope_in_float32=rope_in_float32(), frees_queries=host_frees_queries(dm),
-                frees_block_inputs=host_frees_block_inputs(dm), ffn_holds_hidden=ffn_holds_hidden(dm),
-                vae_streamed=hasattr(Decoder3d, "run_up"))
+    """What the memory planner (``freeswim_core.memory.HostTraits``) needs to know about the host,
+    for this model (its own forwards, possibly patched by other nodes)."""
+    return {**host_level_traits(), "frees_queries": host_frees_queries(dm),
+            "frees_block_inputs": host_frees_block_inputs(dm), "ffn_holds_hidden": ffn_holds_hidden(dm)}
 
 
 def host_level_traits() -> dict:

@@ -29,7 +29,7 @@ import torch
 from ..freeswim_core import backend_for, window_attention
 from ..freeswim_core.log import log_once
 from .call_plan import CallPlan, Mode
-from .host_blocks import GRID_SIZES
+from .host_blocks import GRID_SIZES, writable_in_place
 from .options import CURSOR_KEY, PLAN_KEY, RUN_KEY, SCOPE_KEY, WINDOW_NODE, options_of
 
 
@@ -139,8 +139,7 @@ def queries_reusable(plan: CallPlan, to: dict, q) -> bool:
     (they drop q after attention: ``plan.host_frees_queries``), no ``attn1_patch`` reads q after
     the call, and q is a plain dense tensor that may be written in this mode."""
     return (plan.host_frees_queries and not (to.get("patches") or {}).get("attn1_patch")
-            and q.is_contiguous() and not q.requires_grad
-            and (torch.is_inference_mode_enabled() or not q.is_inference()))
+            and q.is_contiguous() and writable_in_place(q))
 
 
 def _self_attention(plan: CallPlan, role: str, call, q, k, v, heads, kwargs, run, in_place: bool):

@@ -7,6 +7,7 @@ route answers it with HTTP 400), never a stack trace.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from ..freeswim_core import TokenGrid, Window, attention_cost
 from ..freeswim_core.memory import EXECUTIONS, HEADROOM, HostTraits, WanArchitecture, plan_memory
@@ -94,7 +95,9 @@ def plan_from_request(body) -> dict:
                              or not math.isfinite(vram) or not 0 < vram <= 4096):
         raise BadRequest(f"vram_gb: expected a number of GB above 0, got {vram!r}")
     native = _native(body, arch, width, height)
-    arch = WanArchitecture(**{**arch.as_dict(), "native": native, "patch": tuple(arch.patch)})
+    arch = replace(arch, native=native)
+    traits = host_level_traits()
+    host = HostTraits(**traits)
 
     warnings = []
     multiple = arch.vae * arch.patch[1]
@@ -108,11 +111,11 @@ def plan_from_request(body) -> dict:
     if execution == "auto":
         batched = plan_memory(arch, width, height, frames, mode=mode, execution="batched", weight_dtype=weight_dtype,
                               vram_bytes=vram_bytes, cache_storage=storage, cache_precision=cache_precision,
-                              host=HostTraits(**host_level_traits()))
+                              host=host)
         chosen = "batched" if batched.fits is not False else "sequential"
     plan = plan_memory(arch, width, height, frames, mode=mode, execution=chosen, weight_dtype=weight_dtype,
                        vram_bytes=vram_bytes, cache_storage=storage, cache_precision=cache_precision,
-                       host=HostTraits(**host_level_traits()))
+                       host=host)
     out = plan.as_dict()
     out["model"] = name
     out["native_size"] = list(native)
@@ -122,7 +125,7 @@ def plan_from_request(body) -> dict:
                               if plan.windowed else 1.0)
     out["headroom"] = HEADROOM
     out["cache_interval"] = interval
-    out["host_traits"] = host_level_traits()
+    out["host_traits"] = traits
     if not plan.windowed:
         warnings.append(f"{width}x{height} is not above the native {native[0]}x{native[1]}: the window covers the "
                         "whole frame and FreeSwim changes nothing here.")

@@ -95,7 +95,7 @@ def plan_memory(arch: WanArchitecture | str, width: int, height: int, frames: in
                 + (rows + total + (total if twins else 0)) * latent  # latent, padded, with twins
                 + context
                 + (P.block_table_bytes(n) if windowed else 0))
-    window_extra = 4 * P.head_group(arch.heads, n, arch.head_dim) * n * arch.head_dim * P.ACT
+    window_extra = 4 * P.head_group(arch.heads, n, arch.head_dim, P.ACT) * n * arch.head_dim * P.ACT
     hidden = total * U
 
     if twins and execution == "sequential":

@@ -15,10 +15,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..attention.flex import COPY_BUDGET, INDEX_LIMIT
+from ..attention.flex import head_group  # noqa: F401  (the window backend's own head groups)
 
 ACT = 2                          # bf16 activations
-FFN_HIDDEN_BUDGET = 1 << 30      # the token-chunked FFN's budget (nodes/ffn_chunks.py)
+# The token-chunked FFN (nodes/ffn_chunks.py) slices its tokens with ffn_slice_tokens: bytes the
+# hidden state of one slice may take (its width x dtype size x 2, for the activation beside it),
+# large enough that each slice is still a large matmul.
+FFN_HIDDEN_BUDGET = 1 << 30
 MIN_SLICE_TOKENS = 1024
 BLOCK_SIZE = 128                 # FlexAttention's block
 
@@ -51,14 +54,6 @@ class Half:
         return self.window + self.full
 
 
-def head_group(heads: int, tokens: int, head_dim: int, element_bytes: int = ACT) -> int:
-    """Heads per FlexAttention call (the window backend's equal head groups)."""
-    for g in sorted((h for h in range(1, heads + 1) if heads % h == 0), reverse=True):
-        if g * tokens * head_dim <= INDEX_LIMIT and 4 * g * tokens * head_dim * element_bytes <= COPY_BUDGET:
-            return g
-    return 1
-
-
 def block_table_bytes(tokens: int) -> int:
     """The window BlockMask's tables: two [query blocks, key blocks] int32 index tables padded to
     the full key width, and their two counts."""
@@ -66,8 +61,9 @@ def block_table_bytes(tokens: int) -> int:
     return 2 * q * q * 4 + 2 * q * 4
 
 
-def ffn_slice_tokens(ffn_dim: int) -> int:
-    return max(MIN_SLICE_TOKENS, FFN_HIDDEN_BUDGET // (2 * ffn_dim * ACT))
+def ffn_slice_tokens(ffn_dim: int, element_bytes: int = ACT, budget: int = FFN_HIDDEN_BUDGET) -> int:
+    """Tokens per FFN slice so that a slice's hidden state (and its activation) fits ``budget``."""
+    return max(MIN_SLICE_TOKENS, budget // (2 * ffn_dim * element_bytes))
 
 
 def self_attention(h: Half, U: int, hidden: int, window_extra: int, copy0: bool, host: HostTraits,
