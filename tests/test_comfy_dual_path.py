@@ -21,9 +21,9 @@ def node(comfy, name, model, **inputs):
     return out
 
 
-def windowed(comfy, model, **kw):
+def windowed(comfy, model, backend="chunked", attention_scale="reference", **kw):
     return node(comfy, "FreeSwimWindowAttentionPatch", model, native_size="custom", custom_width=128,
-                custom_height=96, inward=True, attention_scale="reference", backend="chunked", **kw)
+                custom_height=96, inward=True, attention_scale=attention_scale, backend=backend, **kw)
 
 
 def dual(comfy, model, passes="cond_and_uncond", start=0.0, end=1.0, execution="batched"):
@@ -549,3 +549,23 @@ def test_block_tables_do_not_outlive_the_run(comfy, wan):
     assert flex._cached_block_mask.cache_info().currsize == 1
     comfy.ksample(windowed(comfy, wan), LATENT, seed=1, steps=1)
     assert flex._cached_block_mask.cache_info().currsize == 0
+
+
+def test_flex_compiles_one_graph_per_grid_over_sampling_runs(comfy, wan):
+    """Cond and uncond, twin rows, guide and reuse steps, batch sizes 1 and 2, two softmax scales,
+    two grids: the flex kernel compiles one graph per grid (dynamo's own cache of the pack's kernel
+    is counted), and sampling gives the chunked backend's result."""
+    import torch._dynamo
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+    flex = comfy.pack_module("freeswim_core.attention.flex")
+    torch._dynamo.reset()
+    flex._graph_keys.clear()
+    runs = [(LATENT, "reference"), (torch.zeros(2, 16, 2, 28, 36), "reference"),    # grids 3x12x20, 2x14x18
+            (torch.zeros(2, 16, 3, 24, 40), "none")]
+    for seed, (latent, scale) in enumerate(runs):
+        got = comfy.ksample(cache(comfy, dual(comfy, windowed(comfy, wan, "flex", scale))), latent,
+                            seed=seed, steps=3, cfg=5.0)
+        ref = comfy.ksample(cache(comfy, dual(comfy, windowed(comfy, wan, "chunked", scale))), latent,
+                            seed=seed, steps=3, cfg=5.0)
+        assert rel_err(got, ref) < 1e-4
+    assert len(_debug_get_cache_entry_list(flex._window_kernel.__code__)) == 2

@@ -141,25 +141,59 @@ def test_flex_matches_dense_reference(B, NH, grid, window, inward, dtype, tol):
 
 
 def test_flex_head_groups_are_equal_and_bounded():
-    """The flex backend runs equal head groups (one compiled shape) whose reordered q, k, v and
-    output fit its copy budget (1 GiB = 1.074 GB): 14B at 4K (40 heads x 680,400 tokens x 128, bf16)
-    one head at a time (2 heads: 4 x 2 x 680,400 x 128 x 2 = 1.39 GB, over)."""
-    from freeswim_core.attention.flex import COPY_BUDGET, INDEX_LIMIT, _call_groups, head_group
+    """The flex backend runs one batch row and an equal head group per call (one compiled shape)
+    whose reordered q, k, v and output fit its copy budget (1 GiB = 1.074 GB): 14B at 4K (40 heads
+    x 680,400 tokens x 128, bf16) one head at a time (2 heads: 4 x 2 x 680,400 x 128 x 2 = 1.39 GB,
+    over)."""
+    from freeswim_core.attention.flex import COPY_BUDGET, _call_groups, head_group
     L = 21 * 135 * 240
     assert head_group(40, L, 128, 2) == 1                      # 4 x 1 x L x 128 x 2 = 0.70 GB <= 1 GiB
     assert head_group(40, L, 128, 2, budget=3 << 30) == 4      # 2.79 GB <= 3 GiB; 5 heads would be 3.48 GB
     assert head_group(12, 21 * 68 * 120, 128, 2) == 6          # 1.3B at 1088p: 4 x 6 x 171,360 x 128 x 2 = 1.05 GB
     for NH, L, D in [(40, 21 * 135 * 240, 128), (12, 21 * 68 * 120, 128), (12, 720, 128), (7, 10**6, 64)]:
         h = head_group(NH, L, D, 2)
-        assert NH % h == 0 and h * L * D <= INDEX_LIMIT
+        assert NH % h == 0
         assert 4 * h * L * D * 2 <= COPY_BUDGET or h == 1
-        groups = list(_call_groups(2, NH, L, D, 2))
-        sizes = {hs.stop - hs.start for _, hs in groups}
-        assert len(sizes) == 1                                  # equal groups
-        covered = sorted((bs.start, h0) for bs, hs in groups for h0 in range(hs.start, hs.stop)
-                         for _ in [0]) if len(groups) > 1 else None
-        if covered is not None:
-            assert covered == [(b, h0) for b in range(2) for h0 in range(NH)]
+        for B in (1, 2, 3):
+            groups = list(_call_groups(B, NH, L, D, 2))
+            assert {(bs.stop - bs.start, hs.stop - hs.start) for bs, hs in groups} == {(1, h)}
+            covered = sorted((bs.start, n) for bs, hs in groups for n in range(hs.start, hs.stop))
+            assert covered == [(b, n) for b in range(B) for n in range(NH)]
+
+
+@pytest.mark.parametrize("grid,window,inward,bs", [
+    ((3, 12, 20), (7, 11), True, 128),      # 720 tokens: 48 of padding
+    ((5, 8, 3), (3, 9), True, 16),          # full-width windows reach the sequence end
+    ((1, 30, 40), (30, 5), False, 128),     # 1200 tokens, full-height windows
+])
+def test_padded_block_lists_never_count_padding_as_full(grid, window, inward, bs):
+    """With keys zero-padded to whole blocks, a key block is full only when every real query of
+    the query block may see every one of its keys, padding included (padding is never visible);
+    partial blocks are those with some visible real key."""
+    T, H, W = grid
+    L = T * H * W
+    n = -(-L // bs)
+    dense = torch.zeros(n * bs, n * bs, dtype=torch.bool)
+    dense[:L, :L] = _reorder_frame_innermost(dense_window_mask(grid, window, inward), grid)
+    real_q = torch.zeros(n * bs, dtype=torch.bool)
+    real_q[:L] = True
+    blocks = dense.reshape(n, bs, n, bs)
+    any_ref = blocks.any(3).any(1)
+    all_ref = (blocks | ~real_q.reshape(n, bs)[:, :, None, None]).all(3).all(1)
+    lists = window_block_lists(TokenGrid(*grid), Window(*window), inward=inward, block_size=bs, padded=True)
+
+    def dense_of(num, idx):
+        out = torch.zeros(n, n, dtype=torch.bool)
+        for r in range(n):
+            out[r, idx[r, : int(num[r])].long()] = True
+        return out
+
+    partial = dense_of(lists.kv_num_blocks, lists.kv_indices)
+    full = dense_of(lists.full_kv_num_blocks, lists.full_kv_indices)
+    assert L % bs and not full[:, n - 1].any()
+    assert not (partial & full).any()
+    assert torch.equal(full, all_ref)
+    assert torch.equal(partial | full, any_ref)
 
 
 # --- output written into a given tensor, q's own memory included ---------------------------
@@ -213,13 +247,13 @@ def test_a_failure_after_writing_over_the_queries_is_marked_and_keeps_its_type(m
     monkeypatch.setattr(flex, "COPY_BUDGET", 1)                   # one head per call
     calls = []
 
-    def kernel(q, k, v, block_mask=None, scale=None):
+    def kernel(q, k, v, block_mask, scale):
         calls.append(1)
         if len(calls) == fail_at:
             raise torch.OutOfMemoryError("CUDA out of memory (test)")
         return torch.zeros_like(q)
 
-    monkeypatch.setattr(flex, "compiled_flex_attention", lambda: kernel)
+    monkeypatch.setattr(flex, "compiled_window_kernel", lambda: kernel)
     for fail_at, partial in ((2, True), (1, False)):
         calls.clear()
         q, k, v = _qkv(1, 3, 720, 16, torch.float32)
@@ -233,7 +267,7 @@ def test_auto_falls_back_only_when_the_kernel_does_not_compile(monkeypatch, capl
     only (said once); an out-of-memory error is the host's to handle and propagates."""
     import freeswim_core.attention as attention
     from torch._dynamo.exc import BackendCompilerFailed
-    monkeypatch.setattr(attention, "_flex_first", lambda q: True)
+    monkeypatch.setattr(attention, "_flex_first", lambda *tensors: True)
     monkeypatch.setattr(attention, "_flex_broken", set())
     failure = {}
 
@@ -259,3 +293,35 @@ def test_auto_falls_back_only_when_the_kernel_does_not_compile(monkeypatch, capl
     failure["exc"] = RuntimeError("an unrelated launch failure (test)")
     with pytest.raises(RuntimeError, match="unrelated"):
         window_attention(q2, k2, v2, (2, 9, 13), (5, 7))
+
+
+def test_flex_stays_compiled_past_dynamos_recompile_limit():
+    """At dynamo's per-function recompile limit a new shape would run flex uncompiled (every score
+    materialised: out of memory at 4K). With the limit at 2, a third grid still runs compiled
+    (dynamo holds one fresh graph for the kernel) and every grid's result is the dense one."""
+    import torch._dynamo
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+    import freeswim_core.attention.flex as flex
+    torch._dynamo.reset()
+    flex._graph_keys.clear()
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for i, (grid, window) in enumerate([((3, 12, 20), (7, 11)), ((2, 9, 13), (5, 7)), ((1, 10, 24), (4, 9))]):
+            T, H, W = grid
+            q, k, v = _qkv(1, 2, T * H * W, 16, torch.float32, seed=i)
+            out = window_attention(q, k, v, grid, window, scale=0.3, backend="flex")
+            ref = masked_attention(q, k, v, dense_window_mask(grid, window, True), 0.3)
+            assert (out.double() - ref).abs().max().item() < 1e-5
+        assert len(_debug_get_cache_entry_list(flex._window_kernel.__code__)) == 1
+    torch._dynamo.reset()
+    flex._graph_keys.clear()
+
+
+def test_flex_is_inference_only():
+    """Gradients take the chunked backend under auto; flex refuses them clearly instead of
+    returning a result autograd cannot follow."""
+    q, k, v = _qkv(1, 2, 720, 16, torch.float32)
+    q.requires_grad_(True)
+    with pytest.raises(ValueError, match="inference-only"):
+        window_attention(q, k, v, (3, 12, 20), (7, 11), backend="flex")
+    with torch.no_grad():
+        window_attention(q, k, v, (3, 12, 20), (7, 11), backend="flex")

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from ..geometry import TokenGrid, as_grid, as_window
 from ..log import logger
 from .chunked import chunked_window_attention
-from .flex import PARTIAL_OUTPUT, _cached_block_mask, flex_available, flex_window_attention
+from .flex import PARTIAL_OUTPUT, _cached_block_mask, flex_available, flex_window_attention, needs_grad
 
 BACKENDS = ("auto", "flex", "chunked")
 
@@ -45,6 +45,12 @@ def backend_for(q: torch.Tensor, grid, window, backend: str = "auto") -> str:
     return "flex" if _flex_first(q) and key not in _flex_broken else "chunked"
 
 
+def _flex_first(q: torch.Tensor, *others: torch.Tensor) -> bool:
+    """``auto`` tries FlexAttention first on CUDA (on the CPU the chunked backend is faster), for
+    inference (the flex kernel runs in inference mode; gradients take the chunked backend)."""
+    return q.is_cuda and flex_available() and not needs_grad(q, *others)
+
+
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, window, *,
                      inward: bool = True, scale: float | None = None,
                      backend: str = "auto", out: torch.Tensor | None = None) -> torch.Tensor:
@@ -57,8 +63,9 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, wi
         window: ``(wh, ww)`` tokens per query in height and width.
         inward: shift windows inward at borders (paper) instead of truncating.
         scale: softmax scale; ``None`` means ``1 / sqrt(D)``.
-        backend: ``"flex"`` (FlexAttention, compiled), ``"chunked"`` (exact SDPA
-            over tiles, any device) or ``"auto"`` (flex on CUDA, falling back to
+        backend: ``"flex"`` (FlexAttention, compiled, inference only), ``"chunked"``
+            (exact SDPA over tiles, any device, differentiable) or ``"auto"`` (flex on
+            CUDA when no gradient is recorded, falling back to
             chunked, with one log line, for a grid and dtype whose flex kernel does
             not compile; errors at run time, out of memory included, propagate).
         out: where to write the result (any strides, shape of ``q``); it may be
@@ -84,7 +91,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, wi
         return flex_window_attention(q, k, v, grid, window, inward=inward, scale=scale, out=out)
     # auto
     key = (q.device.type, grid, q.dtype)
-    if _flex_first(q) and key not in _flex_broken:
+    if _flex_first(q, k, v) and key not in _flex_broken:
         try:
             return flex_window_attention(q, k, v, grid, window, inward=inward, scale=scale, out=out)
         except Exception as exc:
@@ -95,11 +102,6 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, wi
                            "the exact chunked backend for this grid and dtype. Set backend='chunked' to silence "
                            "this.", grid.as_tuple(), q.dtype, type(exc).__name__, exc)
     return chunked_window_attention(q, k, v, grid, window, inward=inward, scale=scale, out=out)
-
-
-def _flex_first(q: torch.Tensor) -> bool:
-    """``auto`` tries FlexAttention first on CUDA (on the CPU the chunked backend is faster)."""
-    return q.is_cuda and flex_available()
 
 
 def _compile_failure_types() -> tuple:

@@ -84,7 +84,13 @@ def _ordered(dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def window_block_lists(grid: TokenGrid, window: Window, *, inward: bool = True,
-                       block_size: int = 128, device=None) -> BlockLists:
+                       block_size: int = 128, device=None, padded: bool = False) -> BlockLists:
+    """Partial and full key blocks of every query block.
+
+    ``padded``: the kernel's keys are zero-padded past ``L`` to whole blocks, so a last block
+    that holds padding is never full (the mask removes the padding); without padding the
+    kernel masks the sequence end itself and such a block is full when its real keys are.
+    """
     T, H, W = grid.as_tuple()
     win = window.clipped(grid)
     L = grid.tokens
@@ -105,6 +111,8 @@ def window_block_lists(grid: TokenGrid, window: Window, *, inward: bool = True,
 
     def full_block_range(start_tok, end_excl_tok):
         first = -(-start_tok // BS)
+        if padded:
+            return first, end_excl_tok // BS - 1
         last = torch.where(end_excl_tok >= L, torch.full_like(end_excl_tok, nkv - 1),
                            end_excl_tok // BS - 1)
         return first, last

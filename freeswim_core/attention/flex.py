@@ -2,13 +2,21 @@
 
 * Tokens are reordered frame-innermost inside the call, ``(t, h, w) -> (h, w, t)``,
   so a 128-token block is a few spatial positions across all frames and most
-  visited key blocks are full (no mask evaluated there).
+  visited key blocks are full (no mask evaluated there). The reordered copies are
+  zero-padded to a multiple of the block size, so inductor takes its divisible
+  fast path; the padded keys are masked out.
 * The BlockMask is built from the window bounds (:mod:`.blocks`) and cached per
   geometry, never by evaluating the mask over Q x KV.
-* FlexAttention kernels have overflowed 32-bit index arithmetic past 2**31
-  elements (14B at 4K: 40 heads x 680k tokens x 128); calls are split over
-  batch rows and head groups so no single call reaches that size. The split also
-  bounds the transient copies the reordering makes.
+* One compiled graph per (device, grid, dtype, head group, head dim), whatever
+  else changes in a run: the kernel is the pack's own compiled function (another
+  pack compiling ``flex_attention`` does not share its recompile budget); it runs
+  in inference mode, one batch row and an equal head group per call, with the
+  softmax scale passed as a tensor (data, not a constant baked into the graph).
+  At dynamo's recompile limit, flex would silently run uncompiled and
+  materialise every score (out of memory at 4K); before that, the pack's graphs
+  are dropped and compiled again (inductor caches them on disk).
+* Head groups bound the transient copies the reordering makes (4 tensors of one
+  group: q, k, v reordered and the kernel's output).
 """
 from __future__ import annotations
 
@@ -18,15 +26,17 @@ import threading
 import torch
 
 from ..geometry import TokenGrid, Window, axis_windows
+from ..log import logger
 from .blocks import window_block_lists
 
-INDEX_LIMIT = 2**31 - 1
 # Bytes one call's reordered q, k, v copies and its output may take together: the transient
 # memory of the window backend beyond its inputs and result (4 tensors of one head group).
 COPY_BUDGET = 1 << 30
+BLOCK_SIZE = 128
 
 _lock = threading.Lock()
 _compiled = None
+_graph_keys: set[tuple] = set()      # shapes the compiled kernel holds a graph for
 
 
 def flex_available() -> bool:
@@ -37,18 +47,55 @@ def flex_available() -> bool:
     return True
 
 
-def compiled_flex_attention():
-    """``torch.compile(flex_attention)``, created once per process."""
+def _window_kernel(q, k, v, block_mask, scale):
+    """The pack's own compiled entry point: ``flex_attention`` with the softmax scale as a 0-dim
+    tensor applied to the scores (the kernel's constant scale is 1)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    def scaled(score, b, h, q_idx, kv_idx):
+        return score * scale
+
+    return flex_attention(q, k, v, score_mod=scaled, block_mask=block_mask, scale=1.0)
+
+
+def compiled_window_kernel():
+    """``torch.compile`` of :func:`_window_kernel` (static shapes, one graph, no graph breaks),
+    created once per process."""
     global _compiled
     with _lock:
         if _compiled is None:
-            from torch.nn.attention.flex_attention import flex_attention
-            _compiled = torch.compile(flex_attention, dynamic=False)
+            _compiled = torch.compile(_window_kernel, dynamic=False, fullgraph=True)
         return _compiled
 
 
+def _recompile_limit() -> int:
+    config = torch._dynamo.config
+    return int(getattr(config, "recompile_limit", getattr(config, "cache_size_limit", 8)))
+
+
+def _reserve_graph(key: tuple) -> None:
+    """Note that the kernel is about to run with shapes ``key``; if that would be one graph past
+    dynamo's per-function recompile limit, drop the kernel's graphs first."""
+    with _lock:
+        if key in _graph_keys:
+            return
+        if len(_graph_keys) >= _recompile_limit():
+            from torch._dynamo.eval_frame import reset_code
+            reset_code(_window_kernel.__code__)
+            logger.info("FreeSwim: %d window kernel shapes compiled in this process (dynamo's limit); "
+                        "dropping them, the next calls compile again.", len(_graph_keys))
+            _graph_keys.clear()
+        _graph_keys.add(key)
+
+
+def padded_length(tokens: int, block_size: int = BLOCK_SIZE) -> int:
+    """Tokens rounded up to whole blocks: the length of the kernel's reordered copies."""
+    return -(-tokens // block_size) * block_size
+
+
 def window_mask_mod(grid: TokenGrid, window: Window, inward: bool, device):
-    """mask_mod over frame-innermost token indices (used on partial blocks only)."""
+    """mask_mod over frame-innermost token indices (evaluated on partial blocks only); keys past
+    the grid (the zero padding) are masked, queries past it are computed and dropped."""
     T, H, W = grid.as_tuple()
     L = grid.tokens
     win = window.clipped(grid)
@@ -60,15 +107,16 @@ def window_mask_mod(grid: TokenGrid, window: Window, inward: bool, device):
         kp = torch.clamp(kv_idx, max=L - 1) // T
         qh, qw = qp // W, qp % W
         kh, kw = kp // W, kp % W
-        return (kh >= sh[qh]) & (kh <= eh[qh]) & (kw >= sw[qw]) & (kw <= ew[qw])
+        return (kv_idx < L) & (kh >= sh[qh]) & (kh <= eh[qh]) & (kw >= sw[qw]) & (kw <= ew[qw])
 
     return mask_mod
 
 
 @torch.compiler.disable
 def window_block_mask(grid: TokenGrid, window: Window, inward: bool, device: torch.device,
-                      block_size: int = 128):
-    """BlockMask for the window in frame-innermost order (cached per geometry and device).
+                      block_size: int = BLOCK_SIZE):
+    """BlockMask for the window over the padded frame-innermost tokens (cached per geometry and
+    device).
 
     Built outside any ``torch.compile`` trace: it is host-side integer work.
     """
@@ -77,33 +125,32 @@ def window_block_mask(grid: TokenGrid, window: Window, inward: bool, device: tor
 
 @functools.lru_cache(maxsize=8)
 def _cached_block_mask(grid: TokenGrid, window: Window, inward: bool, device: torch.device,
-                      block_size: int = 128):
+                      block_size: int = BLOCK_SIZE):
     from torch.nn.attention.flex_attention import BlockMask
-    lists = window_block_lists(grid, window, inward=inward, block_size=block_size, device=device)
+    lists = window_block_lists(grid, window, inward=inward, block_size=block_size, device=device,
+                               padded=True)
+    padded = padded_length(lists.seq_len, block_size)
     return BlockMask.from_kv_blocks(
         lists.kv_num_blocks[None, None], lists.kv_indices[None, None],
         lists.full_kv_num_blocks[None, None], lists.full_kv_indices[None, None],
         BLOCK_SIZE=block_size, mask_mod=window_mask_mod(grid, window, inward, device),
-        seq_lengths=(lists.seq_len, lists.seq_len), compute_q_blocks=False)
+        seq_lengths=(padded, padded), compute_q_blocks=False)
 
 
 def head_group(NH: int, L: int, D: int, element_bytes: int, budget: int | None = None) -> int:
     """Heads per call: the largest divisor of ``NH`` (equal groups: one compiled shape) whose
-    four copies (q, k, v reordered and the kernel's output) fit ``budget`` and whose tensors stay
-    under the index limit."""
+    four copies (q, k, v reordered and the kernel's output, ``L`` tokens each) fit ``budget``."""
     budget = COPY_BUDGET if budget is None else budget
     for heads in sorted((h for h in range(1, NH + 1) if NH % h == 0), reverse=True):
-        if heads * L * D <= INDEX_LIMIT and 4 * heads * L * D * element_bytes <= budget:
+        if 4 * heads * L * D * element_bytes <= budget:
             return heads
     return 1
 
 
 def _call_groups(B: int, NH: int, L: int, D: int, element_bytes: int = 2):
-    """(batch slice, head slice) pairs, one batch row and an equal head group at a time."""
-    heads = head_group(NH, L, D, element_bytes)
-    if heads == NH and 4 * B * NH * L * D * element_bytes <= COPY_BUDGET and B * NH * L * D <= INDEX_LIMIT:
-        yield slice(0, B), slice(0, NH)
-        return
+    """(batch row, head slice) pairs: one batch row and an equal head group per call, so every
+    call has the same shape (one compiled graph) whatever the batch size of the model call."""
+    heads = head_group(NH, padded_length(L), D, element_bytes)
     for b in range(B):
         for h0 in range(0, NH, heads):
             yield slice(b, b + 1), slice(h0, h0 + heads)
@@ -115,33 +162,47 @@ def _call_groups(B: int, NH: int, L: int, D: int, element_bytes: int = 2):
 PARTIAL_OUTPUT = "freeswim_partial_output"
 
 
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """Would autograd record a call on these tensors? The flex backend is inference-only."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def flex_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           grid: TokenGrid, window: Window, *, inward: bool = True,
-                          scale: float | None = None, block_size: int = 128,
+                          scale: float | None = None, block_size: int = BLOCK_SIZE,
                           out: torch.Tensor | None = None) -> torch.Tensor:
     """Window attention of ``q``, ``k``, ``v`` (``[B, heads, L, D]``, frame-major tokens) written into
     ``out`` (any strides; it may be ``q``) or a new tensor laid out ``[B, L, heads, D]``."""
+    if needs_grad(q, k, v):
+        raise ValueError("the flex window attention backend is inference-only (its kernel runs in "
+                         "inference mode); use backend='chunked' where gradients are needed")
     B, NH, L, D = q.shape
     T, H, W = grid.as_tuple()
+    Lp = padded_length(L, block_size)
     block_mask = window_block_mask(grid, window, inward, q.device, block_size)
-    flex = compiled_flex_attention()
+    kernel = compiled_window_kernel()
     if out is None:
         out = torch.empty((B, L, NH, D), dtype=q.dtype, device=q.device).transpose(1, 2)
 
-    def to_inner(x):  # [b, n, (t h w), d] -> [b, n, (h w t), d]
-        b, n = x.shape[:2]
-        return x.reshape(b, n, T, H, W, D).permute(0, 1, 3, 4, 2, 5).reshape(b, n, L, D)
+    def to_inner(x):  # [1, n, (t h w), d] -> [1, n, (h w t) + zero padding, d]
+        n = x.shape[1]
+        buf = torch.empty((1, n, Lp, D), dtype=x.dtype, device=x.device)
+        buf[:, :, :L].unflatten(2, (H, W, T)).copy_(x.unflatten(2, (T, H, W)).permute(0, 1, 3, 4, 2, 5))
+        buf[:, :, L:].zero_()
+        return buf
 
     written = False
     try:
-        for bs, hs in _call_groups(B, NH, L, D, q.element_size()):
-            o = flex(to_inner(q[bs, hs]), to_inner(k[bs, hs]), to_inner(v[bs, hs]),
-                     block_mask=block_mask, scale=scale)
-            b, n = o.shape[:2]
-            dest = out[bs, hs].unflatten(2, (T, H, W))            # [b, n, T, H, W, D], a view
-            dest.copy_(o.reshape(b, n, H, W, T, D).permute(0, 1, 4, 2, 3, 5))
-            written = True
-            del o
+        with torch.inference_mode():
+            scale_t = torch.full((), D ** -0.5 if scale is None else scale, dtype=torch.float32, device=q.device)
+            for bs, hs in _call_groups(B, NH, L, D, q.element_size()):
+                n = hs.stop - hs.start
+                _reserve_graph((str(q.device), grid, q.dtype, n, D, block_size))
+                o = kernel(to_inner(q[bs, hs]), to_inner(k[bs, hs]), to_inner(v[bs, hs]), block_mask, scale_t)
+                dest = out[bs, hs].unflatten(2, (T, H, W))            # [1, n, T, H, W, D], a view
+                dest.copy_(o[:, :, :L].unflatten(2, (H, W, T)).permute(0, 1, 4, 2, 3, 5))
+                written = True
+                del o
     except Exception as exc:
         if written and torch._C._is_alias_of(out, q):
             setattr(exc, PARTIAL_OUTPUT, True)
