@@ -20,6 +20,7 @@ from ..freeswim_core import (TokenGrid, Window, attention_cost, attention_scale,
 from ..freeswim_core.dual import (CacheAction, DualLayout, FeatureStore, cache_bytes, choose_storage,
                                   decide_cache_action, element_bytes, host_cache_bytes, row_keys,
                                   row_kinds, step_index, twin_rows)
+from .host_reads import HostReads, first_value
 from .host_blocks import host_frees_block_inputs, host_frees_queries, sets_grid_sizes
 from .memory_plan import activation_bytes, plan_for_call
 from .options import (CACHE_NODE, WINDOW_NODE, CacheSettings, FreeSwimOptions, WindowSettings)
@@ -144,13 +145,6 @@ def plan_window(settings: WindowSettings, grid: TokenGrid, head_dim: int, ambigu
     return WindowPlan(grid, window, settings.inward, scale, settings.backend)
 
 
-def first_sigma(sigmas) -> Optional[float]:
-    """This call's sigma: ComfyUI passes a tensor; hosts and tools may pass a sequence of floats."""
-    if sigmas is None:
-        return None
-    return float(sigmas.flatten()[0]) if isinstance(sigmas, torch.Tensor) else float(sigmas[0])
-
-
 def plan_call(opts: FreeSwimOptions, dm, a: CallArgs, to: dict, run: Optional[RunState]) -> CallPlan:
     grid = model_token_grid(dm, a)
     has_vace = bool(getattr(dm, "vace_blocks", None))
@@ -165,7 +159,8 @@ def plan_call(opts: FreeSwimOptions, dm, a: CallArgs, to: dict, run: Optional[Ru
         if window is not None and run is not None:
             plan_for_call(opts, dm, a.x, (grid.h, grid.w), 0, run)      # for the run report
         return base
-    sigma = first_sigma(to.get("sigmas"))
+    reads = run.host_reads if run is not None else HostReads()
+    sigma = first_value(to.get("sigmas"), reads)
     if run is not None and sigma is not None and not (run.sigma_end <= sigma <= run.sigma_start):
         return base
     rows = a.x.shape[0]
@@ -185,7 +180,8 @@ def plan_call(opts: FreeSwimOptions, dm, a: CallArgs, to: dict, run: Optional[Ru
     if store is None:
         return replace(base, mode=Mode.DUAL, layout=twins, **dual)
     stored_at = [store.computed_at(keys[r]) if store.valid_for(keys[r], signature) else None for r in eligible]
-    step = step_index(sigma, to.get("sample_sigmas")) if sigma is not None else None
+    schedule = to.get("sample_sigmas")
+    step = step_index(sigma, reads.floats(schedule) if schedule is not None else None) if sigma is not None else None
     if decide_cache_action(stored_at, sigma, step, opts.cache.interval) is CacheAction.GUIDE:
         for r in eligible:
             store.mark(keys[r], sigma, signature)

@@ -16,6 +16,7 @@ from typing import Optional
 
 from ..freeswim_core.dual import FeatureStore
 from ..freeswim_core.log import log_once, logger
+from .host_reads import HostReads
 
 RECENT_REPORTS = 32
 
@@ -64,6 +65,7 @@ class RunState:
     memory_plan: Optional[object] = None
     report: RunReport = field(default_factory=RunReport)
     said: set = field(default_factory=set)
+    host_reads: HostReads = field(default_factory=HostReads)   # sigmas and schedule read once each
 
     def say(self, key: str, level: int, msg: str, *args) -> None:
         """Log once per run; warnings also go into the report."""

@@ -569,3 +569,39 @@ def test_flex_compiles_one_graph_per_grid_over_sampling_runs(comfy, wan):
                             seed=seed, steps=3, cfg=5.0)
         assert rel_err(got, ref) < 1e-4
     assert len(_debug_get_cache_entry_list(flex._window_kernel.__code__)) == 2
+
+
+class _PackReads(torch.overrides.TorchFunctionMode):
+    """Counts tensor values read to the host (a device sync on a GPU) by the pack's own code."""
+
+    READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__float__, torch.Tensor.__int__,
+             torch.Tensor.__bool__, torch.Tensor.__index__}
+
+    def __init__(self, roots):
+        super().__init__()
+        self.roots = tuple(str(r) for r in roots)
+        self.sites = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.READS:
+            import sys
+            frame = sys._getframe(1)
+            while frame is not None and "/torch/" in frame.f_code.co_filename:
+                frame = frame.f_back
+            if frame is not None and frame.f_code.co_filename.startswith(self.roots):
+                self.sites.append(f"{frame.f_code.co_filename}:{frame.f_lineno}")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("steps", [4, 6])
+def test_the_pack_reads_device_values_once_per_step(comfy, wan, steps):
+    """On a GPU every value read to the host waits for the queued kernels. Over a whole run with
+    the cache (guide and reuse steps, cond and uncond), the pack's own code reads the sigma once per
+    step and the schedule once, whatever the number of blocks, calls or steps."""
+    from pathlib import Path
+    root = Path(comfy.pack_module("nodes").__file__).parent.parent      # as the host imported it
+    counter = _PackReads([root / "nodes", root / "freeswim_core"])
+    patched = cache(comfy, dual(comfy, windowed(comfy, wan)), interval=2)
+    with counter:
+        comfy.ksample(patched, LATENT, seed=1, steps=steps, cfg=5.0)
+    assert len(counter.sites) <= steps + 1, counter.sites

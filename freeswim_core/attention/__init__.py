@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from ..geometry import TokenGrid, as_grid, as_window
 from ..log import logger
-from .chunked import chunked_window_attention
+from .chunked import chunked_window_attention, device_bounds
 from .flex import PARTIAL_OUTPUT, _cached_block_mask, flex_available, flex_window_attention, needs_grad
 
 BACKENDS = ("auto", "flex", "chunked")
@@ -128,8 +128,10 @@ def _is_compile_failure(exc: BaseException) -> bool:
 
 def release_run_caches() -> None:
     """Drop the window backend's device-side caches (the BlockMask tables: up to 1.8 GB at 4K on a
-    GPU) at the end of a sampling run; the next run rebuilds them in well under a second."""
+    GPU; the chunked backend's window bounds) at the end of a sampling run; the next run rebuilds
+    them in well under a second."""
     _cached_block_mask.cache_clear()
+    device_bounds.cache_clear()
 
 
 __all__ = ["BACKENDS", "backend_for", "chunked_window_attention", "flex_available", "flex_window_attention",

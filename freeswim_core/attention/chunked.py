@@ -14,6 +14,7 @@ compiled model (ComfyUI's TorchCompileModel) grow with the number of tiles.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -40,6 +41,15 @@ def _tile_sizes(grid: TokenGrid, win: Window, budget_elems: int) -> tuple[int, i
         else:
             tw = (tw + 1) // 2
     return th, tw
+
+
+@functools.lru_cache(maxsize=16)
+def device_bounds(H: int, W: int, win: Window, inward: bool, device: torch.device):
+    """Window starts and ends per row and column on ``device``: copied from the host once per
+    geometry (a copy from pageable memory waits for the device), not once per call."""
+    sh, eh = axis_bounds(H, win.h, inward)
+    sw, ew = axis_bounds(W, win.w, inward)
+    return tuple(torch.tensor(b, device=device) for b in (sh, eh, sw, ew))
 
 
 @torch.compiler.disable
@@ -69,8 +79,7 @@ def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         out = torch.empty((B, L, NH, D), dtype=q.dtype, device=dev).transpose(1, 2)
     out6 = out.unflatten(2, (T, H, W))    # [B, NH, T, H, W, D], a view
 
-    # window bounds on the device once per call (slices below: no host-to-device copy per tile)
-    bounds = {id(b): torch.tensor(b, device=dev) for b in (sh, eh, sw, ew)}
+    bounds = {id(b): t for b, t in zip((sh, eh, sw, ew), device_bounds(H, W, win, inward, dev))}
 
     def band(starts, ends, q0, q1):
         """Key range of queries q0..q1-1, their mask over it, and whether it is all True."""

@@ -1,0 +1,44 @@
+"""Device values read to the host once, not once per model call.
+
+Reading a CUDA tensor's value (``float(t)``, ``t.tolist()``) waits for every kernel
+queued before it. The model calls of one sampling step share one sigma tensor
+and a run shares one schedule, so a run keeps what it has read, keyed by the
+tensor object and its version: one read per step and one for the schedule,
+whatever the number of calls (cond and uncond split, multi-evaluation samplers).
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Optional
+
+import torch
+
+_KEEP = 16          # tensors remembered at once (a step's sigmas, the schedule)
+
+
+class HostReads:
+    def __init__(self):
+        self._memo: dict[int, tuple] = {}
+
+    def floats(self, values) -> tuple[float, ...]:
+        """``values`` (a tensor or a sequence of numbers) as host floats."""
+        if not isinstance(values, torch.Tensor):
+            return tuple(float(v) for v in values)
+        hit = self._memo.get(id(values))
+        if hit is not None and hit[0]() is values and hit[1] == values._version:
+            return hit[2]
+        read = tuple(float(v) for v in values.detach().flatten().tolist())
+        if len(self._memo) >= _KEEP:
+            self._memo = {k: v for k, v in self._memo.items() if v[0]() is not None}
+            if len(self._memo) >= _KEEP:
+                self._memo.clear()
+        self._memo[id(values)] = (weakref.ref(values), values._version, read)
+        return read
+
+
+def first_value(values, reads: Optional[HostReads] = None) -> Optional[float]:
+    """The first of ``values`` (this call's sigma: ComfyUI passes a tensor, hosts and tools may pass
+    floats), through ``reads`` when the run has one."""
+    if values is None:
+        return None
+    return (reads or HostReads()).floats(values)[0]
