@@ -36,6 +36,20 @@ def test_chunked_matches_dense_reference(B, NH, grid, window, inward, dtype, tol
     assert (out.double() - ref).abs().max().item() < tol
 
 
+@pytest.mark.parametrize("B,NH,grid,window,inward", CASES[:4] + CASES[5:7])
+@pytest.mark.parametrize("budget", [1 << 28, 20_000])
+def test_chunked_batched_tiles_match_dense_reference(B, NH, grid, window, inward, budget):
+    """Several tiles per SDPA call (the CUDA default), sharing one mask per window pattern: all tiles
+    of a pattern at once, or as many as a small score budget allows."""
+    from freeswim_core.attention.chunked import chunked_window_attention
+    T, H, W = grid
+    q, k, v = _qkv(B, NH, T * H * W, 32, torch.float32, seed=5)
+    out = chunked_window_attention(q, k, v, TokenGrid(*grid), Window(*window), inward=inward, scale=0.18,
+                                   max_score_bytes=budget, batch_tiles=True)
+    ref = masked_attention(q, k, v, dense_window_mask(grid, window, inward), 0.18)
+    assert (out.double() - ref).abs().max().item() < 2e-5
+
+
 def test_chunked_respects_memory_budget_tiling():
     """A tiny score budget forces 1x1 tiles and one head per call; the result must not change."""
     from freeswim_core.attention.chunked import chunked_window_attention
@@ -208,10 +222,10 @@ def test_output_written_over_the_queries_is_the_dense_result(backend, monkeypatc
     grid, window = (3, 12, 20), (7, 11)
     q, k, v = _qkv(2, 3, 720, 32, torch.float32, seed=11)
     ref = masked_attention(q, k, v, dense_window_mask(grid, window, True), 0.2)
-    kwargs = dict(max_score_bytes=4096) if backend == "chunked" else {}
+    kwargs = dict(max_score_bytes=1 << 20) if backend == "chunked" else {}     # 7 tiles per call
     if backend == "chunked":
         from freeswim_core.attention.chunked import chunked_window_attention as fn
-        out = fn(q, k, v, TokenGrid(*grid), Window(*window), scale=0.2, out=q, **kwargs)
+        out = fn(q, k, v, TokenGrid(*grid), Window(*window), scale=0.2, out=q, batch_tiles=True, **kwargs)
     else:
         out = window_attention(q, k, v, grid, window, scale=0.2, backend=backend, out=q)
     assert out is q

@@ -3,10 +3,20 @@
 The query grid is cut into spatial tiles (all frames of a th x tw patch of
 positions). The keys any query of a tile may see lie inside one rectangle (the
 union of their windows, which is contiguous because window starts and ends grow
-monotonically with the query position), so each tile is one SDPA call over that
-rectangle with a boolean mask for the exact per-query windows. Memory is bounded
-by ``max_score_bytes``: tiles shrink and heads are processed in groups so that
-no call holds a larger score matrix.
+monotonically with the query position), so each tile is one attention over that
+rectangle with a mask for the exact per-query windows.
+
+Tiles are batched: the mask of a tile depends only on its rows' and columns'
+windows relative to its rectangle, which is the same for every tile away from
+the borders. Tiles are grouped by that pattern; each group's mask is built once
+per call (on CUDA already additive, in the compute dtype, with rows padded for
+the memory-efficient kernel, so SDPA converts and copies nothing). On CUDA, where
+a tile's SDPA call is too small to fill the device, as many tiles of a group as
+the budget allows go through one call; on the CPU one tile per call is faster
+(the stacked copies cost more than the calls they save). Nothing in the
+loop reads a device value (no synchronisation). Memory is bounded by
+``max_score_bytes``: tiles shrink and heads are processed in groups so that no
+call holds a larger score matrix.
 
 The function is excluded from ``torch.compile`` tracing: it is a loop of SDPA
 calls that compilation cannot improve, and unrolling it makes compile times of a
@@ -16,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -52,19 +63,71 @@ def device_bounds(H: int, W: int, win: Window, inward: bool, device: torch.devic
     return tuple(torch.tensor(b, device=device) for b in (sh, eh, sw, ew))
 
 
+@dataclass(frozen=True)
+class _Band:
+    """A run of query positions on one axis and the key range their windows span."""
+
+    q0: int
+    q1: int
+    k0: int
+    k1: int
+    pattern: tuple       # (queries, keys, starts and ends relative to k0): equal patterns, equal masks
+    full: bool           # every query sees every key of the range
+
+
+def _bands(starts: list[int], ends: list[int], step: int) -> list[_Band]:
+    bands = []
+    for q0 in range(0, len(starts), step):
+        q1 = min(len(starts), q0 + step)
+        k0, k1 = starts[q0], ends[q1 - 1] + 1
+        rel = tuple((starts[i] - k0, ends[i] - k0) for i in range(q0, q1))
+        full = all(a == 0 and b == k1 - k0 - 1 for a, b in rel)
+        bands.append(_Band(q0, q1, k0, k1, (q1 - q0, k1 - k0, rel), full))
+    return bands
+
+
+def _axis_mask(band: _Band, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """``[queries, keys]`` boolean: key ``k0 + j`` is in query ``q0 + i``'s window (on the device)."""
+    keys = torch.arange(band.k0, band.k1, device=starts.device)
+    return (keys[None] >= starts[band.q0:band.q1, None]) & (keys[None] <= ends[band.q0:band.q1, None])
+
+
+def _tile_mask(T: int, hb: _Band, wb: _Band, bounds, dtype: torch.dtype):
+    """The mask of every tile with ``hb``'s row pattern and ``wb``'s column pattern, or None when
+    all its keys are visible. On CUDA it is additive (0 / -inf) in the compute dtype, its rows
+    padded to 16 elements: the form SDPA's memory-efficient kernel takes without a copy."""
+    if hb.full and wb.full:
+        return None
+    sh, eh, sw, ew = bounds
+    dev = sh.device
+    th, rows = hb.pattern[:2]
+    tw, cols = wb.pattern[:2]
+    mh = _axis_mask(hb, sh, eh) if not hb.full else torch.ones(th, rows, dtype=torch.bool, device=dev)
+    mw = _axis_mask(wb, sw, ew) if not wb.full else torch.ones(tw, cols, dtype=torch.bool, device=dev)
+    tile = mh[:, None, :, None] & mw[None, :, None, :]                     # [th, tw, rows, cols]
+    nq, nk = T * th * tw, T * rows * cols
+    allowed = tile[None, :, :, None].expand(T, th, tw, T, rows, cols).reshape(nq, nk)
+    if dev.type != "cuda":
+        return allowed
+    padded = -(-nk // 16) * 16
+    bias = torch.empty((nq, padded), dtype=dtype, device=dev)[:, :nk]
+    return bias.copy_(torch.where(allowed, 0.0, float("-inf")))
+
+
 @torch.compiler.disable
 def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                              grid: TokenGrid, window: Window, *, inward: bool = True,
                              scale: float | None = None,
                              max_score_bytes: int = DEFAULT_MAX_SCORE_BYTES,
-                             out: torch.Tensor | None = None) -> torch.Tensor:
-    """Window attention written into ``out`` (any strides; it may be ``q``: each tile's queries are
-    read before its output is written, and tiles do not overlap) or a new tensor laid out
-    ``[B, L, heads, D]``."""
+                             out: torch.Tensor | None = None,
+                             batch_tiles: bool | None = None) -> torch.Tensor:
+    """Window attention written into ``out`` (any strides; it may be ``q``: the queries of every
+    SDPA call are copied out before its outputs are written, and tiles do not overlap) or a new
+    tensor laid out ``[B, L, heads, D]``. ``batch_tiles``: several tiles per SDPA call (default:
+    on CUDA only)."""
     B, NH, L, D = q.shape
     T, H, W = grid.as_tuple()
     win = window.clipped(grid)
-    dev = q.device
     sh, eh = axis_bounds(H, win.h, inward)
     sw, ew = axis_bounds(W, win.w, inward)
 
@@ -72,51 +135,43 @@ def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     budget = max(1, max_score_bytes // elem_bytes)
     th, tw = _tile_sizes(grid, win, budget)
 
-    q5 = q.reshape(B, NH, T, H, W, D)
-    k5 = k.reshape(B, NH, T, H, W, D)
-    v5 = v.reshape(B, NH, T, H, W, D)
+    q5 = q.unflatten(2, (T, H, W))
+    k5 = k.unflatten(2, (T, H, W))
+    v5 = v.unflatten(2, (T, H, W))
     if out is None:   # stored as [B, L, heads, D] so the caller's merge of heads is free
-        out = torch.empty((B, L, NH, D), dtype=q.dtype, device=dev).transpose(1, 2)
+        out = torch.empty((B, L, NH, D), dtype=q.dtype, device=q.device).transpose(1, 2)
     out6 = out.unflatten(2, (T, H, W))    # [B, NH, T, H, W, D], a view
+    bounds = device_bounds(H, W, win, inward, q.device)
 
-    bounds = {id(b): t for b, t in zip((sh, eh, sw, ew), device_bounds(H, W, win, inward, dev))}
+    groups: dict[tuple, list] = {}
+    for hb in _bands(sh, eh, th):
+        for wb in _bands(sw, ew, tw):
+            groups.setdefault((hb.pattern, wb.pattern), []).append((hb, wb))
 
-    def band(starts, ends, q0, q1):
-        """Key range of queries q0..q1-1, their mask over it, and whether it is all True."""
-        k0, k1 = starts[q0], ends[q1 - 1] + 1
-        full = starts[q1 - 1] == k0 and ends[q0] == k1 - 1
-        if full:
-            return k0, k1, None, True
-        keys = torch.arange(k0, k1, device=dev)
-        lo = bounds[id(starts)][q0:q1, None]
-        hi = bounds[id(ends)][q0:q1, None]
-        return k0, k1, (keys[None] >= lo) & (keys[None] <= hi), False
+    for tiles in groups.values():
+        hb0, wb0 = tiles[0]
+        (qh, rows), (qw, cols) = hb0.pattern[:2], wb0.pattern[:2]
+        nq, nk = T * qh * qw, T * rows * cols
+        mask = _tile_mask(T, hb0, wb0, bounds, q.dtype)
+        heads = max(1, min(NH, budget // max(1, B * nq * nk)))
+        batched = q.is_cuda if batch_tiles is None else batch_tiles
+        per_call = max(1, budget // max(1, B * NH * nq * nk)) if batched and heads == NH else 1
+        for n0 in range(0, NH, heads):
+            n1 = min(NH, n0 + heads)
+            for i in range(0, len(tiles), per_call):
+                batch = tiles[i:i + per_call]
 
-    for h0 in range(0, H, th):
-        h1 = min(H, h0 + th)
-        r0, r1, mh, h_full = band(sh, eh, h0, h1)
-        for w0 in range(0, W, tw):
-            w1 = min(W, w0 + tw)
-            c0, c1, mw, w_full = band(sw, ew, w0, w1)
-            nq = T * (h1 - h0) * (w1 - w0)
-            nk = T * (r1 - r0) * (c1 - c0)
-            if h_full and w_full:
-                mask = None
-            else:
-                if mh is None:
-                    mh = torch.ones(h1 - h0, r1 - r0, dtype=torch.bool, device=dev)
-                if mw is None:
-                    mw = torch.ones(w1 - w0, c1 - c0, dtype=torch.bool, device=dev)
-                tile = mh[:, None, :, None] & mw[None, :, None, :]  # [th, tw, rows, cols]
-                mask = (tile[None, :, :, None, :, :]
-                        .expand(T, h1 - h0, w1 - w0, T, r1 - r0, c1 - c0)
-                        .reshape(nq, nk))
-            heads_per_call = max(1, min(NH, budget // max(1, B * nq * nk)))
-            for n0 in range(0, NH, heads_per_call):
-                n1 = min(NH, n0 + heads_per_call)
-                qt = q5[:, n0:n1, :, h0:h1, w0:w1].reshape(B, n1 - n0, nq, D)
-                kt = k5[:, n0:n1, :, r0:r1, c0:c1].reshape(B, n1 - n0, nk, D)
-                vt = v5[:, n0:n1, :, r0:r1, c0:c1].reshape(B, n1 - n0, nk, D)
-                o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale)
-                out6[:, n0:n1, :, h0:h1, w0:w1] = o.reshape(B, n1 - n0, T, h1 - h0, w1 - w0, D)
+                def gather(x5, keys: bool):
+                    parts = [x5[:, n0:n1, :, hb.k0:hb.k1, wb.k0:wb.k1] if keys else
+                             x5[:, n0:n1, :, hb.q0:hb.q1, wb.q0:wb.q1] for hb, wb in batch]
+                    n = nk if keys else nq
+                    if len(parts) == 1:
+                        return parts[0].reshape(B, n1 - n0, n, D)
+                    return torch.stack(parts).view(len(parts) * B, n1 - n0, n, D)
+
+                o = F.scaled_dot_product_attention(gather(q5, False), gather(k5, True), gather(v5, True),
+                                                   attn_mask=mask, scale=scale)
+                o = o.view(len(batch), B, n1 - n0, T, qh, qw, D)
+                for j, (hb, wb) in enumerate(batch):
+                    out6[:, n0:n1, :, hb.q0:hb.q1, wb.q0:wb.q1] = o[j]
     return out
