@@ -339,3 +339,18 @@ def test_flex_is_inference_only():
         window_attention(q, k, v, (3, 12, 20), (7, 11), backend="flex")
     with torch.no_grad():
         window_attention(q, k, v, (3, 12, 20), (7, 11), backend="flex")
+
+
+def test_chunked_call_sizes_at_4k():
+    """Heads and tiles per SDPA call at 4K, 1.3B (12 heads, head dim 128, bf16; quarter-window tiles
+    of 4 x 14 positions: 1,176 queries over 21 x 34 x 66 = 47,124 keys), by hand: the math kernel
+    holds 1,176 x 47,124 = 55.4M scores per head, so one head per call under the 64M-score budget;
+    the memory-efficient kernel holds no scores, one head of one tile gathers
+    (2 x 1,176 + 2 x 47,124) x 128 x 2 B = 24.7 MB, so all 12 heads (296 MB) and 3 tiles fit 1 GiB."""
+    from freeswim_core.attention.chunked import call_sizes
+    nq, nk = 21 * 4 * 14, 21 * 34 * 66
+    assert call_sizes(False, True, 1, 12, nq, nk, 128, 2, 64 << 20) == (1, 1)
+    assert call_sizes(True, True, 1, 12, nq, nk, 128, 2, 64 << 20) == (12, 3)
+    assert call_sizes(True, False, 1, 12, nq, nk, 128, 2, 64 << 20) == (12, 1)
+    assert call_sizes(True, True, 2, 40, nq, nk, 128, 2, 64 << 20) == (21, 1)     # 2 rows: 49.4 MB a head
+    assert call_sizes(False, True, 1, 2, 18, 312, 32, 4, 64 << 20) == (2, 5974)  # small: 64M // (2 x 18 x 312)

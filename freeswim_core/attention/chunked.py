@@ -14,9 +14,13 @@ the memory-efficient kernel, so SDPA converts and copies nothing). On CUDA, wher
 a tile's SDPA call is too small to fill the device, as many tiles of a group as
 the budget allows go through one call; on the CPU one tile per call is faster
 (the stacked copies cost more than the calls they save). Nothing in the
-loop reads a device value (no synchronisation). Memory is bounded by
-``max_score_bytes``: tiles shrink and heads are processed in groups so that no
-call holds a larger score matrix.
+loop reads a device value (no synchronisation).
+
+Memory: tiles shrink until one tile's mask (one head's scores) fits
+``max_score_bytes``. Where SDPA's memory-efficient kernel takes the call (CUDA,
+checked explicitly, then required), scores are never materialised, and heads and
+tiles per call are bounded by the call's copies (:data:`COPY_BUDGET`); elsewhere
+(the math and CPU kernels) by the scores every head and tile of the call holds.
 
 The function is excluded from ``torch.compile`` tracing: it is a loop of SDPA
 calls that compilation cannot improve, and unrolling it makes compile times of a
@@ -24,16 +28,21 @@ compiled model (ComfyUI's TorchCompileModel) grow with the number of tiles.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..geometry import TokenGrid, Window, axis_bounds
 
 DEFAULT_MAX_SCORE_BYTES = 256 * 1024 * 1024
+# Bytes of one fused call's gathered q, k, v and its output: the transient memory of the chunked
+# backend on CUDA beyond its inputs, result and mask.
+COPY_BUDGET = 1 << 30
 
 
 def _tile_sizes(grid: TokenGrid, win: Window, budget_elems: int) -> tuple[int, int]:
@@ -114,6 +123,34 @@ def _tile_mask(T: int, hb: _Band, wb: _Band, bounds, dtype: torch.dtype):
     return bias.copy_(torch.where(allowed, 0.0, float("-inf")))
 
 
+def _fused(q: torch.Tensor, nq: int, nk: int, mask) -> bool:
+    """Will SDPA's memory-efficient kernel (scores never materialised) take a call of this shape?
+    Asked of torch itself, on CUDA only."""
+    if not q.is_cuda:
+        return False
+    D = q.shape[-1]
+    qt = q.new_empty((1, 1, nq, D))
+    kt = q.new_empty((1, 1, nk, D))
+    attn = None if mask is None else mask[None, None]
+    params = torch.backends.cuda.SDPAParams(qt, kt, kt, attn, 0.0, False, False)
+    return bool(torch.backends.cuda.can_use_efficient_attention(params, False))
+
+
+def call_sizes(fused: bool, batch_tiles: bool, B: int, NH: int, nq: int, nk: int, D: int,
+               element_bytes: int, budget_elems: int, copy_budget: int = COPY_BUDGET) -> tuple[int, int]:
+    """(heads, tiles) per SDPA call. Fused: one head of one tile holds its gathered q, k, v and
+    output, nothing per score; otherwise every head and tile holds ``B x nq x nk`` scores."""
+    if fused:
+        per = B * (2 * nq + 2 * nk) * D * element_bytes
+        heads = max(1, min(NH, copy_budget // per))
+        tiles = max(1, copy_budget // (NH * per))
+    else:
+        per = B * nq * nk
+        heads = max(1, min(NH, budget_elems // per))
+        tiles = max(1, budget_elems // (NH * per))
+    return heads, (tiles if batch_tiles and heads == NH else 1)
+
+
 @torch.compiler.disable
 def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                              grid: TokenGrid, window: Window, *, inward: bool = True,
@@ -124,7 +161,7 @@ def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """Window attention written into ``out`` (any strides; it may be ``q``: the queries of every
     SDPA call are copied out before its outputs are written, and tiles do not overlap) or a new
     tensor laid out ``[B, L, heads, D]``. ``batch_tiles``: several tiles per SDPA call (default:
-    on CUDA only)."""
+    where the memory-efficient kernel takes the calls, on CUDA)."""
     B, NH, L, D = q.shape
     T, H, W = grid.as_tuple()
     win = window.clipped(grid)
@@ -153,9 +190,10 @@ def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         (qh, rows), (qw, cols) = hb0.pattern[:2], wb0.pattern[:2]
         nq, nk = T * qh * qw, T * rows * cols
         mask = _tile_mask(T, hb0, wb0, bounds, q.dtype)
-        heads = max(1, min(NH, budget // max(1, B * nq * nk)))
-        batched = q.is_cuda if batch_tiles is None else batch_tiles
-        per_call = max(1, budget // max(1, B * NH * nq * nk)) if batched and heads == NH else 1
+        fused = _fused(q, nq, nk, mask)
+        heads, per_call = call_sizes(fused, fused if batch_tiles is None else batch_tiles, B, NH, nq, nk, D,
+                                     q.element_size(), budget)
+        kernel = sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]) if fused else contextlib.nullcontext()
         for n0 in range(0, NH, heads):
             n1 = min(NH, n0 + heads)
             for i in range(0, len(tiles), per_call):
@@ -169,8 +207,9 @@ def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         return parts[0].reshape(B, n1 - n0, n, D)
                     return torch.stack(parts).view(len(parts) * B, n1 - n0, n, D)
 
-                o = F.scaled_dot_product_attention(gather(q5, False), gather(k5, True), gather(v5, True),
-                                                   attn_mask=mask, scale=scale)
+                with kernel:
+                    o = F.scaled_dot_product_attention(gather(q5, False), gather(k5, True), gather(v5, True),
+                                                       attn_mask=mask, scale=scale)
                 o = o.view(len(batch), B, n1 - n0, T, qh, qw, D)
                 for j, (hb, wb) in enumerate(batch):
                     out6[:, n0:n1, :, hb.q0:hb.q1, wb.q0:wb.q1] = o[j]
