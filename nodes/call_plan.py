@@ -18,7 +18,7 @@ from comfy.ldm.wan.model import WanI2VCrossAttention
 from ..freeswim_core import (TokenGrid, Window, attention_cost, attention_scale,
                              token_grid_from_latent)
 from ..freeswim_core.dual import (CacheAction, DualLayout, FeatureStore, cache_bytes, choose_storage,
-                                  decide_cache_action, element_bytes, host_cache_bytes, row_keys,
+                                  decide_cache_action, element_bytes, host_cache_bytes, prefetch_fits, row_keys,
                                   row_kinds, step_index, twin_rows)
 from .host_reads import HostReads, first_value
 from .host_blocks import host_frees_block_inputs, host_frees_queries, sets_grid_sizes
@@ -217,8 +217,9 @@ def open_store(cache: CacheSettings, grid: TokenGrid, dm, x, rows: int, run: Run
         return None
     if x.device.type == "cpu":
         where = "cpu"        # the model runs on the CPU: its device is host memory
-    run.store = FeatureStore(where, cache.precision, x.device)
-    report.cache_storage = where
+    prefetch = prefetch_fits(where, free_accel, grid.tokens, dm.dim, rows, elem)
+    run.store = FeatureStore(where, cache.precision, x.device, prefetch=prefetch)
+    report.cache_storage, report.cache_prefetch = where, prefetch
     run.say("cache:open", logging.INFO, "%s: %.2f GB of features on %s (%s, storage %s), guide every %d steps.",
             CACHE_NODE, needed / 2**30, where, cache.precision, cache.storage, cache.interval)
     return run.store

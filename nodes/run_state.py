@@ -42,6 +42,7 @@ class RunReport:
     cache_bytes: int = 0
     cache_storage: Optional[str] = None
     cache_precision: Optional[str] = None
+    cache_prefetch: bool = False                         # host-stored blocks uploaded ahead of their read
     cache_off_reason: Optional[str] = None
     attention_seconds: float = 0.0                       # in window attention (host clock)
     memory: Optional[dict] = None                        # the memory plan of the run's calls (freeswim_core.memory)

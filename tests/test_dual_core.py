@@ -144,3 +144,37 @@ def test_feature_store_chunks_give_the_whole_blocks_result(precision, monkeypatc
     small.put(("r", 0), 0, x)
     assert torch.equal(small.get(("r", 0), 0), whole.get(("r", 0), 0))
     assert small.get(("r", 0), 0).shape == x.shape
+
+
+@pytest.mark.parametrize("precision", ["model", "bf16", "fp8"])
+def test_prefetched_blocks_read_back_as_the_stored_ones(precision):
+    """With prefetch, reading a block uploads the key's next block ahead of its read. Whatever the
+    order of reads (in order, a block skipped, a key interleaved, a block read twice), every read
+    gives what the store gives without prefetch."""
+    g = torch.Generator().manual_seed(2)
+    plain = FeatureStore("cpu", precision, torch.device("cpu"))
+    ahead = FeatureStore("cpu", precision, torch.device("cpu"), prefetch=True)
+    for key in (("c", 0), ("u", 0)):
+        for block in range(5):
+            x = torch.randn(1, 40, 24, generator=g) * 3
+            plain.put(key, (block, "text"), x)
+            ahead.put(key, (block, "text"), x)
+    reads = [(("c", 0), 0), (("u", 0), 0), (("c", 0), 1), (("u", 0), 1), (("c", 0), 3), (("c", 0), 4),
+             (("u", 0), 2), (("u", 0), 2), (("u", 0), 3), (("c", 0), 0), (("c", 0), 1)]
+    for key, block in reads:
+        assert torch.equal(ahead.get(key, (block, "text")), plain.get(key, (block, "text")))
+    # uploaded ahead of their read: c1, u1, c4 (after c3), u2 (after u1), u3 (after the second u2), c1
+    assert ahead.prefetched == 6
+    ahead.clear()
+    assert ahead.nbytes() == 0 and not ahead._ahead
+    assert not FeatureStore("gpu", precision, torch.device("cpu"), prefetch=True).prefetch
+
+
+def test_prefetch_only_from_host_memory_with_room_for_one_block_per_row():
+    from freeswim_core.dual import prefetch_fits
+    # 14B at 4K, fp8: one block of one row is 680,400 x 5120 x 1 = 3.48 GB; 3/4 of 5 GB is 3.75 GB
+    assert prefetch_fits("cpu", 5 * 10**9, 680_400, 5120, 1, 1)
+    assert not prefetch_fits("cpu", 4 * 10**9, 680_400, 5120, 1, 1)          # 3.0 GB of room
+    assert not prefetch_fits("cpu", 5 * 10**9, 680_400, 5120, 2, 1)          # two rows: 6.97 GB
+    assert not prefetch_fits("gpu", 10**12, 680_400, 5120, 1, 1)             # stored on the device
+    assert not prefetch_fits("cpu", None, 680_400, 5120, 1, 1)               # the model runs on the CPU

@@ -81,3 +81,13 @@ def choose_storage(mode: str, needed: int, free_accel: Optional[int], free_host:
     return "cpu" if fits_host else None
 
 
+
+
+def prefetch_fits(where: Optional[str], free_accel: Optional[int], tokens: int, dim: int, rows: int,
+                  stored_bytes: int, headroom: float = 0.25) -> bool:
+    """May a host-stored cache upload each row's next block ahead of its read? Only from host
+    memory to an accelerator (``free_accel`` known: bytes free beside the model calls' own
+    activations) with room for one block of stored features per row, ``headroom`` kept free."""
+    if where != "cpu" or free_accel is None:
+        return False
+    return rows * tokens * dim * stored_bytes <= free_accel * (1 - headroom)

@@ -1,6 +1,7 @@
 """The per-run feature store of the cross-attention cache."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -23,21 +24,64 @@ class _Entry:
         return total + (self.scale.numel() * self.scale.element_size() if self.scale is not None else 0)
 
 
+class _Uploads:
+    """Host-to-device copies that run beside the computation: on CUDA on a side stream, ordered
+    after the work queued so far (the destination may be memory that work frees), with an event
+    the reader's stream waits on (the host never waits); elsewhere inline, in order."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def copies(self):
+        if self.stream is None:
+            return contextlib.nullcontext()
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        return torch.cuda.stream(self.stream)
+
+    def done(self):
+        if self.stream is None:
+            return None
+        event = torch.cuda.Event()
+        event.record(self.stream)
+        return event
+
+    def wait(self, event) -> None:
+        if event is not None:
+            torch.cuda.current_stream(self.device).wait_event(event)
+
+
+@dataclass
+class _Upload:
+    """One block's stored features, on the device ahead of their read."""
+
+    stored: torch.Tensor              # [tokens, dim] in the stored dtype
+    scale: Optional[torch.Tensor]     # fp8: float32 [tokens, 1]
+    ready: object                     # event the reader waits on, or None
+
+
 class FeatureStore:
     """Per-run cross-attention features: one ``[tokens, dim]`` tensor per (row key, block).
 
     ``cpu`` storage keeps them in host memory, pinned where CUDA is present, and streams
-    each block back to the compute device when that block needs it. ``fp8`` stores
+    each block back to the compute device when that block needs it. With ``prefetch``, reading
+    a block starts the copy of the same key's next block (in the order they were stored, the
+    blocks' order), so on a GPU the copy overlaps the rest of this block and the start of the
+    next instead of stalling it; one block per key is held ahead. ``fp8`` stores
     float8 (e4m3) with a per-token scale. Features are written and read in chunks of
     at most ``CHUNK_BYTES``: pinned chunks waste nothing to the host allocator's
     power-of-two rounding, and quantising or dequantising needs one chunk's float32
     temporaries on the device, never a whole block's.
     """
 
-    def __init__(self, storage: str, precision: str, compute_device: torch.device):
+    def __init__(self, storage: str, precision: str, compute_device: torch.device, prefetch: bool = False):
         self.storage = storage
         self.precision = precision
         self.device = torch.device(compute_device)
+        self.prefetch = prefetch and storage == "cpu"          # a device store has nothing to upload
+        self._uploads = _Uploads(self.device) if self.prefetch else None
+        self._ahead: dict[tuple, tuple] = {}      # key -> (block, _Upload)
+        self.prefetched = 0
         self.entries: dict[tuple, dict[int, _Entry]] = {}
         self.sigma: dict[tuple, float] = {}
         self.signature: dict[tuple, tuple] = {}
@@ -83,21 +127,61 @@ class FeatureStore:
         if entry is None:
             return None
         self.hits += 1
-        only = entry.chunks[0][1]
-        if len(entry.chunks) == 1 and entry.scale is None and only.device == self.device and only.dtype == entry.dtype:
-            return only.view(entry.shape)        # stored as computed: no copy
+        ahead = self._ahead.pop(key, None)
+        upload = None
+        if ahead is not None:
+            # a block read out of order drops its upload, but only once the device has finished
+            # writing it: its memory returns to the compute stream's pool when it is dropped
+            self._uploads.wait(ahead[1].ready)
+            if ahead[0] == block:
+                upload = ahead[1]
+                self.prefetched += 1
+        if self.prefetch:
+            self._start_next(key, block)
+        if upload is not None:
+            return self._restore(entry, [(0, upload.stored)], upload.scale)
+        return self._restore(entry, entry.chunks, entry.scale)
+
+    def _restore(self, entry: _Entry, chunks: list, scale: Optional[torch.Tensor]) -> torch.Tensor:
+        """The features in their own dtype on the compute device, from ``chunks`` (stored dtype,
+        on the host or already uploaded), one chunk's temporaries at a time."""
+        only = chunks[0][1]
+        if len(chunks) == 1 and scale is None and only.device == self.device and only.dtype == entry.dtype:
+            return only.view(entry.shape)        # stored (or uploaded) as computed: no copy
         dim = entry.shape[-1]
-        tokens = sum(c.shape[0] for _, c in entry.chunks)
+        tokens = sum(c.shape[0] for _, c in chunks)
         out = torch.empty((tokens, dim), dtype=entry.dtype, device=self.device)
         step = chunk_tokens(dim, only.element_size())
-        for first, chunk in entry.chunks:
-            for s in range(0, chunk.shape[0], step):     # one chunk's temporaries at a time
+        for first, chunk in chunks:
+            for s in range(0, chunk.shape[0], step):
                 start = first + s
                 part = chunk[s:s + step].to(self.device, non_blocking=True)
-                if entry.scale is not None:
-                    part = part.float() * entry.scale[start:start + part.shape[0]].to(self.device, non_blocking=True)
+                if scale is not None:
+                    part = part.float() * scale[start:start + part.shape[0]].to(self.device, non_blocking=True)
                 out[start:start + part.shape[0]] = part
         return out.view(entry.shape)
+
+    def _start_next(self, key: tuple, block) -> None:
+        """Upload the block stored after ``block`` for ``key`` (host storage only)."""
+        blocks = self.entries.get(key, {})
+        order = list(blocks)
+        at = order.index(block)
+        if at + 1 >= len(order):
+            return
+        entry = blocks[order[at + 1]]
+        first = entry.chunks[0][1]
+        dim = entry.shape[-1]
+        tokens = sum(c.shape[0] for _, c in entry.chunks)
+        stored = torch.empty((tokens, dim), dtype=first.dtype, device=self.device)
+        scale = torch.empty(entry.scale.shape, dtype=entry.scale.dtype, device=self.device) \
+            if entry.scale is not None else None
+        with self._uploads.copies():
+            for start, chunk in entry.chunks:
+                stored[start:start + chunk.shape[0]].copy_(chunk, non_blocking=True)
+            if scale is not None:
+                scale.copy_(entry.scale, non_blocking=True)
+            ready = self._uploads.done()
+        self._ahead[key] = (order[at + 1], _Upload(stored, scale, ready))
 
     def mark(self, key: tuple, sigma: float, signature: tuple) -> None:
         self.sigma[key] = sigma
@@ -113,6 +197,9 @@ class FeatureStore:
         return sum(e.nbytes() for blocks in self.entries.values() for e in blocks.values())
 
     def clear(self) -> None:
+        for _, upload in self._ahead.values():
+            self._uploads.wait(upload.ready)
+        self._ahead.clear()
         self.entries.clear()
         self.sigma.clear()
         self.signature.clear()
