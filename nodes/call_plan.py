@@ -15,17 +15,17 @@ from typing import Optional
 import torch
 from comfy.ldm.wan.model import WanI2VCrossAttention
 
-from ..freeswim_core import (TokenGrid, Window, attention_cost, attention_scale,
+from ..freeswim_core import (TokenGrid, attention_cost,
                              token_grid_from_latent)
-from ..freeswim_core.dual import (CacheAction, DualLayout, FeatureStore, cache_bytes, choose_storage,
-                                  decide_cache_action, element_bytes, host_cache_bytes, prefetch_fits, row_keys,
-                                  row_kinds, step_index, twin_rows)
+from ..freeswim_core.window_plan import WindowPlan, plan_window as core_window_plan
+from ..freeswim_core.dual import (CacheAction, DualLayout, FeatureStore, cache_action_for_call, plan_store,
+                                  row_keys, row_kinds, step_index, twin_rows)
+from .errors import InvalidInput
 from .host_reads import HostReads, first_value
 from .host_blocks import host_frees_block_inputs, host_frees_queries, sets_grid_sizes
 from .memory_plan import activation_bytes, plan_for_call
 from .options import (CACHE_NODE, WINDOW_NODE, CacheSettings, FreeSwimOptions, WindowSettings)
 from .run_state import RunState, say
-from .wan import native_tokens_per_frame, native_window_for, resolve_native_px
 
 # Positions of WanModel.forward's arguments as ComfyUI's executor passes them.
 ARG_X, ARG_CONTEXT, ARG_CLIP_FEA, ARG_TIME_DIM_CONCAT, ARG_TRANSFORMER_OPTIONS = 0, 2, 3, 4, 5
@@ -36,17 +36,6 @@ class Mode(enum.Enum):
     DUAL = "dual"        # twins every call (no cache)
     GUIDE = "guide"      # twins; their features are handed over and stored
     REUSE = "reuse"      # no twins; stored features are handed over
-
-
-@dataclass(frozen=True)
-class WindowPlan:
-    """How the self-attention calls of one model call are computed."""
-
-    grid: TokenGrid
-    window: Window
-    inward: bool
-    scale: float
-    backend: str
 
 
 @dataclass(frozen=True)
@@ -119,11 +108,13 @@ def plan_window(settings: WindowSettings, grid: TokenGrid, head_dim: int, ambigu
     ``ambiguous``: some attention calls can only be placed by shape (VACE blocks run
     outside the block replacement) and the grid has a conditioning's token count."""
     info = settings.info
-    native_px = resolve_native_px(info, settings.native_size, settings.custom_width,
-                                  settings.custom_height, grid_hw=(grid.h, grid.w))
-    window = native_window_for(info, native_px)
+    try:
+        plan = core_window_plan(settings, grid, head_dim, info.native_px, info.px_per_token)
+    except ValueError as exc:
+        raise InvalidInput(f"{WINDOW_NODE}: {exc}") from None
+    window, native_px = plan.window, plan.native_px
     geometry = f"{grid.t}x{grid.h}x{grid.w}"
-    if window.covers(grid):
+    if plan.is_full:
         say(run, f"noop:{geometry}:{window}", logging.INFO,
             "%s: the %s token grid fits inside the %dx%d native window (%dx%d px); window attention "
             "is a no-op for this run.", WINDOW_NODE, geometry, window.h, window.w, *native_px)
@@ -134,15 +125,14 @@ def plan_window(settings: WindowSettings, grid: TokenGrid, head_dim: int, ambigu
             "blocks can only be told apart by shape; window attention is skipped for this size. "
             "Change the width, height or frame count slightly.", WINDOW_NODE, geometry, grid.tokens)
         return None
-    scale = attention_scale(settings.scale_mode, head_dim, native_tokens_per_frame(info, native_px))
     cost = attention_cost(grid, window, info.heads, head_dim, settings.inward)
     say(run, f"plan:{geometry}:{window}", logging.INFO,
         "FreeSwim window attention: grid %s tokens, window %dx%d (native %dx%d px, %s), %s, scale %.6f "
         "(%s), backend %s; self-attention work %.1f%% of full attention.", geometry, window.h, window.w,
         native_px[0], native_px[1], info.native_label if settings.native_size == "auto" else settings.native_size,
-        "inward" if settings.inward else "truncated", scale, settings.scale_mode, settings.backend,
+        "inward" if settings.inward else "truncated", plan.scale, settings.scale_mode, settings.backend,
         100.0 * cost["fraction_of_full"])
-    return WindowPlan(grid, window, settings.inward, scale, settings.backend)
+    return plan
 
 
 def plan_call(opts: FreeSwimOptions, dm, a: CallArgs, to: dict, run: Optional[RunState]) -> CallPlan:
@@ -179,12 +169,9 @@ def plan_call(opts: FreeSwimOptions, dm, a: CallArgs, to: dict, run: Optional[Ru
                                     reserve=activation_bytes(memory) if memory is not None else 0)
     if store is None:
         return replace(base, mode=Mode.DUAL, layout=twins, **dual)
-    stored_at = [store.computed_at(keys[r]) if store.valid_for(keys[r], signature) else None for r in eligible]
     schedule = to.get("sample_sigmas")
     step = step_index(sigma, reads.floats(schedule) if schedule is not None else None) if sigma is not None else None
-    if decide_cache_action(stored_at, sigma, step, opts.cache.interval) is CacheAction.GUIDE:
-        for r in eligible:
-            store.mark(keys[r], sigma, signature)
+    if cache_action_for_call(store, keys, eligible, signature, sigma, step, opts.cache.interval) is CacheAction.GUIDE:
         return replace(base, mode=Mode.GUIDE, layout=twins, store=store, **dual)
     return replace(base, mode=Mode.REUSE, reuse_rows=tuple(eligible), store=store, **dual)
 
@@ -196,13 +183,10 @@ def open_store(cache: CacheSettings, grid: TokenGrid, dm, x, rows: int, run: Run
     import psutil
     import comfy.model_management as mm
     blocks = len(dm.blocks) + len(getattr(dm, "vace_blocks", None) or [])
-    elem = element_bytes(cache.precision, x.dtype)
-    needed = cache_bytes(blocks, grid.tokens, dm.dim, rows, elem)
-    # the store pins its host copies when the model runs on CUDA (FeatureStore.put): count the rounding
-    on_host = host_cache_bytes(blocks, grid.tokens, dm.dim, rows, elem, pinned=x.device.type == "cuda")
     free_accel = max(0, mm.get_free_memory(x.device) - reserve) if x.device.type != "cpu" else None
-    where = choose_storage(cache.storage, needed, free_accel, psutil.virtual_memory().available,
-                           needed_host=on_host)
+    sp = plan_store(cache.storage, cache.precision, blocks, grid.tokens, dm.dim, rows, x.dtype, x.device,
+                    free_accel, psutil.virtual_memory().available)
+    needed, on_host, where = sp.needed, sp.on_host, sp.where
     report = run.report
     report.cache_bytes, report.cache_precision = (on_host if where == "cpu" else needed), cache.precision
     if where is None:
@@ -215,11 +199,8 @@ def open_store(cache: CacheSettings, grid: TokenGrid, dm, x, rows: int, run: Run
                 "Try storage cpu or precision fp8.", CACHE_NODE, needed / 2**30, blocks, grid.tokens, dm.dim,
                 rows, on_host / 2**30, cache.storage)
         return None
-    if x.device.type == "cpu":
-        where = "cpu"        # the model runs on the CPU: its device is host memory
-    prefetch = prefetch_fits(where, free_accel, grid.tokens, dm.dim, rows, elem)
-    run.store = FeatureStore(where, cache.precision, x.device, prefetch=prefetch)
-    report.cache_storage, report.cache_prefetch = where, prefetch
+    run.store = FeatureStore(where, cache.precision, x.device, prefetch=sp.prefetch)
+    report.cache_storage, report.cache_prefetch = where, sp.prefetch
     run.say("cache:open", logging.INFO, "%s: %.2f GB of features on %s (%s, storage %s), guide every %d steps.",
             CACHE_NODE, needed / 2**30, where, cache.precision, cache.storage, cache.interval)
     return run.store

@@ -11,6 +11,8 @@ from .checks import check_choice, check_number
 from .errors import InvalidInput, UnsupportedModel
 from .wan import diffusion_model_of, wan_info
 
+_DUAL, _CACHE = DualPathSettings(), CacheSettings()
+
 DUAL_NAME = "FreeSwim Dual-Path Override"
 CACHE_NAME = "FreeSwim Cross-Attn Cache"
 
@@ -43,18 +45,18 @@ class FreeSwimDualPathOverride(io.ComfyNode):
                 "FreeSwim Window Attention Patch on the same model (either order)."),
             inputs=[
                 io.Model.Input("model"),
-                io.Combo.Input("passes", options=list(PASSES), default="cond",
+                io.Combo.Input("passes", options=list(PASSES), default=_DUAL.passes,
                                tooltip="cond: only the conditional pass gets the full branch (the "
                                        "reference's cache variant). cond_and_uncond: both passes (the "
                                        "reference's no-cache variant)."),
-                io.Boolean.Input("override_image_cross", default=False,
+                io.Boolean.Input("override_image_cross", default=_DUAL.override_image_cross,
                                  tooltip="I2V/FLF models: also replace the CLIP image cross-attention "
                                          "(the reference replaces only the text cross-attention)."),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("start_percent", default=_DUAL.start_percent, min=0.0, max=1.0, step=0.01,
                                tooltip="Part of the schedule where the dual path runs: start."),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("end_percent", default=_DUAL.end_percent, min=0.0, max=1.0, step=0.01,
                                tooltip="Part of the schedule where the dual path runs: end."),
-                io.Combo.Input("execution", options=list(EXECUTIONS), default="auto",
+                io.Combo.Input("execution", options=list(EXECUTIONS), default=_DUAL.execution,
                                tooltip="batched: in every block the full-attention rows run in the same "
                                        "batch as the window rows. sequential: in every block the full-"
                                        "attention rows run first and hand their cross-attention output "
@@ -97,12 +99,12 @@ class FreeSwimCrossAttnCache(io.ComfyNode):
                 "2x faster). Needs FreeSwim Dual-Path Override on the same model (either order)."),
             inputs=[
                 io.Model.Input("model"),
-                io.Int.Input("guide_interval", default=2, min=1, max=100,
+                io.Int.Input("guide_interval", default=_CACHE.interval, min=1, max=100,
                              tooltip="Run the full branch every N scheduled steps (reference: 2)."),
-                io.Combo.Input("storage", options=list(STORAGE_MODES), default="auto",
+                io.Combo.Input("storage", options=list(STORAGE_MODES), default=_CACHE.storage,
                                tooltip="auto: GPU if the features fit with room to spare, else pinned "
                                        "CPU memory streamed back per block, else no cache (logged)."),
-                io.Combo.Input("precision", options=list(PRECISIONS), default="model",
+                io.Combo.Input("precision", options=list(PRECISIONS), default=_CACHE.precision,
                                tooltip="Stored precision: the model's, bf16, or fp8 (e4m3 with a "
                                        "per-token scale; a quarter of fp32)."),
             ],

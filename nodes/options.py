@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from ..freeswim_core.settings import CacheOptions, DualOptions, WindowOptions
 from .wan import WanInfo
 
 OPTIONS_KEY = "freeswim"
@@ -29,36 +30,15 @@ CACHE_NODE = "Cross-Attn Cache"
 
 
 @dataclass(frozen=True)
-class WindowSettings:
-    """What the user chose on FreeSwim Window Attention Patch."""
+class WindowSettings(WindowOptions):
+    """What the user chose on FreeSwim Window Attention Patch, and the model it was applied to."""
 
-    info: WanInfo
-    native_size: str = "auto"
-    custom_width: int = 832
-    custom_height: int = 480
-    inward: bool = True
-    scale_mode: str = "reference"
-    backend: str = "auto"
+    info: Optional[WanInfo] = None
 
 
-@dataclass(frozen=True)
-class DualPathSettings:
-    """What the user chose on Dual-Path Override."""
-
-    passes: str = "cond"                 # "cond" or "cond_and_uncond"
-    override_image_cross: bool = False   # also replace I2V image cross-attention
-    start_percent: float = 0.0
-    end_percent: float = 1.0
-    execution: str = "auto"              # "batched" | "sequential" (per block: twins, then window rows) | "auto"
-
-
-@dataclass(frozen=True)
-class CacheSettings:
-    """What the user chose on Cross-Attn Cache."""
-
-    interval: int = 2
-    storage: str = "auto"
-    precision: str = "model"
+# What the user chose on Dual-Path Override and Cross-Attn Cache: the core's settings as they are.
+DualPathSettings = DualOptions
+CacheSettings = CacheOptions
 
 
 @dataclass(frozen=True)

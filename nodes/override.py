@@ -19,6 +19,7 @@ from the twins' own run of the block), or read from the cache on reuse calls.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,9 @@ from typing import Optional
 
 import torch
 
-from ..freeswim_core import backend_for, window_attention
+from ..freeswim_core import backend_for
+from ..freeswim_core.dual.calls import (WindowPlan, cross_rows_from_twins, cross_rows_with_given,
+                                        self_attention_rows, split_heads, take_rows, window_rows)
 from ..freeswim_core.log import log_once
 from .call_plan import CallPlan, Mode
 from .host_blocks import GRID_SIZES, writable_in_place
@@ -56,11 +59,6 @@ class CallCursor:
     free_calls: int = 0          # calls since the last of those
     grid_checked: bool = False
     disabled: bool = False       # the call does not match the plan: everything passes through
-
-
-def _split_heads(t, heads):
-    B, L, C = t.shape
-    return t.view(B, L, heads, C // heads).transpose(1, 2)
 
 
 def _place(plan: CallPlan, cursor: CallCursor, scope: Optional[BlockScope], q, k, v):
@@ -106,32 +104,17 @@ def _check_self(plan: CallPlan, cursor: CallCursor, q, to: dict, run) -> bool:
     return False
 
 
-def _window(plan: CallPlan, q, k, v, heads, run, in_place: bool):
-    """Window attention of rows of ``[B, L, heads * D]`` q, k, v; with ``in_place`` the result is
-    written over ``q`` (which the host no longer needs), saving one activation."""
-    w = plan.window
-    qh, kh, vh = (_split_heads(t, heads) for t in (q, k, v))
-    if run is not None:
-        used = backend_for(qh, w.grid, w.window, w.backend)
-        if used not in run.report.backends:
-            run.report.backends.append(used)
-        started = time.perf_counter()
-    out = window_attention(qh, kh, vh, w.grid, w.window, inward=w.inward, scale=w.scale, backend=w.backend,
-                           out=qh if in_place else None)
-    if run is not None:
-        run.report.attention_seconds += time.perf_counter() - started
-    B, NH, L, D = out.shape
-    return q if in_place else out.transpose(1, 2).reshape(B, L, NH * D)
-
-
-def _full(call, plan: CallPlan, q, k, v, heads, kwargs, in_place: bool):
-    """Full attention through the host's own attention (and any earlier override), with the
-    FreeSwim scale folded into q (in place when the host no longer needs q): the host applies
-    1/sqrt(D) itself."""
-    factor = plan.window.scale * (q.shape[-1] // heads) ** 0.5
-    if factor != 1.0:
-        q = q.mul_(factor) if in_place else q * factor
-    return call(q, k, v, **kwargs)
+def _window(run, w: WindowPlan, q, k, v, heads, in_place: bool):
+    """The core's window rows, noting the backend used and the host time spent in the run report."""
+    if run is None:
+        return window_rows(w, q, k, v, heads, in_place)
+    used = backend_for(split_heads(q, heads), w.grid, w.window, w.backend)
+    if used not in run.report.backends:
+        run.report.backends.append(used)
+    started = time.perf_counter()
+    out = window_rows(w, q, k, v, heads, in_place)
+    run.report.attention_seconds += time.perf_counter() - started
+    return out
 
 
 def queries_reusable(plan: CallPlan, to: dict, q) -> bool:
@@ -144,27 +127,15 @@ def queries_reusable(plan: CallPlan, to: dict, q) -> bool:
 
 def _self_attention(plan: CallPlan, role: str, call, q, k, v, heads, kwargs, run, in_place: bool):
     if role == "twins":
-        return _full(call, plan, q, k, v, heads, kwargs, in_place)
-    rows = plan.layout.rows if (role == "all" and plan.twins) else q.shape[0]
-    out = _window(plan, q[:rows], k[:rows], v[:rows], heads, run, in_place)
-    if rows == q.shape[0]:
-        return out
-    full = _full(call, plan, q[rows:], k[rows:], v[rows:], heads, kwargs, in_place)
-    if in_place:
-        q[rows:] = full
-        return q
-    return torch.cat([out, full], dim=0)
+        count = 0
+    else:
+        count = plan.layout.rows if (role == "all" and plan.twins) else q.shape[0]
+    return self_attention_rows(plan.window, count, functools.partial(call, **kwargs), q, k, v, heads, in_place,
+                               window=functools.partial(_window, run))
 
 
-def _rows(t, rows):
-    """Rows of a batch by slicing (no index tensor on the device, no sync)."""
-    if rows == list(range(rows[0], rows[-1] + 1)):
-        return t[rows[0]:rows[-1] + 1]
-    return torch.cat([t[r:r + 1] for r in rows])
-
-
-def _compute_rows(call, q, k, v, kwargs, rows):
-    return call(_rows(q, rows), _rows(k, rows), _rows(v, rows), **kwargs)
+def _compute_rows(call, q, k, v, kwargs):
+    return lambda rows: call(take_rows(q, rows), take_rows(k, rows), take_rows(v, rows), **kwargs)
 
 
 def _cross_attention(plan: CallPlan, kind: str, role: str, scope, call, q, k, v, kwargs, key, run,
@@ -190,28 +161,13 @@ def _cross_attention(plan: CallPlan, kind: str, role: str, scope, call, q, k, v,
         given = {src: scope.handoff.pop((src, kind)) for src in plan.layout.twin_sources}
     else:                        # batched: twins are rows of this call
         twin_of = plan.layout.twin_of()
-        need = [r for r in range(total) if r not in twin_of]
-        res = _compute_rows(call, q, k, v, kwargs, need)
-        out = q if reuse_q else torch.empty((total,) + tuple(res.shape[1:]), dtype=res.dtype, device=res.device)
-        for j, r in enumerate(need):
-            out[r] = res[j]
-        del res
-        for src, twin in twin_of.items():
-            out[src] = out[twin]
-            if plan.mode is Mode.GUIDE:
-                plan.store.put(plan.keys[src], key, out[twin])
+        store = (lambda src, features: plan.store.put(plan.keys[src], key, features)) \
+            if plan.mode is Mode.GUIDE else None
+        out = cross_rows_from_twins(twin_of, total, _compute_rows(call, q, k, v, kwargs),
+                                    out=q if reuse_q else None, on_twin=store)
         _note_handoff(run, sum(out[t].numel() * out[t].element_size() for t in twin_of.values()))
         return out
-    others = [r for r in range(total) if r not in given]
-    res = _compute_rows(call, q, k, v, kwargs, others) if others else None
-    first = next(iter(given.values()))
-    out = q if reuse_q else torch.empty((total,) + tuple(first.shape), dtype=q.dtype, device=q.device)
-    for j, r in enumerate(others):
-        out[r] = res[j]
-    del res, first
-    for r in list(given):
-        out[r] = given.pop(r)
-    return out
+    return cross_rows_with_given(given, total, _compute_rows(call, q, k, v, kwargs), q, out=q if reuse_q else None)
 
 
 def queries_dropped_after(plan: CallPlan, kind: str, to: dict, q) -> bool:

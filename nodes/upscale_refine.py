@@ -20,6 +20,7 @@ import torch
 from comfy_api.latest import io
 from comfy_extras.nodes_model_advanced import ModelSamplingSD3
 
+from ..freeswim_core.settings import RefineOptions
 from . import vae_tiles
 from .checks import check_choice, check_number
 from .errors import InvalidInput
@@ -32,6 +33,7 @@ RESIZE_METHODS = ("bilinear", "bicubic", "lanczos")
 SPATIAL_CONDITIONING = ("concat_latent_image", "concat_mask", "reference_latents")
 
 log = logging.getLogger("freeswim")
+_RECIPE = RefineOptions()
 
 
 def nearest_sizes(value: int, multiple: int) -> tuple[int, int]:
@@ -118,20 +120,20 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
                 io.Float.Input("scale_by", default=0.0, min=0.0, max=8.0, step=0.05,
                                tooltip="When above 0, the target is the input size times this, and "
                                        "width/height are ignored."),
-                io.Combo.Input("upscale_path", options=list(UPSCALE_PATHS), default="pixel",
+                io.Combo.Input("upscale_path", options=list(UPSCALE_PATHS), default=_RECIPE.upscale,
                                tooltip="pixel: decode, resize, encode (reference; needs the VAE). "
                                        "latent: interpolate the latent (no VAE, softer)."),
-                io.Combo.Input("resize_method", options=list(RESIZE_METHODS), default="bilinear",
+                io.Combo.Input("resize_method", options=list(RESIZE_METHODS), default=_RECIPE.method,
                                tooltip="lanczos is for the pixel path only."),
-                io.Float.Input("strength", default=0.7, min=0.01, max=1.0, step=0.01,
+                io.Float.Input("strength", default=_RECIPE.strength, min=0.01, max=1.0, step=0.01,
                                tooltip="How much of the schedule is run again (reference 0.7; lower keeps "
                                        "the subject closer to the native result)."),
-                io.Int.Input("steps", default=50, min=1, max=1000,
+                io.Int.Input("steps", default=_RECIPE.steps, min=1, max=1000,
                              tooltip="Steps of the full schedule; round(steps x strength) of them run."),
-                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1),
+                io.Float.Input("cfg", default=_RECIPE.cfg, min=0.0, max=100.0, step=0.1),
                 io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="euler"),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="simple"),
-                io.Float.Input("shift", default=9.0, min=0.01, max=100.0, step=0.1,
+                io.Float.Input("shift", default=_RECIPE.shift, min=0.01, max=100.0, step=0.1,
                                tooltip="Flow shift applied to the model's sampling (as ModelSamplingSD3)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
                 io.Vae.Input("vae", optional=True, tooltip="Needed by the pixel path."),

@@ -4,11 +4,14 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..freeswim_core import BACKENDS, SCALE_MODES
+from ..freeswim_core.settings import WindowOptions
 from .hooks import install
 from .options import WindowSettings
 from .checks import check_choice, check_number
 from .errors import InvalidInput
 from .wan import NATIVE_SIZE_OPTIONS, wan_info
+
+_DEFAULT = WindowOptions()
 
 NODE_NAME = "FreeSwim Window Attention Patch"
 
@@ -27,22 +30,22 @@ class FreeSwimWindowAttentionPatch(io.ComfyNode):
                 "No effect when the video is not larger than the native size."),
             inputs=[
                 io.Model.Input("model", tooltip="A Wan 2.1 / 2.2 model (T2V, I2V, FLF, VACE, Fun, A14B, 5B)."),
-                io.Combo.Input("native_size", options=NATIVE_SIZE_OPTIONS, default="auto",
+                io.Combo.Input("native_size", options=NATIVE_SIZE_OPTIONS, default=_DEFAULT.native_size,
                                tooltip="Native resolution (width x height) the model was trained at; sets "
                                        "the window. auto: 1.3B 832x480, 14B 1280x720, TI2V-5B 1280x704, "
                                        "turned portrait for portrait videos."),
-                io.Int.Input("custom_width", default=832, min=16, max=8192, step=16,
+                io.Int.Input("custom_width", default=_DEFAULT.custom_width, min=16, max=8192, step=16,
                              tooltip="Native width in pixels when native_size is custom."),
-                io.Int.Input("custom_height", default=480, min=16, max=8192, step=16,
+                io.Int.Input("custom_height", default=_DEFAULT.custom_height, min=16, max=8192, step=16,
                              tooltip="Native height in pixels when native_size is custom."),
-                io.Boolean.Input("inward", default=True,
+                io.Boolean.Input("inward", default=_DEFAULT.inward,
                                  tooltip="Shift windows inward at the borders so every token keeps a "
                                          "full window (paper). Off: truncate them (ablation)."),
-                io.Combo.Input("attention_scale", options=list(SCALE_MODES), default="reference",
+                io.Combo.Input("attention_scale", options=list(SCALE_MODES), default=_DEFAULT.scale_mode,
                                tooltip="Softmax scale of self-attention. reference: the official "
                                        "sqrt(log 3120 / log 1560 / d); native: same formula with this "
                                        "model's native grid; none: 1/sqrt(d)."),
-                io.Combo.Input("backend", options=list(BACKENDS), default="auto",
+                io.Combo.Input("backend", options=list(BACKENDS), default=_DEFAULT.backend,
                                tooltip="auto: FlexAttention on CUDA (compiled, block-sparse), exact "
                                        "chunked attention elsewhere or if flex fails."),
             ],

@@ -107,7 +107,8 @@ class ParitySet:
         self.heads, self.head_dim = int(cfg["num_attention_heads"]), int(m["head_dim"])
         self.scale = float(m["attention_scale_float64"])
         patch = cfg["patch_size"][1]
-        self.px_per_token = 8 * patch                     # Wan2.1 VAE factor 8 x spatial patch
+        self.vae_factor = 8                                # the Wan2.1 VAE's spatial factor
+        self.px_per_token = self.vae_factor * patch       # pixels per token: VAE factor x spatial patch
         # the native size whose window is the set's: 2 * (px // px_per_token // 2) + 1 = 2 * d + 1
         self.native_px = (2 * self.half[1] * self.px_per_token, 2 * self.half[0] * self.px_per_token)
         t = m["timesteps"]

@@ -65,3 +65,16 @@ def decide_cache_action(stored_at: Sequence[Optional[float]], sigma: Optional[fl
     if is_guide_step(step, interval) and not computed_here:
         return CacheAction.GUIDE
     return CacheAction.REUSE
+
+
+def cache_action_for_call(store, keys: Sequence, rows: Sequence[int], signature: tuple, sigma: Optional[float],
+                          step: Optional[int], interval: int) -> CacheAction:
+    """Guide or reuse for a model call whose ``rows`` (window rows that would get a twin) have cache
+    keys ``keys[row]``; on a guide call the rows' features are marked as computed at ``sigma`` for
+    calls of this ``signature`` (grid, channels, dtype), before the blocks store them."""
+    stored_at = [store.computed_at(keys[r]) if store.valid_for(keys[r], signature) else None for r in rows]
+    action = decide_cache_action(stored_at, sigma, step, interval)
+    if action is CacheAction.GUIDE:
+        for r in rows:
+            store.mark(keys[r], sigma, signature)
+    return action

@@ -1,6 +1,7 @@
 """Cache sizes, and where a cache of that size can live."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -91,3 +92,31 @@ def prefetch_fits(where: Optional[str], free_accel: Optional[int], tokens: int, 
     if where != "cpu" or free_accel is None:
         return False
     return rows * tokens * dim * stored_bytes <= free_accel * (1 - headroom)
+
+
+@dataclass(frozen=True)
+class StorePlan:
+    """Where a run's features go: ``where`` is "gpu", "cpu" or None (they do not fit: no cache)."""
+
+    where: Optional[str]
+    needed: int                 # bytes of features
+    on_host: int                # what they take in host RAM (pinned chunks rounded)
+    prefetch: bool              # host-stored blocks uploaded ahead of their read
+    element_bytes: int
+
+
+def plan_store(storage: str, precision: str, blocks: int, tokens: int, dim: int, rows: int,
+               model_dtype: torch.dtype, device: torch.device, free_accel: Optional[int],
+               free_host: int) -> StorePlan:
+    """The feature store of a run with ``rows`` cached rows of ``blocks`` blocks of ``tokens`` x
+    ``dim`` features, on a model running on ``device``. ``free_accel``: device bytes free beside
+    the model calls' own needs (None on the CPU); ``free_host``: available host RAM."""
+    elem = element_bytes(precision, model_dtype)
+    needed = cache_bytes(blocks, tokens, dim, rows, elem)
+    # the store pins its host copies when the model runs on CUDA (FeatureStore.put): count the rounding
+    on_host = host_cache_bytes(blocks, tokens, dim, rows, elem, pinned=torch.device(device).type == "cuda")
+    where = choose_storage(storage, needed, free_accel, free_host, needed_host=on_host)
+    if where is not None and torch.device(device).type == "cpu":
+        where = "cpu"             # the model runs on the CPU: its device is host memory
+    prefetch = prefetch_fits(where, free_accel, tokens, dim, rows, elem)
+    return StorePlan(where, needed, on_host, prefetch, elem)
