@@ -21,7 +21,7 @@ from ..freeswim_core.window_plan import WindowPlan, plan_window as core_window_p
 from ..freeswim_core.dual import (CacheAction, DualLayout, FeatureStore, cache_action_for_call, plan_store,
                                   row_keys, row_kinds, step_index, twin_rows)
 from .errors import InvalidInput
-from .host_reads import HostReads, first_value
+from ..freeswim_core.host_reads import HostReads, first_value
 from .host_blocks import host_frees_block_inputs, host_frees_queries, sets_grid_sizes
 from .memory_plan import activation_bytes, plan_for_call
 from .options import (CACHE_NODE, WINDOW_NODE, CacheSettings, FreeSwimOptions, WindowSettings)

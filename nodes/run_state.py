@@ -16,7 +16,7 @@ from typing import Optional
 
 from ..freeswim_core.dual import FeatureStore
 from ..freeswim_core.log import log_once, logger
-from .host_reads import HostReads
+from ..freeswim_core.host_reads import HostReads
 
 RECENT_REPORTS = 32
 

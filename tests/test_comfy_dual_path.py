@@ -4,6 +4,7 @@ Expected values come from a test-owned dual path (tests/reference.py) or from
 invariances ComfyUI must not be able to break (batch order, call splitting,
 repeated runs); cache scheduling is read from the run reports the pack publishes.
 """
+import contextlib
 import logging
 
 import pytest
@@ -593,15 +594,16 @@ class _PackReads(torch.overrides.TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("steps", [4, 6])
-def test_the_pack_reads_device_values_once_per_step(comfy, wan, steps):
+@pytest.mark.parametrize("steps,inference", [(4, False), (6, True)])
+def test_the_pack_reads_device_values_once_per_step(comfy, wan, steps, inference):
     """On a GPU every value read to the host waits for the queued kernels. Over a whole run with
     the cache (guide and reuse steps, cond and uncond), the pack's own code reads the sigma once per
-    step and the schedule once, whatever the number of blocks, calls or steps."""
+    step and the schedule once, whatever the number of blocks, calls or steps (also in inference
+    mode, as ComfyUI's server samples: inference tensors keep no version counter)."""
     from pathlib import Path
     root = Path(comfy.pack_module("nodes").__file__).parent.parent      # as the host imported it
     counter = _PackReads([root / "nodes", root / "freeswim_core"])
     patched = cache(comfy, dual(comfy, windowed(comfy, wan)), interval=2)
-    with counter:
+    with counter, (torch.inference_mode() if inference else contextlib.nullcontext()):
         comfy.ksample(patched, LATENT, seed=1, steps=steps, cfg=5.0)
     assert len(counter.sites) <= steps + 1, counter.sites

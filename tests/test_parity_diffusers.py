@@ -23,7 +23,7 @@ def parity(tmp_path_factory):
     folder = tmp_path_factory.mktemp("parity_model")
     (folder / "config.json").write_bytes((PARITY / "config.json").read_bytes())
     (folder / "diffusion_pytorch_model.safetensors").symlink_to(PARITY / "model.safetensors")
-    model = diffusers.WanTransformer3DModel.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    model = diffusers.WanTransformer3DModel.from_pretrained(folder, dtype=torch.float32).eval()
     inputs, outputs = parity_tensors()
     return model, inputs, outputs
 

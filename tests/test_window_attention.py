@@ -89,6 +89,14 @@ def test_bad_inputs_are_rejected_clearly():
 
 # --- block-sparse structure (what the flex backend relies on), exact, no compile ----------
 
+def _dense_of(num, idx, n):
+    """[n, n] bool from per-row block counts and left-packed block indices."""
+    out = torch.zeros(n, n, dtype=torch.bool)
+    for r in range(n):
+        out[r, idx[r, : int(num[r])].long()] = True
+    return out
+
+
 def _reorder_frame_innermost(mask, grid):
     T, H, W = grid
     perm = torch.arange(T * H * W).reshape(T, H, W).permute(1, 2, 0).reshape(-1)
@@ -120,14 +128,8 @@ def test_block_lists_equal_blockwise_reduction_of_dense_mask(grid, window, inwar
 
     lists = window_block_lists(TokenGrid(*grid), Window(*window), inward=inward, block_size=bs)
 
-    def dense_of(num, idx):
-        out = torch.zeros(n, n, dtype=torch.bool)
-        for r in range(n):
-            out[r, idx[r, : int(num[r])].long()] = True
-        return out
-
-    partial = dense_of(lists.kv_num_blocks, lists.kv_indices)
-    full = dense_of(lists.full_kv_num_blocks, lists.full_kv_indices)
+    partial = _dense_of(lists.kv_num_blocks, lists.kv_indices, n)
+    full = _dense_of(lists.full_kv_num_blocks, lists.full_kv_indices, n)
     assert not (partial & full).any()
     assert torch.equal(full, all_ref)
     assert torch.equal(partial | full, any_ref)
@@ -196,14 +198,8 @@ def test_padded_block_lists_never_count_padding_as_full(grid, window, inward, bs
     all_ref = (blocks | ~real_q.reshape(n, bs)[:, :, None, None]).all(3).all(1)
     lists = window_block_lists(TokenGrid(*grid), Window(*window), inward=inward, block_size=bs, padded=True)
 
-    def dense_of(num, idx):
-        out = torch.zeros(n, n, dtype=torch.bool)
-        for r in range(n):
-            out[r, idx[r, : int(num[r])].long()] = True
-        return out
-
-    partial = dense_of(lists.kv_num_blocks, lists.kv_indices)
-    full = dense_of(lists.full_kv_num_blocks, lists.full_kv_indices)
+    partial = _dense_of(lists.kv_num_blocks, lists.kv_indices, n)
+    full = _dense_of(lists.full_kv_num_blocks, lists.full_kv_indices, n)
     assert L % bs and not full[:, n - 1].any()
     assert not (partial & full).any()
     assert torch.equal(full, all_ref)

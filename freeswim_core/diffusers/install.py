@@ -8,16 +8,19 @@ twin rows, and cuts them off the output.
 
 The hook is a *stateful* diffusers hook, so diffusers' pipelines tell it which
 pass a call is (``cache_context("cond" | "uncond", step_index=, sigma=)``) and
-reset it when a pipeline call ends (the cache is dropped). Outside a pipeline,
-wrap calls in ``transformer.cache_context(...)`` the same way; rows of a call
-that batches several passes are named with
-``attention_kwargs={"freeswim_rows": ["uncond", "cond"]}`` (one per row).
+reset it when a pipeline call ends (the cache is dropped). What a pipeline does
+not say is read from the calls themselves, as diffusers' Wan pipelines make them
+(some give no context, or a name only): a new timestep is a new step (sigma =
+t / 1000, the flow-matching timestep), and the calls at one timestep are the
+conditional pass, then the unconditional one. Rows of a call that batches both
+passes are named with ``attention_kwargs={"freeswim_rows": ["uncond", "cond"]}``.
 """
 from __future__ import annotations
 
 import logging
 import os
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Optional, Sequence
 
 import torch
@@ -29,6 +32,7 @@ from ..attention import backend_for
 from ..dual import (CacheAction, DualLayout, FeatureStore, cache_action_for_call, plan_store, twin_rows)
 from ..dual.calls import split_heads
 from ..geometry import token_grid_from_latent
+from ..host_reads import HostReads
 from ..log import log_once, logger
 from ..native import detected_native
 from ..settings import CacheOptions, DualOptions, WindowOptions
@@ -102,6 +106,9 @@ class FreeSwim:
         self.current_call: Optional[DiffusersCall] = None
         self._store: Optional[FeatureStore] = None
         self._last_step: Optional[int] = None
+        self._reads = HostReads()
+        self._timestep: Optional[float] = None      # the last call's timestep, its step, calls at it
+        self._step, self._calls_at_step = -1, 0
         self._originals = []
         for i, block in enumerate(transformer.blocks):
             self._originals.append((block.attn1.processor, block.attn2.processor))
@@ -124,6 +131,29 @@ class FreeSwim:
         if self._store is not None:
             self._store.clear()
         self._store, self._last_step = None, None
+        self._timestep, self._step, self._calls_at_step = None, -1, 0
+
+    def context_of(self, given, timestep: torch.Tensor):
+        """The call's pass name, step index and sigma: as the pipeline gave them (``given``, a
+        diffusers CacheContext or None), the rest read from the timestep (see the module doc)."""
+        if timestep.numel() == 0:
+            t = None
+        elif timestep.dim() > 1:        # per-token timesteps (Wan2.2 TI2V): conditioning tokens are at 0
+            t = float(timestep.max())
+        else:
+            t = self._reads.floats(timestep)[0]
+        if t is not None and t != self._timestep:
+            if self._timestep is not None and t > self._timestep:
+                self.reset()                        # the timestep went back up: a new run
+            self._timestep, self._step, self._calls_at_step = t, self._step + 1, 0
+        inferred = ("cond", "uncond")[min(self._calls_at_step, 1)]
+        self._calls_at_step += 1
+        step = getattr(given, "step_index", None)
+        sigma = getattr(given, "sigma", None)
+        return SimpleNamespace(name=getattr(given, "name", None) or inferred,
+                               step_index=step if step is not None else max(self._step, 0),
+                               sigma=sigma if sigma is not None else (None if t is None else t / 1000.0),
+                               num_inference_steps=getattr(given, "num_inference_steps", None))
 
     def note_backend(self, q: torch.Tensor, heads: int, w: WindowPlan) -> None:
         used = backend_for(split_heads(q, heads), w.grid, w.window, w.backend)
@@ -164,10 +194,6 @@ class FreeSwim:
         if store is None:
             return DiffusersCall(w, "dual", twins, keys)
         sigma = getattr(context, "sigma", None)
-        if context is None:
-            log_once("diffusers-no-context", logging.WARNING, "FreeSwim: transformer calls outside a pipeline's "
-                     "cache_context guide every call (the cache never reuses); wrap them in "
-                     "transformer.cache_context('cond', step_index=i, sigma=s) as diffusers' pipelines do.")
         signature = (grid.as_tuple(), hidden_states.shape[1], str(hidden_states.dtype))
         action = cache_action_for_call(store, keys, eligible, signature, sigma, step, self.cache.interval)
         if action is CacheAction.GUIDE:
@@ -244,7 +270,7 @@ class _FreeSwimHook(ModelHook):
         fs = self.fs
         attention_kwargs = dict(attention_kwargs or {})
         kinds = attention_kwargs.pop(ROWS_KEY, None)
-        call = fs.plan(hidden_states, self.passes._context, kinds)
+        call = fs.plan(hidden_states, fs.context_of(self.passes._context, timestep), kinds)
         fs.count(call)
         rows = hidden_states.shape[0]
         if call.layout is not None:

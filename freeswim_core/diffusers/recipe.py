@@ -61,8 +61,8 @@ def load_pipeline(model: str, device: str, dtype: torch.dtype):
     """``WanPipeline`` from a local diffusers Wan folder, the VAE in float32 (as Wan's own
     examples load it)."""
     from diffusers import AutoencoderKLWan, WanPipeline
-    vae = AutoencoderKLWan.from_pretrained(model, subfolder="vae", torch_dtype=torch.float32)
-    pipe = WanPipeline.from_pretrained(model, vae=vae, torch_dtype=dtype)
+    vae = AutoencoderKLWan.from_pretrained(model, subfolder="vae", dtype=torch.float32)
+    pipe = WanPipeline.from_pretrained(model, vae=vae, dtype=dtype)
     return pipe.to(device)
 
 
@@ -83,9 +83,14 @@ def generate(request: GenerateRequest, pipe) -> np.ndarray:
     device = pipe._execution_device
     generator = torch.Generator(device="cpu").manual_seed(request.seed)
     started = time.perf_counter()
+    # the prompt is encoded once, for both passes (diffusers' video-to-video pipeline would clean the
+    # text with ftfy unconditionally; the text-to-video pipeline's encoder does it where available)
+    cfg = max(request.native_cfg, request.refine.cfg) > 1.0
+    prompt, negative = pipe.encode_prompt(request.prompt, negative_prompt=request.negative_prompt,
+                                          do_classifier_free_guidance=cfg, max_sequence_length=512, device=device)
     logger.info("FreeSwim: native pass, %dx%d x %d frames, %d steps.", *request.native, request.frames,
                 request.native_steps)
-    native = pipe(prompt=request.prompt, negative_prompt=request.negative_prompt, width=request.native[0],
+    native = pipe(prompt_embeds=prompt, negative_prompt_embeds=negative, width=request.native[0],
                   height=request.native[1], num_frames=request.frames, num_inference_steps=request.native_steps,
                   guidance_scale=request.native_cfg, generator=generator, output_type="pil").frames[0]
     video = upscale_frames(native, request.target, request.refine.method)
@@ -99,9 +104,8 @@ def generate(request: GenerateRequest, pipe) -> np.ndarray:
     logger.info("FreeSwim: refine pass at %dx%d, strength %.2f of %d steps, shift %.1f, cfg %.1f.",
                 *request.target, r.strength, r.steps, r.shift, r.cfg)
     try:
-        out = refine(video=video, prompt=request.prompt, negative_prompt=request.negative_prompt,
-                     width=request.target[0], height=request.target[1], num_inference_steps=r.steps,
-                     strength=r.strength, guidance_scale=r.cfg, generator=generator, output_type="np").frames[0]
+        out = refine(video=video, prompt_embeds=prompt, negative_prompt_embeds=negative, width=request.target[0],
+                     height=request.target[1], num_inference_steps=r.steps, strength=r.strength, guidance_scale=r.cfg, generator=generator, output_type="np").frames[0]
     finally:
         fs.remove()
     logger.log(logging.INFO, "FreeSwim: %d model calls (%d guide, %d reuse, %d dual), backends %s; %.1f s in all.",

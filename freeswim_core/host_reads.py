@@ -24,16 +24,23 @@ class HostReads:
         """``values`` (a tensor or a sequence of numbers) as host floats."""
         if not isinstance(values, torch.Tensor):
             return tuple(float(v) for v in values)
+        version = _version(values)
         hit = self._memo.get(id(values))
-        if hit is not None and hit[0]() is values and hit[1] == values._version:
+        if hit is not None and hit[0]() is values and hit[1] == version:
             return hit[2]
         read = tuple(float(v) for v in values.detach().flatten().tolist())
         if len(self._memo) >= _KEEP:
             self._memo = {k: v for k, v in self._memo.items() if v[0]() is not None}
             if len(self._memo) >= _KEEP:
                 self._memo.clear()
-        self._memo[id(values)] = (weakref.ref(values), values._version, read)
+        self._memo[id(values)] = (weakref.ref(values), version, read)
         return read
+
+
+def _version(t: torch.Tensor) -> Optional[int]:
+    """The tensor's in-place version; inference tensors (ComfyUI samples in inference mode) keep
+    none, and are told apart by identity alone."""
+    return None if t.is_inference() else t._version
 
 
 def first_value(values, reads: Optional[HostReads] = None) -> Optional[float]:

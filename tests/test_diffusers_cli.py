@@ -1,0 +1,90 @@
+"""The diffusers recipe and its CLI on a tiny random Wan pipeline saved to disk
+(harness/tiny_diffusers.py: loaded back by diffusers' own from_pretrained, nothing downloaded)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers")
+av = pytest.importorskip("av")
+
+from harness.tiny_diffusers import save_tiny_wan_pipeline  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# 96x64 px native: a 5 x 7 token window on the 8 x 12 token grid of the 192x128 target
+ARGS = ["--prompt", "a red fox running through snow", "--native", "96x64", "--target", "192x128",
+        "--frames", "5", "--native-steps", "2", "--steps", "4", "--native-size", "96x64",
+        "--device", "cpu", "--dtype", "fp32", "--backend", "chunked", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_wan_pipeline(tmp_path_factory.mktemp("tiny_wan"), seed=3)
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "freeswim_core.diffusers", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_writes_the_refined_clip(model_dir, tmp_path):
+    out = tmp_path / "clip.mp4"
+    done = cli("--model", str(model_dir), *ARGS, "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert (stream.width, stream.height, len(frames)) == (192, 128, 5)
+    assert np.std(np.stack(frames)) > 1.0                       # not a blank clip
+    # strength 0.7 of 4 steps: 2 refine steps, cond calls guide then reuse; uncond is window-only
+    assert "4 model calls (1 guide, 1 reuse, 0 dual)" in done.stderr, done.stderr[-3000:]
+    assert "backends chunked" in done.stderr
+
+
+def test_cli_refuses_sizes_the_model_cannot_make(model_dir, tmp_path):
+    done = cli("--model", str(model_dir), *ARGS[:4], "--target", "192x120", "--out", str(tmp_path / "x.mp4"))
+    assert done.returncode == 2
+    assert "192x120" in done.stderr and "multiple of 16" in done.stderr
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_recipe_is_deterministic_and_leaves_the_transformer_stock(model_dir):
+    import torch
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+    from freeswim_core.diffusers import GenerateRequest, WindowOptions, generate
+    from freeswim_core.diffusers.recipe import load_pipeline
+    pipe = load_pipeline(str(model_dir), "cpu", torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    request = GenerateRequest(prompt="a fox", native=(96, 64), target=(192, 128), frames=5, native_steps=2,
+                              window=WindowOptions(native_size="custom", custom_width=96, custom_height=64,
+                                                   backend="chunked"))
+    request.refine = type(request.refine)(steps=4)
+    first, second = generate(request, pipe), generate(request, pipe)
+    assert first.shape == (5, 128, 192, 3) and np.array_equal(first, second)
+    assert all(isinstance(b.attn1.processor, WanAttnProcessor) for b in pipe.transformer.blocks)
+    assert getattr(pipe.transformer, "_freeswim", None) is None
+
+
+def test_freeswim_follows_a_pipelines_steps_and_passes(model_dir):
+    """On WanPipeline (which names each call's pass and step): 5 steps with cfg, guide every 2 steps,
+    so the conditional calls guide at steps 0, 2, 4 and reuse at 1, 3, and the unconditional ones
+    are window-only; the pipeline's end drops the cached features."""
+    import torch
+
+    from freeswim_core.diffusers import FreeSwim, WindowOptions
+    from freeswim_core.diffusers.recipe import load_pipeline
+    pipe = load_pipeline(str(model_dir), "cpu", torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    fs = FreeSwim(pipe.transformer, window=WindowOptions(native_size="custom", custom_width=96, custom_height=64,
+                                                         backend="chunked"), vae_scale_factor=8)
+    try:
+        pipe(prompt="a fox", width=192, height=128, num_frames=5, num_inference_steps=5, guidance_scale=5.0,
+             output_type="np")
+        r = fs.report
+        assert (r.model_calls, r.windowed_calls, r.guide_calls, r.reuse_calls, r.dual_calls) == (10, 10, 3, 2, 0)
+        assert fs._store is None
+    finally:
+        fs.remove()
