@@ -18,16 +18,18 @@ class _Entry:
     scale: Optional[torch.Tensor]    # fp8: float32 [tokens, 1]
     shape: tuple
     dtype: torch.dtype      # the features' own dtype, restored on read
+    written: object = None  # CUDA event: its copies to host memory are done (None: nothing pending)
 
     def nbytes(self) -> int:
         total = sum(c.numel() * c.element_size() for _, c in self.chunks)
         return total + (self.scale.numel() * self.scale.element_size() if self.scale is not None else 0)
 
 
-class _Uploads:
-    """Host-to-device copies that run beside the computation: on CUDA on a side stream, ordered
-    after the work queued so far (the destination may be memory that work frees), with an event
-    the reader's stream waits on (the host never waits); elsewhere inline, in order."""
+class _Transfers:
+    """Copies between the device and host memory that run beside the computation: on CUDA on a side
+    stream, ordered after the work queued so far (the destination may be memory that work frees, the
+    source what it computes), with an event the other side's stream waits on (the host never waits);
+    elsewhere inline, in order."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -50,6 +52,12 @@ class _Uploads:
         if event is not None:
             torch.cuda.current_stream(self.device).wait_event(event)
 
+    def keep(self, t: torch.Tensor) -> None:
+        """``t`` (computed on the compute stream) is read by the side stream: its memory must not be
+        reused before the side stream's copies are done."""
+        if self.stream is not None and t.is_cuda:
+            t.record_stream(self.stream)
+
 
 @dataclass
 class _Upload:
@@ -64,7 +72,8 @@ class FeatureStore:
     """Per-run cross-attention features: one ``[tokens, dim]`` tensor per (row key, block).
 
     ``cpu`` storage keeps them in host memory, pinned where CUDA is present, and streams
-    each block back to the compute device when that block needs it. With ``prefetch``, reading
+    each block back to the compute device when that block needs it; on a GPU the copies to host
+    memory run on a side stream, beside the blocks that follow. With ``prefetch``, reading
     a block starts the copy of the same key's next block (in the order they were stored, the
     blocks' order), so on a GPU the copy overlaps the rest of this block and the start of the
     next instead of stalling it; one block per key is held ahead. ``fp8`` stores
@@ -79,7 +88,8 @@ class FeatureStore:
         self.precision = precision
         self.device = torch.device(compute_device)
         self.prefetch = prefetch and storage == "cpu"          # a device store has nothing to upload
-        self._uploads = _Uploads(self.device) if self.prefetch else None
+        streamed = storage == "cpu" and self.device.type == "cuda"
+        self._uploads = _Transfers(self.device) if (self.prefetch or streamed) else None
         self._ahead: dict[tuple, tuple] = {}      # key -> (block, _Upload)
         self.prefetched = 0
         self.entries: dict[tuple, dict[int, _Entry]] = {}
@@ -104,22 +114,33 @@ class FeatureStore:
         fp8 = self.precision == "fp8"
         scale = torch.empty((tokens, 1), dtype=torch.float32, device=home, pin_memory=pin) if fp8 else None
         whole = None if pin or home != self.device else torch.empty((tokens, dim), dtype=stored_dtype, device=home)
+        side = self._uploads if pin else None
         chunks = []
         for start in range(0, tokens, step):
             part = flat[start:start + step]
+            part_scale = None
             if fp8:
                 part_scale = part.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12) / FP8_MAX
                 part = (part.float() / part_scale).to(stored_dtype)
-                scale[start:start + step].copy_(part_scale, non_blocking=pin)
             if whole is not None:                # on the device (or the CPU model's own memory)
                 whole[start:start + step] = part
+                if fp8:
+                    scale[start:start + step].copy_(part_scale)
                 continue
             dest = torch.empty(part.shape, dtype=stored_dtype, device=home, pin_memory=pin)
-            dest.copy_(part, non_blocking=pin)
+            with side.copies() if side is not None else contextlib.nullcontext():
+                dest.copy_(part, non_blocking=pin)
+                if fp8:
+                    scale[start:start + step].copy_(part_scale, non_blocking=pin)
+            if side is not None:
+                side.keep(part)
+                if fp8:
+                    side.keep(part_scale)
             chunks.append((start, dest))
         if whole is not None:
             chunks = [(0, whole)]
-        self.entries.setdefault(key, {})[block] = _Entry(chunks, scale, tuple(value.shape), value.dtype)
+        written = side.done() if side is not None else None
+        self.entries.setdefault(key, {})[block] = _Entry(chunks, scale, tuple(value.shape), value.dtype, written)
         self.writes += 1
 
     def get(self, key: tuple, block) -> Optional[torch.Tensor]:
@@ -140,6 +161,8 @@ class FeatureStore:
             self._start_next(key, block)
         if upload is not None:
             return self._restore(entry, [(0, upload.stored)], upload.scale)
+        if self._uploads is not None:
+            self._uploads.wait(entry.written)      # its copies to host memory ran on the side stream
         return self._restore(entry, entry.chunks, entry.scale)
 
     def _restore(self, entry: _Entry, chunks: list, scale: Optional[torch.Tensor]) -> torch.Tensor:
