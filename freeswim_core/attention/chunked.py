@@ -126,7 +126,7 @@ def _tile_mask(T: int, hb: _Band, wb: _Band, bounds, dtype: torch.dtype):
 def _fused(q: torch.Tensor, nq: int, nk: int, mask) -> bool:
     """Will SDPA's memory-efficient kernel (scores never materialised) take a call of this shape?
     Asked of torch itself, on CUDA only."""
-    if not q.is_cuda:
+    if not (q.is_cuda and torch.cuda.is_available()):
         return False
     D = q.shape[-1]
     qt = q.new_empty((1, 1, nq, D))

@@ -33,7 +33,8 @@ class _Transfers:
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        # no stream where no CUDA runtime runs (a fake device, as the memory trace uses): copies inline
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" and torch.cuda.is_available() else None
 
     def copies(self):
         if self.stream is None:
