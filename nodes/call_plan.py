@@ -18,8 +18,8 @@ from comfy.ldm.wan.model import WanI2VCrossAttention
 from ..freeswim_core import (TokenGrid, attention_cost,
                              token_grid_from_latent)
 from ..freeswim_core.window_plan import WindowPlan, plan_window as core_window_plan
-from ..freeswim_core.dual import (CacheAction, DualLayout, FeatureStore, cache_action_for_call, plan_store,
-                                  row_keys, row_kinds, step_index, twin_rows)
+from ..freeswim_core.dual import (CacheAction, DualLayout, FeatureStore, cache_action_for_call, cached_rows,
+                                  plan_store, row_keys, row_kinds, step_index, twin_rows)
 from .errors import InvalidInput
 from ..freeswim_core.host_reads import HostReads, first_value
 from .host_blocks import host_frees_block_inputs, host_frees_queries, sets_grid_sizes
@@ -155,7 +155,8 @@ def plan_call(opts: FreeSwimOptions, dm, a: CallArgs, to: dict, run: Optional[Ru
         return base
     rows = a.x.shape[0]
     chunks = to.get("cond_or_uncond") or [0]
-    eligible = twin_rows(row_kinds(chunks, rows), opts.dual.passes)
+    kinds = row_kinds(chunks, rows)
+    eligible = twin_rows(kinds, opts.dual.passes)
     if not eligible:
         return base
     keys = tuple(row_keys(to.get("uuids") or [None] * len(chunks), rows))
@@ -165,7 +166,9 @@ def plan_call(opts: FreeSwimOptions, dm, a: CallArgs, to: dict, run: Optional[Ru
     twins = DualLayout(rows, eligible)
     if opts.cache is None or run is None or run.cache_off:
         return replace(base, mode=Mode.DUAL, layout=twins, **dual)
-    store = run.store or open_store(opts.cache, grid, dm, a.x, len(eligible), run,
+    image_too = opts.dual.override_image_cross and base.cross_per_block == 2
+    stored = cached_rows(len(eligible), len(set(kinds)), opts.dual.passes, 2 if image_too else 1)
+    store = run.store or open_store(opts.cache, grid, dm, a.x, stored, run,
                                     reserve=activation_bytes(memory) if memory is not None else 0)
     if store is None:
         return replace(base, mode=Mode.DUAL, layout=twins, **dual)

@@ -178,3 +178,23 @@ def test_prefetch_only_from_host_memory_with_room_for_one_block_per_row():
     assert not prefetch_fits("cpu", 5 * 10**9, 680_400, 5120, 2, 1)          # two rows: 6.97 GB
     assert not prefetch_fits("gpu", 10**12, 680_400, 5120, 1, 1)             # stored on the device
     assert not prefetch_fits("cpu", None, 680_400, 5120, 1, 1)               # the model runs on the CPU
+
+
+def test_features_stored_again_replace_an_upload_made_ahead():
+    """A block uploaded ahead, then stored again (a run stopped part-way and guided again), reads
+    back as stored the second time."""
+    store = FeatureStore("cpu", "model", torch.device("cpu"), prefetch=True)
+    old, new = torch.zeros(1, 8, 4), torch.ones(1, 8, 4)
+    for block in range(3):
+        store.put(("c", 0), block, old)
+    store.get(("c", 0), 0)                                 # uploads block 1 ahead
+    store.put(("c", 0), 1, new)
+    assert torch.equal(store.get(("c", 0), 1), new)
+
+
+def test_rows_a_run_stores_per_block():
+    from freeswim_core.dual import cached_rows
+    assert cached_rows(1, 1, "cond") == 1                      # cond gets a twin; uncond never stores
+    assert cached_rows(1, 1, "cond_and_uncond") == 2           # uncond comes in its own call, one row too
+    assert cached_rows(2, 2, "cond_and_uncond") == 2           # both passes in this call
+    assert cached_rows(2, 1, "cond", entries_per_block=2) == 4  # I2V, the image cross-attention overridden

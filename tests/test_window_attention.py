@@ -37,15 +37,16 @@ def test_chunked_matches_dense_reference(B, NH, grid, window, inward, dtype, tol
 
 
 @pytest.mark.parametrize("B,NH,grid,window,inward", CASES[:4] + CASES[5:7])
-@pytest.mark.parametrize("budget", [1 << 28, 20_000])
-def test_chunked_batched_tiles_match_dense_reference(B, NH, grid, window, inward, budget):
+@pytest.mark.parametrize("budget,additive", [(1 << 28, True), (20_000, False)])
+def test_chunked_batched_tiles_match_dense_reference(B, NH, grid, window, inward, budget, additive):
     """Several tiles per SDPA call (the CUDA default), sharing one mask per window pattern: all tiles
-    of a pattern at once, or as many as a small score budget allows."""
+    of a pattern at once, or as many as a small score budget allows; masks as additive biases with
+    rows padded to 16 elements (the CUDA form) or boolean."""
     from freeswim_core.attention.chunked import chunked_window_attention
     T, H, W = grid
     q, k, v = _qkv(B, NH, T * H * W, 32, torch.float32, seed=5)
     out = chunked_window_attention(q, k, v, TokenGrid(*grid), Window(*window), inward=inward, scale=0.18,
-                                   max_score_bytes=budget, batch_tiles=True)
+                                   max_score_bytes=budget, batch_tiles=True, additive_masks=additive)
     ref = masked_attention(q, k, v, dense_window_mask(grid, window, inward), 0.18)
     assert (out.double() - ref).abs().max().item() < 2e-5
 

@@ -101,10 +101,10 @@ def _axis_mask(band: _Band, starts: torch.Tensor, ends: torch.Tensor) -> torch.T
     return (keys[None] >= starts[band.q0:band.q1, None]) & (keys[None] <= ends[band.q0:band.q1, None])
 
 
-def _tile_mask(T: int, hb: _Band, wb: _Band, bounds, dtype: torch.dtype):
+def _tile_mask(T: int, hb: _Band, wb: _Band, bounds, dtype: torch.dtype, additive: bool):
     """The mask of every tile with ``hb``'s row pattern and ``wb``'s column pattern, or None when
-    all its keys are visible. On CUDA it is additive (0 / -inf) in the compute dtype, its rows
-    padded to 16 elements: the form SDPA's memory-efficient kernel takes without a copy."""
+    all its keys are visible. ``additive`` (on CUDA): 0 / -inf in the compute dtype, its rows padded
+    to 16 elements, the form SDPA's memory-efficient kernel takes without a copy."""
     if hb.full and wb.full:
         return None
     sh, eh, sw, ew = bounds
@@ -116,17 +116,17 @@ def _tile_mask(T: int, hb: _Band, wb: _Band, bounds, dtype: torch.dtype):
     tile = mh[:, None, :, None] & mw[None, :, None, :]                     # [th, tw, rows, cols]
     nq, nk = T * th * tw, T * rows * cols
     allowed = tile[None, :, :, None].expand(T, th, tw, T, rows, cols).reshape(nq, nk)
-    if dev.type != "cuda":
+    if not additive:
         return allowed
     padded = -(-nk // 16) * 16
-    bias = torch.empty((nq, padded), dtype=dtype, device=dev)[:, :nk]
-    return bias.copy_(torch.where(allowed, 0.0, float("-inf")))
+    bias = torch.zeros((nq, padded), dtype=dtype, device=dev)[:, :nk]
+    return bias.masked_fill_(~allowed, float("-inf"))
 
 
 def _fused(q: torch.Tensor, nq: int, nk: int, mask) -> bool:
     """Will SDPA's memory-efficient kernel (scores never materialised) take a call of this shape?
     Asked of torch itself, on CUDA only."""
-    if not (q.is_cuda and torch.cuda.is_available()):
+    if not (q.is_cuda and torch.cuda.is_available() and torch.backends.cuda.mem_efficient_sdp_enabled()):
         return False
     D = q.shape[-1]
     qt = q.new_empty((1, 1, nq, D))
@@ -157,11 +157,13 @@ def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                              scale: float | None = None,
                              max_score_bytes: int = DEFAULT_MAX_SCORE_BYTES,
                              out: torch.Tensor | None = None,
-                             batch_tiles: bool | None = None) -> torch.Tensor:
+                             batch_tiles: bool | None = None,
+                             additive_masks: bool | None = None) -> torch.Tensor:
     """Window attention written into ``out`` (any strides; it may be ``q``: the queries of every
     SDPA call are copied out before its outputs are written, and tiles do not overlap) or a new
     tensor laid out ``[B, L, heads, D]``. ``batch_tiles``: several tiles per SDPA call (default:
-    where the memory-efficient kernel takes the calls, on CUDA)."""
+    where the memory-efficient kernel takes the calls, on CUDA); ``additive_masks``: masks as
+    additive biases with aligned rows (default: on CUDA)."""
     B, NH, L, D = q.shape
     T, H, W = grid.as_tuple()
     win = window.clipped(grid)
@@ -189,7 +191,7 @@ def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         hb0, wb0 = tiles[0]
         (qh, rows), (qw, cols) = hb0.pattern[:2], wb0.pattern[:2]
         nq, nk = T * qh * qw, T * rows * cols
-        mask = _tile_mask(T, hb0, wb0, bounds, q.dtype)
+        mask = _tile_mask(T, hb0, wb0, bounds, q.dtype, q.is_cuda if additive_masks is None else additive_masks)
         fused = _fused(q, nq, nk, mask)
         heads, per_call = call_sizes(fused, fused if batch_tiles is None else batch_tiles, B, NH, nq, nk, D,
                                      q.element_size(), budget)

@@ -167,12 +167,16 @@ def needs_grad(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
+@torch.compiler.disable
 def flex_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           grid: TokenGrid, window: Window, *, inward: bool = True,
                           scale: float | None = None, block_size: int = BLOCK_SIZE,
                           out: torch.Tensor | None = None) -> torch.Tensor:
     """Window attention of ``q``, ``k``, ``v`` (``[B, heads, L, D]``, frame-major tokens) written into
-    ``out`` (any strides; it may be ``q``) or a new tensor laid out ``[B, L, heads, D]``."""
+    ``out`` (any strides; it may be ``q``) or a new tensor laid out ``[B, L, heads, D]``.
+
+    Not traced by an enclosing ``torch.compile`` (a compiled model or block): its bookkeeping
+    (inference mode, the graph budget) stays in Python and the kernel compiles on its own."""
     if needs_grad(q, k, v):
         raise ValueError("the flex window attention backend is inference-only (its kernel runs in "
                          "inference mode); use backend='chunked' where gradients are needed")

@@ -28,8 +28,9 @@ from diffusers import WanTransformer3DModel
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
-from ..attention import backend_for
-from ..dual import (CacheAction, DualLayout, FeatureStore, cache_action_for_call, plan_store, twin_rows)
+from ..attention import backend_for, release_run_caches
+from ..dual import (CacheAction, DualLayout, FeatureStore, cache_action_for_call, cached_rows, plan_store,
+                    twin_rows)
 from ..dual.calls import split_heads
 from ..geometry import token_grid_from_latent
 from ..host_reads import HostReads
@@ -91,6 +92,10 @@ class FreeSwim:
         if cache is not None and dual is None:
             raise ValueError("FreeSwim: the cross-attention cache stores the dual path's features; pass dual= too "
                              "(or cache=None).")
+        if dual is not None and dual.execution == "sequential":
+            raise ValueError("FreeSwim: execution 'sequential' (twins, then window rows, per block) exists in the "
+                             "ComfyUI nodes only; the diffusers adapter runs the dual path batched: use 'auto' or "
+                             "'batched'.")
         if getattr(transformer, "_freeswim", None) is not None:
             raise ValueError("FreeSwim is already installed on this transformer; call .remove() on it first.")
         cfg = transformer.config
@@ -132,10 +137,15 @@ class FreeSwim:
             self._store.clear()
         self._store, self._last_step = None, None
         self._timestep, self._step, self._calls_at_step = None, -1, 0
+        release_run_caches()                    # the window backend's BlockMask tables and bounds
 
     def context_of(self, given, timestep: torch.Tensor):
         """The call's pass name, step index and sigma: as the pipeline gave them (``given``, a
         diffusers CacheContext or None), the rest read from the timestep (see the module doc)."""
+        step = getattr(given, "step_index", None)
+        sigma = getattr(given, "sigma", None)
+        if step is not None and sigma is not None and getattr(given, "name", None):
+            return given                        # all said: no value read from the device
         if timestep.numel() == 0:
             t = None
         elif timestep.dim() > 1:        # per-token timesteps (Wan2.2 TI2V): conditioning tokens are at 0
@@ -148,8 +158,6 @@ class FreeSwim:
             self._timestep, self._step, self._calls_at_step = t, self._step + 1, 0
         inferred = ("cond", "uncond")[min(self._calls_at_step, 1)]
         self._calls_at_step += 1
-        step = getattr(given, "step_index", None)
-        sigma = getattr(given, "sigma", None)
         return SimpleNamespace(name=getattr(given, "name", None) or inferred,
                                step_index=step if step is not None else max(self._step, 0),
                                sigma=sigma if sigma is not None else (None if t is None else t / 1000.0),
@@ -190,7 +198,9 @@ class FreeSwim:
         twins = DualLayout(rows, eligible)
         if self.cache is None:
             return DiffusersCall(w, "dual", twins, keys)
-        store = self._store or self._open_store(grid, hidden_states, len(eligible))
+        image_too = self.dual.override_image_cross and self.transformer.config.added_kv_proj_dim is not None
+        stored = cached_rows(len(eligible), len(set(row_kinds)), self.dual.passes, 2 if image_too else 1)
+        store = self._store or self._open_store(grid, hidden_states, stored)
         if store is None:
             return DiffusersCall(w, "dual", twins, keys)
         sigma = getattr(context, "sigma", None)
@@ -207,6 +217,9 @@ class FreeSwim:
             return True
         step, total = getattr(context, "step_index", None), getattr(context, "num_inference_steps", None)
         if step is None or not total:
+            log_once("diffusers-range", logging.WARNING, "FreeSwim: start_percent/end_percent count the run's "
+                     "steps, and this pipeline does not say how many there are (cache_context without "
+                     "num_inference_steps); the dual path runs on every step.")
             return True
         return d.start_percent <= step / total <= d.end_percent
 

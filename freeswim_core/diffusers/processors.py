@@ -56,8 +56,11 @@ class _Processor:
 
 
 class FreeSwimSelfAttention(_Processor):
-    """``attn1``: window rows and full-attention twins at FreeSwim's softmax scale."""
+    """``attn1``: window rows and full-attention twins at FreeSwim's softmax scale. Not traced by
+    ``torch.compile`` (``compile_repeated_blocks`` compiles the blocks around it): it dispatches on
+    the call's plan; the window kernel compiles on its own."""
 
+    @torch.compiler.disable
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         call = self.fs.current_call
         if call is None or call.window is None or encoder_hidden_states is not None or attention_mask is not None:
@@ -78,8 +81,10 @@ class FreeSwimSelfAttention(_Processor):
 
 
 class FreeSwimCrossAttention(_Processor):
-    """``attn2``: each window row takes its twin's cross-attention output, or its cached features."""
+    """``attn2``: each window row takes its twin's cross-attention output, or its cached features
+    (not traced by ``torch.compile``, as the self-attention processor)."""
 
+    @torch.compiler.disable
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         call = self.fs.current_call
         if call is None or call.mode == "off" or encoder_hidden_states is None or attention_mask is not None:

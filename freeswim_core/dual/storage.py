@@ -7,6 +7,15 @@ from typing import Optional
 import torch
 
 
+def cached_rows(eligible: int, kinds_in_call: int, passes: str, entries_per_block: int = 1) -> int:
+    """Rows' worth of features a run stores per block, seen from its first call: the call's rows
+    that get a twin; twice that where both passes get twins but the call holds one (the other pass
+    comes in calls of its own, with as many rows); times the entries a block stores (2 where the
+    I2V image cross-attention is overridden too)."""
+    both_apart = passes == "cond_and_uncond" and kinds_in_call == 1
+    return eligible * (2 if both_apart else 1) * entries_per_block
+
+
 def cache_bytes(blocks: int, tokens: int, dim: int, rows: int, element_bytes: int) -> int:
     """Cache size: blocks x tokens x model dim x bytes, per cached row."""
     return blocks * tokens * dim * rows * element_bytes

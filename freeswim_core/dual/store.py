@@ -141,6 +141,10 @@ class FeatureStore:
         if whole is not None:
             chunks = [(0, whole)]
         written = side.done() if side is not None else None
+        ahead = self._ahead.get(key)
+        if ahead is not None and ahead[0] == block:      # uploaded ahead from the features replaced now
+            self._uploads.wait(ahead[1].ready)
+            del self._ahead[key]
         self.entries.setdefault(key, {})[block] = _Entry(chunks, scale, tuple(value.shape), value.dtype, written)
         self.writes += 1
 
