@@ -28,8 +28,8 @@ from typing import Optional
 import torch
 
 from ..freeswim_core import backend_for
-from ..freeswim_core.dual.calls import (WindowPlan, cross_rows_from_twins, cross_rows_with_given,
-                                        self_attention_rows, split_heads, take_rows, window_rows)
+from ..freeswim_core.dual.calls import (WindowPlan, cross_rows, cross_rows_with_given, self_attention_rows,
+                                        split_heads, take_rows, window_rows)
 from ..freeswim_core.log import log_once
 from .call_plan import CallPlan, Mode
 from .host_blocks import GRID_SIZES, writable_in_place
@@ -145,11 +145,11 @@ def _cross_attention(plan: CallPlan, kind: str, role: str, scope, call, q, k, v,
     ``reuse_q``: the host drops q after this call (its last one in the block), so the rows are
     assembled in q's memory instead of a new tensor."""
     total = q.shape[0]
-    if plan.mode is Mode.REUSE:
-        given = {r: plan.store.get(plan.keys[r], key) for r in plan.reuse_rows}
-        if any(f is None for f in given.values()):
-            return None          # a block without features (should not happen): compute it normally
-    elif role == "twins":        # sequential, first half of the block: compute, hand over (and store)
+    compute = _compute_rows(call, q, k, v, kwargs)
+    if plan.mode is Mode.REUSE:  # None for a block without features (should not happen): computed normally
+        return cross_rows(total, compute, q, reuse_rows=plan.reuse_rows,
+                          read=lambda r: plan.store.get(plan.keys[r], key), out=q if reuse_q else None)
+    if role == "twins":          # sequential, first half of the block: compute, hand over (and store)
         res = call(q, k, v, **kwargs)
         for j, src in enumerate(plan.layout.twin_sources):
             scope.handoff[(src, kind)] = res[j]
@@ -157,17 +157,15 @@ def _cross_attention(plan: CallPlan, kind: str, role: str, scope, call, q, k, v,
                 plan.store.put(plan.keys[src], key, res[j])
         _note_handoff(run, scope.handoff_bytes())
         return res
-    elif role == "window":       # sequential, second half: the twins' outputs from this block, used once
+    if role == "window":         # sequential, second half: the twins' outputs from this block, used once
         given = {src: scope.handoff.pop((src, kind)) for src in plan.layout.twin_sources}
-    else:                        # batched: twins are rows of this call
-        twin_of = plan.layout.twin_of()
-        store = (lambda src, features: plan.store.put(plan.keys[src], key, features)) \
-            if plan.mode is Mode.GUIDE else None
-        out = cross_rows_from_twins(twin_of, total, _compute_rows(call, q, k, v, kwargs),
-                                    out=q if reuse_q else None, on_twin=store)
-        _note_handoff(run, sum(out[t].numel() * out[t].element_size() for t in twin_of.values()))
-        return out
-    return cross_rows_with_given(given, total, _compute_rows(call, q, k, v, kwargs), q, out=q if reuse_q else None)
+        return cross_rows_with_given(given, total, compute, q, out=q if reuse_q else None)
+    # batched: twins are rows of this call
+    twin_of = plan.layout.twin_of()
+    store = (lambda src, features: plan.store.put(plan.keys[src], key, features)) if plan.mode is Mode.GUIDE else None
+    out = cross_rows(total, compute, q, twin_of=twin_of, write=store, out=q if reuse_q else None)
+    _note_handoff(run, sum(out[t].numel() * out[t].element_size() for t in twin_of.values()))
+    return out
 
 
 def queries_dropped_after(plan: CallPlan, kind: str, to: dict, q) -> bool:

@@ -35,9 +35,9 @@ def tiny_transformer(seed=0, image_dim=None):
     return model.eval()
 
 
-def install(model, passes="cond_and_uncond", cache=None, override_image=False, keep_twins=False):
+def install(model, passes="cond_and_uncond", cache=None, override_image=False, keep_twins=False, backend="chunked"):
     from freeswim_core.diffusers import CacheOptions, DualOptions, FreeSwim, WindowOptions
-    window = WindowOptions(native_size="custom", custom_width=NATIVE[0], custom_height=NATIVE[1], backend="chunked")
+    window = WindowOptions(native_size="custom", custom_width=NATIVE[0], custom_height=NATIVE[1], backend=backend)
     return FreeSwim(model, window=window, dual=DualOptions(passes=passes, override_image_cross=override_image),
                     cache=CacheOptions(interval=cache) if cache else None, vae_scale_factor=8,
                     keep_twins=keep_twins)
@@ -128,12 +128,13 @@ def err(a, b):
     return (a - b).abs().max().item()
 
 
-@pytest.mark.parametrize("batch,frames,h,w", [(1, 3, 20, 28), (2, 2, 18, 30), (3, 1, 24, 16)])
-def test_any_size_and_batch_match_the_reference(batch, frames, h, w):
+@pytest.mark.parametrize("batch,frames,h,w,backend", [(1, 3, 20, 28, "chunked"), (2, 2, 18, 30, "chunked"),
+                                                     (3, 1, 24, 16, "chunked"), (2, 2, 18, 30, "flex")])
+def test_any_size_and_batch_match_the_reference(batch, frames, h, w, backend):
     model = tiny_transformer()
     x, t, context = inputs(batch, frames, h, w)
     expected = reference(model, x, t, context)
-    fs = install(model)
+    fs = install(model, backend=backend)
     try:
         got = run(model, x, t, context)
     finally:
@@ -156,8 +157,12 @@ def test_i2v_image_cross_attention_option(override_image):
     finally:
         fs.remove()
     assert err(got, expected) < 1e-4
-    other = reference(model, x, t, context, image=image, override_image=not override_image)
-    assert err(other, expected) > 1e-4                  # the option changes the result
+    fs = install(model, override_image=not override_image)
+    try:
+        other = run(model, x, t, context, image=image)
+    finally:
+        fs.remove()
+    assert err(other, expected) > 1e-4                  # the adapter follows the option
 
 
 @pytest.mark.parametrize("cache", [None, 2])

@@ -10,11 +10,11 @@ own processor.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..dual.calls import cross_rows_from_twins, cross_rows_with_given, self_attention_rows, take_rows
+from ..dual.calls import cross_rows, self_attention_rows, take_rows
 
 if TYPE_CHECKING:
     from .install import FreeSwim
@@ -113,9 +113,8 @@ class FreeSwimCrossAttention(_Processor):
         compute = self._rows(attn, q, k, v)
         total = q.shape[0]
         if call.mode == "reuse":
-            given: dict[int, Optional[torch.Tensor]] = {r: call.store.get(call.keys[r], key) for r in call.reuse_rows}
-            if any(f is None for f in given.values()):
-                return compute(list(range(total)))       # a block without features: computed normally
-            return cross_rows_with_given(given, total, compute, q)
+            out = cross_rows(total, compute, q, reuse_rows=call.reuse_rows,
+                             read=lambda r: call.store.get(call.keys[r], key))
+            return out if out is not None else compute(list(range(total)))   # a block without features
         store = (lambda src, features: call.store.put(call.keys[src], key, features)) if call.mode == "guide" else None
-        return cross_rows_from_twins(call.layout.twin_of(), total, compute, on_twin=store)
+        return cross_rows(total, compute, q, twin_of=call.layout.twin_of(), write=store)

@@ -110,3 +110,20 @@ def cross_rows_with_given(given: dict[int, torch.Tensor], total: int,
     for r in list(given):
         out[r] = given.pop(r)
     return out
+
+
+def cross_rows(total: int, compute: Callable[[list[int]], torch.Tensor], like: torch.Tensor, *,
+               reuse_rows: tuple = (), read: Optional[Callable[[int], Optional[torch.Tensor]]] = None,
+               twin_of: Optional[dict[int, int]] = None,
+               write: Optional[Callable[[int, torch.Tensor], None]] = None,
+               out: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+    """Cross-attention of a call with the dual path: on a reuse call (``reuse_rows``), those rows
+    take ``read(row)`` (the cache's features; None when a row has none: then this returns None and
+    the host computes the call as usual); otherwise each window row takes its twin's output
+    (``twin_of``), which ``write(row, features)`` stores on a guide call."""
+    if reuse_rows:
+        given = {r: read(r) for r in reuse_rows}
+        if any(f is None for f in given.values()):
+            return None
+        return cross_rows_with_given(given, total, compute, like, out=out)
+    return cross_rows_from_twins(twin_of, total, compute, out=out, on_twin=write)
