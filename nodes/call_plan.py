@@ -18,7 +18,7 @@ from comfy.ldm.wan.model import WanI2VCrossAttention
 from ..freeswim_core import (TokenGrid, attention_cost,
                              token_grid_from_latent)
 from ..freeswim_core.window_plan import WindowPlan, plan_window as core_window_plan
-from ..freeswim_core.dual import (CacheAction, DualLayout, FeatureStore, cache_action_for_call, cached_rows,
+from ..freeswim_core.dual import (CacheAction, DualLayout, FeatureStore, cache_action_for_call, cached_rows, dual_active,
                                   plan_store, row_keys, row_kinds, step_index, twin_rows)
 from .errors import InvalidInput
 from ..freeswim_core.host_reads import HostReads, first_value
@@ -151,7 +151,7 @@ def plan_call(opts: FreeSwimOptions, dm, a: CallArgs, to: dict, run: Optional[Ru
         return base
     reads = run.host_reads if run is not None else HostReads()
     sigma = first_value(to.get("sigmas"), reads)
-    if run is not None and sigma is not None and not (run.sigma_end <= sigma <= run.sigma_start):
+    if run is not None and not dual_active(sigma, run.sigma_start, run.sigma_end):
         return base
     rows = a.x.shape[0]
     chunks = to.get("cond_or_uncond") or [0]

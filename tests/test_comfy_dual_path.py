@@ -399,6 +399,23 @@ def test_active_range_limits_the_dual_path(comfy, wan):
         dual(comfy, windowed(comfy, wan), start=0.6, end=0.2)
 
 
+@pytest.mark.parametrize("shift", [1.0, 3.0, 5.0, 9.0])
+def test_percents_mean_the_sigmas_comfyui_flow_models_give(comfy, shift):
+    """The core's percent-to-sigma (which the diffusers adapter uses) is the host's own, so a
+    start/end percent means the same point of the schedule in both hosts."""
+    from comfy.model_sampling import CONST, ModelSamplingDiscreteFlow
+
+    from freeswim_core.dual import flow_sigma_at_percent
+
+    class Flow(ModelSamplingDiscreteFlow, CONST):
+        pass
+
+    sampling = Flow(type("Config", (), {"sampling_settings": {"shift": shift, "multiplier": 1000}})())
+    for percent in (0.0, 0.1, 0.25, 0.5, 0.7, 0.9, 1.0):
+        assert flow_sigma_at_percent(percent, shift) == pytest.approx(float(sampling.percent_to_sigma(percent)),
+                                                                      rel=1e-6, abs=1e-9)
+
+
 def test_dual_path_refuses_non_wan(comfy):
     from comfy.ldm.lightricks.model import LTXVModel
     from comfy.ops import disable_weight_init

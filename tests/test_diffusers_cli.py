@@ -88,3 +88,31 @@ def test_freeswim_follows_a_pipelines_steps_and_passes(model_dir):
         assert fs._store is None
     finally:
         fs.remove()
+
+
+def test_active_range_is_the_same_schedule_points_as_in_comfyui(model_dir):
+    """start/end percent 0.3/0.6 under the scheduler's flow shift: the dual path runs on the
+    conditional calls whose sigma (timestep / 1000) lies between the shifted times 0.7 and 0.4
+    (ComfyUI's percent_to_sigma for flow models, worked by hand here); without a shift the
+    range is refused."""
+    import torch
+
+    from freeswim_core.diffusers import DualOptions, FreeSwim, WindowOptions
+    from freeswim_core.diffusers.recipe import load_pipeline
+    pipe = load_pipeline(str(model_dir), "cpu", torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    window = WindowOptions(native_size="custom", custom_width=96, custom_height=64, backend="chunked")
+    dual = DualOptions(passes="cond", start_percent=0.3, end_percent=0.6)
+    with pytest.raises(ValueError, match="flow_shift"):
+        FreeSwim(pipe.transformer, window=window, dual=dual, cache=None)
+    shift = pipe.scheduler.config.flow_shift
+    fs = FreeSwim(pipe.transformer, window=window, dual=dual, cache=None, vae_scale_factor=8, shift=shift)
+    try:
+        pipe(prompt="a fox", width=192, height=128, num_frames=5, num_inference_steps=8, guidance_scale=5.0,
+             output_type="np")
+    finally:
+        fs.remove()
+    hi, lo = (shift * t / (1 + (shift - 1) * t) for t in (0.7, 0.4))
+    expected = sum(lo <= float(t) / 1000 <= hi for t in pipe.scheduler.timesteps)
+    assert 0 < expected < 8
+    assert (fs.report.model_calls, fs.report.dual_calls) == (16, expected)

@@ -58,6 +58,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--attention-scale", choices=SCALE_MODES, default=W.scale_mode)
     p.add_argument("--backend", choices=BACKENDS, default=W.backend)
     p.add_argument("--passes", choices=PASSES, default=D.passes)
+    p.add_argument("--start-percent", type=float, default=D.start_percent,
+                   help="dual path from this point of the refine schedule (default %(default)s)")
+    p.add_argument("--end-percent", type=float, default=D.end_percent,
+                   help="dual path up to this point of the refine schedule (default %(default)s)")
     p.add_argument("--no-dual", action="store_true", help="window attention only")
     p.add_argument("--cache-interval", type=int, default=C.interval, help="guide every N steps; 0: no cache")
     p.add_argument("--cache-storage", choices=STORAGE_MODES, default=C.storage)
@@ -77,7 +81,8 @@ def request_from(args):
         else:
             w, h = _size(args.native_size)
             window = replace(window, native_size="custom", custom_width=w, custom_height=h)
-    dual = None if args.no_dual else DualOptions(passes=args.passes)
+    dual = None if args.no_dual else DualOptions(passes=args.passes, start_percent=args.start_percent,
+                                                 end_percent=args.end_percent)
     cache = CacheOptions(args.cache_interval, args.cache_storage, args.cache_precision) \
         if dual is not None and args.cache_interval > 0 else None
     refine = RefineOptions(strength=args.strength, steps=args.steps, shift=args.shift, cfg=args.cfg)

@@ -29,8 +29,8 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
 from ..attention import backend_for, release_run_caches
-from ..dual import (CacheAction, DualLayout, FeatureStore, cache_action_for_call, cached_rows, plan_store,
-                    twin_rows)
+from ..dual import (CacheAction, DualLayout, FeatureStore, cache_action_for_call, cached_rows, dual_active,
+                    flow_sigma_at_percent, plan_store, twin_rows)
 from ..dual.calls import split_heads
 from ..geometry import token_grid_from_latent
 from ..host_reads import HostReads
@@ -80,12 +80,15 @@ class FreeSwim:
     """FreeSwim on one ``WanTransformer3DModel``: ``window`` always, the dual path with ``dual``,
     the cross-attention cache with ``cache`` (which needs ``dual``). ``vae_scale_factor``: the
     spatial factor of the pipeline's VAE (8 for Wan 2.1 and the 2.2 14B models, 16 for TI2V-5B;
-    by default from the transformer's channels). ``keep_twins`` (a diagnostic) returns the
-    full-attention twin rows after the caller's rows."""
+    by default from the transformer's channels). ``shift``: the scheduler's flow shift
+    (``pipe.scheduler.config.flow_shift``), needed only when ``dual`` limits the active range:
+    ``start_percent``/``end_percent`` are points of the flow schedule, as in ComfyUI, turned into
+    sigmas under that shift. ``keep_twins`` (a diagnostic) returns the full-attention twin rows
+    after the caller's rows."""
 
     def __init__(self, transformer, window: WindowOptions = WindowOptions(),
                  dual: Optional[DualOptions] = DualOptions(), cache: Optional[CacheOptions] = CacheOptions(),
-                 vae_scale_factor: Optional[int] = None, keep_twins: bool = False):
+                 vae_scale_factor: Optional[int] = None, shift: Optional[float] = None, keep_twins: bool = False):
         if not isinstance(transformer, WanTransformer3DModel):
             raise TypeError(f"FreeSwim: expected a diffusers WanTransformer3DModel (pipe.transformer of a Wan "
                             f"pipeline), got {type(transformer).__name__}; other model families are not supported.")
@@ -96,6 +99,17 @@ class FreeSwim:
             raise ValueError("FreeSwim: execution 'sequential' (twins, then window rows, per block) exists in the "
                              "ComfyUI nodes only; the diffusers adapter runs the dual path batched: use 'auto' or "
                              "'batched'.")
+        self._sigma_range = (float("inf"), 0.0)
+        if dual is not None and (dual.start_percent, dual.end_percent) != (0.0, 1.0):
+            if not 0.0 <= dual.start_percent < dual.end_percent <= 1.0:
+                raise ValueError(f"FreeSwim: start_percent ({dual.start_percent}) must be below end_percent "
+                                 f"({dual.end_percent}), both between 0 and 1.")
+            if shift is None or not shift > 0:
+                raise ValueError("FreeSwim: start_percent/end_percent are points of the flow schedule (as in "
+                                 "ComfyUI); pass the scheduler's flow shift, e.g. "
+                                 "FreeSwim(..., shift=pipe.scheduler.config.flow_shift).")
+            self._sigma_range = (flow_sigma_at_percent(dual.start_percent, shift),
+                                 flow_sigma_at_percent(dual.end_percent, shift))
         if getattr(transformer, "_freeswim", None) is not None:
             raise ValueError("FreeSwim is already installed on this transformer; call .remove() on it first.")
         cfg = transformer.config
@@ -160,8 +174,7 @@ class FreeSwim:
         self._calls_at_step += 1
         return SimpleNamespace(name=getattr(given, "name", None) or inferred,
                                step_index=step if step is not None else max(self._step, 0),
-                               sigma=sigma if sigma is not None else (None if t is None else t / 1000.0),
-                               num_inference_steps=getattr(given, "num_inference_steps", None))
+                               sigma=sigma if sigma is not None else (None if t is None else t / 1000.0))
 
     def note_backend(self, q: torch.Tensor, heads: int, w: WindowPlan) -> None:
         used = backend_for(split_heads(q, heads), w.grid, w.window, w.backend)
@@ -211,17 +224,8 @@ class FreeSwim:
         return DiffusersCall(w, "reuse", None, keys, reuse_rows=eligible, store=store)
 
     def _active(self, context) -> bool:
-        """The dual path's active range, as a fraction of the run's steps (all steps by default)."""
-        d = self.dual
-        if (d.start_percent, d.end_percent) == (0.0, 1.0):
-            return True
-        step, total = getattr(context, "step_index", None), getattr(context, "num_inference_steps", None)
-        if step is None or not total:
-            log_once("diffusers-range", logging.WARNING, "FreeSwim: start_percent/end_percent count the run's "
-                     "steps, and this pipeline does not say how many there are (cache_context without "
-                     "num_inference_steps); the dual path runs on every step.")
-            return True
-        return d.start_percent <= step / total <= d.end_percent
+        """Whether the call's sigma is inside the dual path's active range (every call by default)."""
+        return dual_active(getattr(context, "sigma", None), *self._sigma_range)
 
     @staticmethod
     def _row_kinds(kinds: Optional[Sequence], name: str, rows: int) -> list[int]:

@@ -5,7 +5,8 @@ computes the full branch on every ``interval``-th scheduler step (a *guide* step
 and reuses its per-block cross-attention features on the steps between. A host
 does not tell the model which step it is on, so the step is found from the
 sigma in the run's own schedule; calls at sigmas that are not in the schedule
-(the extra evaluations of multi-stage samplers) are never guide steps.
+(the extra evaluations of multi-stage samplers) are never guide steps. Also here:
+the dual path's active range, as sigmas, the same in every host.
 """
 from __future__ import annotations
 
@@ -33,12 +34,28 @@ def step_index(sigma: float, sample_sigmas: Optional[Sequence[float]], rel_tol: 
     return None
 
 
+def flow_sigma_at_percent(percent: float, shift: float) -> float:
+    """The sigma at which ``percent`` of a flow-matching schedule under flow ``shift`` has run: what
+    ComfyUI's flow models give for ``start_percent``/``end_percent`` (1 at 0, 0 at 1, the shifted
+    time in between), so that a percent means the same sigma in every host."""
+    if percent <= 0.0:
+        return 1.0
+    if percent >= 1.0:
+        return 0.0
+    t = 1.0 - percent
+    return t if shift == 1.0 else shift * t / (1.0 + (shift - 1.0) * t)
+
+
+def dual_active(sigma: Optional[float], sigma_start: float, sigma_end: float) -> bool:
+    """Whether the dual path runs at ``sigma``: inside ``[sigma_end, sigma_start]`` (the sigmas of the
+    start and end percents), or always when the call's sigma is not known."""
+    return sigma is None or sigma_end <= sigma <= sigma_start
+
+
 def is_guide_step(step: Optional[int], interval: int) -> bool:
     """Guide steps are every ``interval`` scheduled steps counted from the run's first
     step (a sliced schedule, as KSamplerAdvanced passes, starts its own count)."""
     return step is not None and step % max(1, interval) == 0
-
-
 
 
 def decide_cache_action(stored_at: Sequence[Optional[float]], sigma: Optional[float],
