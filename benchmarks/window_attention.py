@@ -97,15 +97,18 @@ def _sync(device):
 
 
 def _time(fn, device, repeat):
+    """(median seconds of ``repeat`` calls, seconds of the first call: compilation included)."""
+    t0 = time.perf_counter()
     fn()  # warm-up / compile
     _sync(device)
+    first = time.perf_counter() - t0
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), first
 
 
 def bench_case(label, grid, window, heads, backend, device, dtype, repeat, head_dim=128, verify=False):
@@ -132,7 +135,7 @@ def bench_case(label, grid, window, heads, backend, device, dtype, repeat, head_
             build, mask_bytes = time.perf_counter() - t0, lists.nbytes()
         fn = lambda: window_attention(q, k, v, grid, window, scale=scale, backend=backend)  # noqa: E731
     try:
-        sec = _time(fn, device, repeat)
+        sec, first = _time(fn, device, repeat)
     except Exception as exc:  # a backend that cannot run this size is a result, not a crash
         return dict(label=label, backend=backend, error=f"{type(exc).__name__}: {str(exc)[:120]}")
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
@@ -142,7 +145,7 @@ def bench_case(label, grid, window, heads, backend, device, dtype, repeat, head_
         got = fn()
         ref = window_attention(q, k, v, grid, window, scale=scale, backend="chunked")
         err = (got.float() - ref.float()).abs().max().item()
-    return dict(label=label, backend=backend, heads=heads, tokens=L, ms=sec * 1e3,
+    return dict(label=label, backend=backend, heads=heads, tokens=L, ms=sec * 1e3, first_call_ms=first * 1e3,
                 tflops=useful / sec / 1e12, mask_build_ms=build * 1e3, mask_mb=mask_bytes / 1e6,
                 peak_gb=None if peak is None else peak / 1e9, max_err=err)
 
