@@ -91,28 +91,64 @@ def test_freeswim_follows_a_pipelines_steps_and_passes(model_dir):
 
 
 def test_active_range_is_the_same_schedule_points_as_in_comfyui(model_dir):
-    """start/end percent 0.3/0.6 under the scheduler's flow shift: the dual path runs on the
-    conditional calls whose sigma (timestep / 1000) lies between the shifted times 0.7 and 0.4
-    (ComfyUI's percent_to_sigma for flow models, worked by hand here); without a shift the
-    range is refused."""
+    """start/end percent 0.5/0.9 on a video-to-video refine (strength 0.5 of 20 steps, flow shift 3;
+    the pipeline gives integer timesteps only): the dual path runs on the conditional calls whose
+    schedule sigma lies between the shifted times 0.5 and 0.1 (ComfyUI's percent_to_sigma for flow
+    models, worked by hand here), which are not the steps that t / 1000, unshifted percents or a
+    count of the refine's steps would pick; without a scheduler the range is refused."""
     import torch
+    from diffusers import UniPCMultistepScheduler, WanVideoToVideoPipeline
+    from PIL import Image
 
     from freeswim_core.diffusers import DualOptions, FreeSwim, WindowOptions
     from freeswim_core.diffusers.recipe import load_pipeline
     pipe = load_pipeline(str(model_dir), "cpu", torch.float32)
-    pipe.set_progress_bar_config(disable=True)
+    refine = WanVideoToVideoPipeline(**{k: v for k, v in pipe.components.items()
+                                        if k in ("tokenizer", "text_encoder", "transformer", "vae", "scheduler")})
+    shift = 3.0
+    refine.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=shift)
+    refine.set_progress_bar_config(disable=True)
     window = WindowOptions(native_size="custom", custom_width=96, custom_height=64, backend="chunked")
-    dual = DualOptions(passes="cond", start_percent=0.3, end_percent=0.6)
-    with pytest.raises(ValueError, match="flow_shift"):
-        FreeSwim(pipe.transformer, window=window, dual=dual, cache=None)
-    shift = pipe.scheduler.config.flow_shift
-    fs = FreeSwim(pipe.transformer, window=window, dual=dual, cache=None, vae_scale_factor=8, shift=shift)
+    dual = DualOptions(passes="cond", start_percent=0.5, end_percent=0.9)
+    with pytest.raises(ValueError, match="scheduler=pipe.scheduler"):
+        FreeSwim(refine.transformer, window=window, dual=dual, cache=None)
+    fs = FreeSwim(refine.transformer, window=window, dual=dual, cache=None, vae_scale_factor=8,
+                  scheduler=refine.scheduler)
+    modes, plan = [], fs.plan
+
+    def recorded(*args):
+        call = plan(*args)
+        modes.append(call.mode)
+        return call
+
+    fs.plan = recorded
+    prompt, negative = pipe.encode_prompt("a fox", negative_prompt="", device="cpu")   # (no ftfy here)
+    video = [Image.new("RGB", (192, 128), (40 * i, 90, 160)) for i in range(5)]
     try:
-        pipe(prompt="a fox", width=192, height=128, num_frames=5, num_inference_steps=8, guidance_scale=5.0,
-             output_type="np")
+        refine(video=video, prompt_embeds=prompt, negative_prompt_embeds=negative, width=192, height=128, num_inference_steps=20, strength=0.5,
+               guidance_scale=5.0, output_type="np")
     finally:
         fs.remove()
-    hi, lo = (shift * t / (1 + (shift - 1) * t) for t in (0.7, 0.4))
-    expected = sum(lo <= float(t) / 1000 <= hi for t in pipe.scheduler.timesteps)
-    assert 0 < expected < 8
-    assert (fs.report.model_calls, fs.report.dual_calls) == (16, expected)
+    timesteps = refine.scheduler.timesteps.tolist()[10:]                 # the refine's 10 steps
+    sigmas = refine.scheduler.sigmas.tolist()[10:20]
+
+    def at(percent, s):                                                  # ComfyUI's flow percent_to_sigma
+        return s * (1 - percent) / (1 + (s - 1) * (1 - percent))
+
+    def steps(values, s):
+        return [i for i, v in enumerate(values) if at(0.9, s) <= v <= at(0.5, s)]
+
+    expected = steps(sigmas, shift)
+    assert expected == list(range(1, 9))
+    assert expected != steps([t / 1000 for t in timesteps], shift) and expected != steps(sigmas, 1.0)
+    assert expected != [i for i in range(10) if 0.5 <= i / 10 <= 0.9]
+    assert len(modes) == 20 and modes[1::2] == ["off"] * 10                # uncond: window only
+    assert [i for i, m in enumerate(modes[0::2]) if m == "dual"] == expected
+
+
+@pytest.mark.parametrize("start, end", [(0.8, 0.2), (-0.1, 0.5), (0.5, 1.5)])
+def test_a_bad_active_range_is_refused_before_any_pass(start, end):
+    from freeswim_core.diffusers import DualOptions, GenerateRequest
+    request = GenerateRequest(prompt="a fox", dual=DualOptions(start_percent=start, end_percent=end))
+    with pytest.raises(ValueError, match=r"dual path: start_percent .* must be below end_percent"):
+        request.check(16, 4)

@@ -59,9 +59,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default=W.backend)
     p.add_argument("--passes", choices=PASSES, default=D.passes)
     p.add_argument("--start-percent", type=float, default=D.start_percent,
-                   help="dual path from this point of the refine schedule (default %(default)s)")
+                   help="dual path from this point of the whole flow schedule, as in ComfyUI (sigma 1 to 0 "
+                        "under --shift; a refine of strength < 1 starts partway in) (default %(default)s)")
     p.add_argument("--end-percent", type=float, default=D.end_percent,
-                   help="dual path up to this point of the refine schedule (default %(default)s)")
+                   help="dual path up to this point of the whole flow schedule (default %(default)s)")
     p.add_argument("--no-dual", action="store_true", help="window attention only")
     p.add_argument("--cache-interval", type=int, default=C.interval, help="guide every N steps; 0: no cache")
     p.add_argument("--cache-storage", choices=STORAGE_MODES, default=C.storage)

@@ -10,7 +10,8 @@ The hook is a *stateful* diffusers hook, so diffusers' pipelines tell it which
 pass a call is (``cache_context("cond" | "uncond", step_index=, sigma=)``) and
 reset it when a pipeline call ends (the cache is dropped). What a pipeline does
 not say is read from the calls themselves, as diffusers' Wan pipelines make them
-(some give no context, or a name only): a new timestep is a new step (sigma =
+(some give no context, or a name only): a new timestep is a new step (its sigma
+the scheduler's at that timestep when FreeSwim was given the scheduler, else
 t / 1000, the flow-matching timestep), and the calls at one timestep are the
 conditional pass, then the unconditional one. Rows of a call that batches both
 passes are named with ``attention_kwargs={"freeswim_rows": ["uncond", "cond"]}``.
@@ -30,7 +31,7 @@ from diffusers.hooks.hooks import BaseState, StateManager
 
 from ..attention import backend_for, release_run_caches
 from ..dual import (CacheAction, DualLayout, FeatureStore, cache_action_for_call, cached_rows, dual_active,
-                    flow_sigma_at_percent, plan_store, twin_rows)
+                    dual_sigma_range, plan_store, twin_rows)
 from ..dual.calls import split_heads
 from ..geometry import token_grid_from_latent
 from ..host_reads import HostReads
@@ -69,6 +70,17 @@ class Report:
     backends: tuple = ()
 
 
+def flow_shift_of(scheduler) -> Optional[float]:
+    """The flow shift of a diffusers flow-matching scheduler (UniPC's ``flow_shift`` with flow
+    sigmas, FlowMatchEuler's ``shift``), or None."""
+    config = getattr(scheduler, "config", None) or {}
+    if config.get("use_flow_sigmas") and config.get("flow_shift") is not None:
+        return float(config["flow_shift"])
+    if config.get("shift") is not None and not config.get("use_dynamic_shifting", False):
+        return float(config["shift"])
+    return None
+
+
 def _free_host_bytes() -> int:
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -80,15 +92,16 @@ class FreeSwim:
     """FreeSwim on one ``WanTransformer3DModel``: ``window`` always, the dual path with ``dual``,
     the cross-attention cache with ``cache`` (which needs ``dual``). ``vae_scale_factor``: the
     spatial factor of the pipeline's VAE (8 for Wan 2.1 and the 2.2 14B models, 16 for TI2V-5B;
-    by default from the transformer's channels). ``shift``: the scheduler's flow shift
-    (``pipe.scheduler.config.flow_shift``), needed only when ``dual`` limits the active range:
-    ``start_percent``/``end_percent`` are points of the flow schedule, as in ComfyUI, turned into
-    sigmas under that shift. ``keep_twins`` (a diagnostic) returns the full-attention twin rows
-    after the caller's rows."""
+    by default from the transformer's channels). ``scheduler``: the pipeline's scheduler
+    (``pipe.scheduler``); with it, a call's sigma is the schedule's own where the pipeline gives
+    only a timestep (diffusers' flow schedulers round timesteps to integers), and it is needed
+    where ``dual`` limits the active range: ``start_percent``/``end_percent`` are points of the
+    flow schedule, as in ComfyUI, turned into sigmas under the scheduler's flow shift.
+    ``keep_twins`` (a diagnostic) returns the full-attention twin rows after the caller's rows."""
 
     def __init__(self, transformer, window: WindowOptions = WindowOptions(),
                  dual: Optional[DualOptions] = DualOptions(), cache: Optional[CacheOptions] = CacheOptions(),
-                 vae_scale_factor: Optional[int] = None, shift: Optional[float] = None, keep_twins: bool = False):
+                 vae_scale_factor: Optional[int] = None, scheduler=None, keep_twins: bool = False):
         if not isinstance(transformer, WanTransformer3DModel):
             raise TypeError(f"FreeSwim: expected a diffusers WanTransformer3DModel (pipe.transformer of a Wan "
                             f"pipeline), got {type(transformer).__name__}; other model families are not supported.")
@@ -99,17 +112,15 @@ class FreeSwim:
             raise ValueError("FreeSwim: execution 'sequential' (twins, then window rows, per block) exists in the "
                              "ComfyUI nodes only; the diffusers adapter runs the dual path batched: use 'auto' or "
                              "'batched'.")
+        self.scheduler = scheduler
         self._sigma_range = (float("inf"), 0.0)
         if dual is not None and (dual.start_percent, dual.end_percent) != (0.0, 1.0):
-            if not 0.0 <= dual.start_percent < dual.end_percent <= 1.0:
-                raise ValueError(f"FreeSwim: start_percent ({dual.start_percent}) must be below end_percent "
-                                 f"({dual.end_percent}), both between 0 and 1.")
-            if shift is None or not shift > 0:
+            shift = flow_shift_of(scheduler)
+            if shift is None:
                 raise ValueError("FreeSwim: start_percent/end_percent are points of the flow schedule (as in "
-                                 "ComfyUI); pass the scheduler's flow shift, e.g. "
-                                 "FreeSwim(..., shift=pipe.scheduler.config.flow_shift).")
-            self._sigma_range = (flow_sigma_at_percent(dual.start_percent, shift),
-                                 flow_sigma_at_percent(dual.end_percent, shift))
+                                 "ComfyUI); pass the pipeline's flow-matching scheduler: "
+                                 f"FreeSwim(..., scheduler=pipe.scheduler) (got {type(scheduler).__name__}).")
+            self._sigma_range = dual_sigma_range(dual.start_percent, dual.end_percent, shift)
         if getattr(transformer, "_freeswim", None) is not None:
             raise ValueError("FreeSwim is already installed on this transformer; call .remove() on it first.")
         cfg = transformer.config
@@ -126,6 +137,7 @@ class FreeSwim:
         self._store: Optional[FeatureStore] = None
         self._last_step: Optional[int] = None
         self._reads = HostReads()
+        self._schedule = (None, {})                 # the scheduler's timesteps tensor, its sigma per timestep
         self._timestep: Optional[float] = None      # the last call's timestep, its step, calls at it
         self._step, self._calls_at_step = -1, 0
         self._originals = []
@@ -174,7 +186,23 @@ class FreeSwim:
         self._calls_at_step += 1
         return SimpleNamespace(name=getattr(given, "name", None) or inferred,
                                step_index=step if step is not None else max(self._step, 0),
-                               sigma=sigma if sigma is not None else (None if t is None else t / 1000.0))
+                               sigma=sigma if sigma is not None else self._sigma_of(t))
+
+    def _sigma_of(self, t: Optional[float]) -> Optional[float]:
+        """The schedule's sigma at timestep ``t`` (read once per schedule), else ``t / 1000``."""
+        if t is None:
+            return None
+        timesteps, sigmas = getattr(self.scheduler, "timesteps", None), getattr(self.scheduler, "sigmas", None)
+        if timesteps is not None and sigmas is not None and len(sigmas) >= len(timesteps):
+            if self._schedule[0] is not timesteps:
+                table = {}
+                for ts, s in zip(timesteps.tolist(), sigmas.tolist()):
+                    table.setdefault(float(ts), float(s))
+                self._schedule = (timesteps, table)
+            sigma = self._schedule[1].get(t)
+            if sigma is not None:
+                return sigma
+        return t / 1000.0
 
     def note_backend(self, q: torch.Tensor, heads: int, w: WindowPlan) -> None:
         used = backend_for(split_heads(q, heads), w.grid, w.window, w.backend)

@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..dual import dual_sigma_range
 from ..log import logger
 from ..settings import CacheOptions, DualOptions, RefineOptions, WindowOptions
 
@@ -53,6 +54,11 @@ class GenerateRequest:
             raise ValueError(f"strength {self.refine.strength}: must be in (0, 1]")
         if self.refine.method not in RESAMPLING:
             raise ValueError(f"resize method {self.refine.method!r}: choose one of {', '.join(RESAMPLING)}")
+        if self.dual is not None:
+            try:
+                dual_sigma_range(self.dual.start_percent, self.dual.end_percent, self.refine.shift)
+            except ValueError as exc:
+                raise ValueError(f"dual path: {exc}") from None
         if self.refine.upscale != "pixel":
             raise ValueError("the diffusers recipe upscales in pixel space (the reference path) only")
 
@@ -100,7 +106,7 @@ def generate(request: GenerateRequest, pipe) -> np.ndarray:
     refine.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=r.shift)
     refine.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
     fs = FreeSwim(refine.transformer, window=request.window, dual=request.dual, cache=request.cache,
-                  vae_scale_factor=pipe.vae_scale_factor_spatial, shift=r.shift)
+                  vae_scale_factor=pipe.vae_scale_factor_spatial, scheduler=refine.scheduler)
     logger.info("FreeSwim: refine pass at %dx%d, strength %.2f of %d steps, shift %.1f, cfg %.1f.",
                 *request.target, r.strength, r.steps, r.shift, r.cfg)
     try:

@@ -16,15 +16,15 @@ One module a job: ``rows`` (which rows get a full-attention twin), ``policy``
 they fit), ``store`` (the per-run feature store). A host describes a model call as
 row kinds, row keys and a sigma, and gets back a layout and a decision.
 """
-from .policy import (CacheAction, cache_action_for_call, decide_cache_action, dual_active, flow_sigma_at_percent,
-                     is_guide_step, step_index)
+from .policy import (CacheAction, cache_action_for_call, decide_cache_action, dual_active, dual_sigma_range,
+                     flow_sigma_at_percent, is_guide_step, step_index)
 from .rows import PASSES, DualLayout, row_keys, row_kinds, twin_rows
 from .storage import (PRECISIONS, STORAGE_MODES, cache_bytes, cached_rows, choose_storage, element_bytes,
                       host_cache_bytes, pinned_bytes, plan_store, prefetch_fits)
 from .store import FeatureStore
 
 __all__ = ["PASSES", "PRECISIONS", "STORAGE_MODES", "CacheAction", "cache_action_for_call", "DualLayout", "FeatureStore",
-           "cache_bytes", "cached_rows", "choose_storage", "decide_cache_action", "dual_active", "element_bytes",
+           "cache_bytes", "cached_rows", "choose_storage", "decide_cache_action", "dual_active", "dual_sigma_range", "element_bytes",
            "flow_sigma_at_percent", "host_cache_bytes",
            "is_guide_step", "pinned_bytes", "plan_store", "prefetch_fits",
            "row_keys", "row_kinds", "step_index", "twin_rows"]

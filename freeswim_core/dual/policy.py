@@ -46,6 +46,17 @@ def flow_sigma_at_percent(percent: float, shift: float) -> float:
     return t if shift == 1.0 else shift * t / (1.0 + (shift - 1.0) * t)
 
 
+def dual_sigma_range(start_percent: float, end_percent: float, shift: float) -> tuple[float, float]:
+    """``(sigma_start, sigma_end)`` of the dual path's active range on a flow schedule under
+    ``shift``; a ValueError that says the fix unless ``0 <= start < end <= 1``."""
+    if not 0.0 <= start_percent < end_percent <= 1.0:
+        raise ValueError(f"start_percent ({start_percent}) must be below end_percent ({end_percent}), "
+                         f"both between 0 and 1")
+    if not shift > 0:
+        raise ValueError(f"flow shift {shift}: must be positive")
+    return flow_sigma_at_percent(start_percent, shift), flow_sigma_at_percent(end_percent, shift)
+
+
 def dual_active(sigma: Optional[float], sigma_start: float, sigma_end: float) -> bool:
     """Whether the dual path runs at ``sigma``: inside ``[sigma_end, sigma_start]`` (the sigmas of the
     start and end percents), or always when the call's sigma is not known."""
