@@ -14,10 +14,13 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Optional
 
 from PIL import Image, ImageDraw
 
-DENSE_BF16_TFLOPS = 989.0        # H100 / H200 SXM dense bf16 peak
+# Dense bf16 tensor-core peaks (TFLOP/s) by device name; --peak-tflops for any other device.
+DENSE_BF16_PEAKS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0))
+CHECK_TOLERANCE = 2e-2           # flex vs the exact chunked backend, bf16 inputs, max abs error
 BACKEND_COLORS = {"flex": (40, 120, 200), "reference": (200, 40, 40), "dense": (120, 120, 120),
                   "chunked": (40, 160, 80)}
 
@@ -26,85 +29,131 @@ def load(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def dense_peak(device: str) -> Optional[float]:
+    return next((peak for name, peak in DENSE_BF16_PEAKS if name in device), None)
+
+
+def latest(records: list[dict], key) -> list[dict]:
+    """One record per ``key(record)``, the last one written (a part run again replaces its lines),
+    in the order the keys first appeared."""
+    out: dict = {}
+    for r in records:
+        out[key(r)] = r
+    return list(out.values())
+
+
 def _num(v, fmt: str) -> str:
     return "" if v is None else format(v, fmt)
 
 
-def kernel_table(records: list[dict]) -> list[str]:
+def kernel_records(records: list[dict]) -> list[dict]:
+    return latest([r for r in records if r.get("part") == "kernels"],
+                  lambda r: (r["label"], r["backend"], r.get("heads"), r.get("check")))
+
+
+def kernel_table(records: list[dict], peak: Optional[float]) -> list[str]:
     rows = ["| case | backend | heads | tokens | ms | first call ms | useful TFLOP/s | % of dense peak "
             "| peak GB | max err |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in records:
-        if r.get("part") != "kernels":
-            continue
+    for r in kernel_records(records):
         if "error" in r:
             rows.append(f"| {r['label']} | {r['backend']} | | | {r['error']} | | | | | |")
             continue
+        share = _num(None if peak is None else 100 * r["tflops"] / peak, ".1f")
         rows.append(f"| {r['label']} | {r['backend']} | {r['heads']} | {r['tokens']:,} | {r['ms']:.2f} "
-                    f"| {_num(r.get('first_call_ms'), '.0f')} | {r['tflops']:.1f} "
-                    f"| {100 * r['tflops'] / DENSE_BF16_TFLOPS:.1f} | {_num(r.get('peak_gb'), '.2f')} "
-                    f"| {_num(r.get('max_err'), '.2e')} |")
+                    f"| {_num(r.get('first_call_ms'), '.0f')} | {r['tflops']:.1f} | {share} "
+                    f"| {_num(r.get('peak_gb'), '.2f')} | {_num(r.get('max_err'), '.2e')} |")
     return rows
 
 
 def memory_table(records: list[dict]) -> list[str]:
     rows = ["| call | weights GB | max_memory_allocated GB | activations measured GB | activations traced GB "
             "| s |", "|---|---|---|---|---|---|"]
-    for r in records:
-        if r.get("part") == "memory":
-            gb = {k: None if r.get(k) is None else r[k] / 1e9
-                  for k in ("weights_bytes", "max_memory_allocated", "activations_measured", "activations_traced")}
-            rows.append(f"| {r['label']} | {_num(gb['weights_bytes'], '.2f')} "
-                        f"| {_num(gb['max_memory_allocated'], '.2f')} | {_num(gb['activations_measured'], '.2f')} "
-                        f"| {_num(gb['activations_traced'], '.2f')} | {r['seconds']:.2f} |")
+    for r in latest([r for r in records if r.get("part") == "memory"], lambda r: r["label"]):
+        gb = {k: None if r.get(k) is None else r[k] / 1e9
+              for k in ("weights_bytes", "max_memory_allocated", "activations_measured", "activations_traced")}
+        rows.append(f"| {r['label']} | {_num(gb['weights_bytes'], '.2f')} "
+                    f"| {_num(gb['max_memory_allocated'], '.2f')} | {_num(gb['activations_measured'], '.2f')} "
+                    f"| {_num(gb['activations_traced'], '.2f')} | {r['seconds']:.2f} |")
     return rows
+
+
+def step_runs(records: list[dict]) -> dict[tuple, dict[str, dict]]:
+    """Step records by (preset, tokens), then by mode: each mode compared with its own run's full step."""
+    runs: dict[tuple, dict[str, dict]] = {}
+    for r in records:
+        if "mode" in r:
+            runs.setdefault((r.get("preset"), r["tokens"]), {})[r["mode"]] = r
+    return runs
 
 
 def step_table(records: list[dict]) -> list[str]:
-    steps = [r for r in records if "mode" in r]
-    full = next((r["seconds"] for r in steps if r["mode"] == "full"), None)
-    rows = ["| mode | tokens | s / step | vs full |", "|---|---|---|---|"]
-    for r in steps:
-        ratio = f"{r['seconds'] / full:.2f}x" if full else ""
-        rows.append(f"| {r['mode']} | {r['tokens']:,} | {r['seconds']:.3f} | {ratio} |")
+    rows = ["| preset | mode | tokens | s / step | vs full |", "|---|---|---|---|---|"]
+    for (preset, tokens), modes in step_runs(records).items():
+        full = modes.get("full", {}).get("seconds")
+        for mode, r in modes.items():
+            ratio = f"{r['seconds'] / full:.2f}x" if full else ""
+            rows.append(f"| {preset or ''} | {mode} | {tokens:,} | {r['seconds']:.3f} | {ratio} |")
     return rows
 
 
-def _kernel(records, label_start: str, heads: int, backend: str):
-    return next((r for r in records if r.get("part") == "kernels" and "error" not in r and "check" not in r
-                 and r["label"].startswith(label_start) and r["heads"] == heads and r["backend"] == backend), None)
+MODEL_OF_HEADS = {12: "1.3B", 40: "14B"}      # the suite's kernel cases (gpu_suite.KERNEL_CASES)
 
 
-def targets(records: list[dict]) -> list[str]:
-    """Each target with its measured value, or why it has none."""
+def _kernel(records, size: str, heads: int, backend: str):
+    label = f"{size}x81, {MODEL_OF_HEADS[heads]}"
+    return next((r for r in kernel_records(records) if "check" not in r and r["label"] == label
+                 and r["backend"] == backend), None)
+
+
+def _missing(name: str, *found) -> str:
+    errors = [f"{r['backend']}: {r['error']}" for r in found if r is not None and "error" in r]
+    return f"- {name}: " + ("; ".join(errors) if errors else "not measured")
+
+
+def targets(records: list[dict], peak: Optional[float]) -> list[str]:
+    """Each target with its measured value, or the error or absence that leaves it without one."""
     out = []
     for heads in (12, 40):
+        name = f"flex vs reference-style at 1080p, {heads} heads"
         flex, ref = _kernel(records, "1088x1920", heads, "flex"), _kernel(records, "1088x1920", heads, "reference")
-        if flex and ref:
+        if flex and ref and "error" not in flex and "error" not in ref:
             speedup = ref["ms"] / flex["ms"]
-            out.append(f"- flex vs reference-style at 1080p, {heads} heads: {speedup:.2f}x "
-                       f"({'meets' if speedup >= 2 else 'misses'} the 2x target)")
+            out.append(f"- {name}: {speedup:.2f}x ({'meets' if speedup >= 2 else 'misses'} the 2x target)")
         else:
-            out.append(f"- flex vs reference-style at 1080p, {heads} heads: not measured")
+            out.append(_missing(name, flex, ref))
+    name = "flex at 4K, 12 heads"
     flex4k = _kernel(records, "2160x3840", 12, "flex")
-    if flex4k:
-        share = flex4k["tflops"] / DENSE_BF16_TFLOPS
-        out.append(f"- flex at 4K, 12 heads: {flex4k['tflops']:.0f} useful TFLOP/s, {100 * share:.0f}% of the dense "
-                   f"peak ({'meets' if share >= 0.5 else 'misses'} the 50% target)")
+    if flex4k and "error" not in flex4k and peak is not None:
+        share = flex4k["tflops"] / peak
+        out.append(f"- {name}: {flex4k['tflops']:.0f} useful TFLOP/s, {100 * share:.0f}% of the {peak:.0f} TFLOP/s "
+                   f"dense peak ({'meets' if share >= 0.5 else 'misses'} the 50% target)")
+    elif flex4k and "error" not in flex4k:
+        out.append(f"- {name}: {flex4k['tflops']:.0f} useful TFLOP/s (no dense peak known for this device: "
+                   f"--peak-tflops)")
     else:
-        out.append("- flex at 4K, 12 heads: not measured")
-    steps = {r["mode"]: r["seconds"] for r in records if "mode" in r}
-    if "full" in steps and "cache5" in steps:
-        ratio = steps["cache5"] / steps["full"]
-        out.append(f"- cache interval 5 vs full-attention step: {ratio:.2f}x "
+        out.append(_missing(name, flex4k))
+    checks = [r for r in kernel_records(records) if r.get("check")]
+    for r in checks:
+        if "error" in r:
+            out.append(f"- {r['check']}, {r['label']}: {r['error']}")
+        else:
+            ok = r.get("max_err") is not None and r["max_err"] <= CHECK_TOLERANCE
+            out.append(f"- {r['check']}, {r['label']}: max error {_num(r.get('max_err'), '.2e')} "
+                       f"({'within' if ok else 'exceeds'} {CHECK_TOLERANCE:g})")
+    name = "cache interval 5 vs full-attention step"
+    compared = [(key, m) for key, m in step_runs(records).items() if "full" in m and "cache5" in m]
+    for (preset, tokens), modes in compared:
+        ratio = modes["cache5"]["seconds"] / modes["full"]["seconds"]
+        out.append(f"- {name} ({preset or 'preset ?'}, {tokens:,} tokens): {ratio:.2f}x "
                    f"({'meets' if ratio <= 0.4 else 'misses'} the 0.4x target)")
-    else:
-        out.append("- cache interval 5 vs full-attention step: not measured")
+    if not compared:
+        out.append(f"- {name}: not measured")
     return out
 
 
 def plot(records: list[dict], out: Path, title: str) -> None:
     """Horizontal bars, one group per kernel case, one bar per backend, log-scaled milliseconds."""
-    rows = [r for r in records if r.get("part") == "kernels" and "error" not in r and "check" not in r]
+    rows = [r for r in kernel_records(records) if "error" not in r and "check" not in r]
     if not rows:
         raise SystemExit("no kernel records to plot")
     cases = list(dict.fromkeys(r["label"] for r in rows))
@@ -141,21 +190,29 @@ def plot(records: list[dict], out: Path, title: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", type=Path, help="JSON lines written by benchmarks/gpu_suite.py")
-    ap.add_argument("--png", type=Path, default=None, help="write the kernel plot here")
+    ap.add_argument("--png", type=Path, default=None, help="write the kernel plot of the (last) GPU device here")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="dense bf16 peak of the device (default: by name; H100 SXM/H200 989, H100 PCIe 756)")
     a = ap.parse_args(argv)
     records = load(a.data)
-    devices = sorted({r["device"] for r in records if "device" in r})
-    print(f"### {', '.join(devices) or 'unknown device'} (torch {records[0].get('torch', '?') if records else '?'})")
-    for title, table in (("Window attention kernels", kernel_table), ("One model call's memory", memory_table),
-                         ("One denoising step", step_table)):
-        rows = table(records)
-        if len(rows) > 2:
-            print(f"\n#### {title}\n")
-            print("\n".join(rows))
-    print("\n#### Targets\n")
-    print("\n".join(targets(records)))
+    devices = list(dict.fromkeys(r.get("device", "unknown device") for r in records))
+    for device in devices:
+        mine = [r for r in records if r.get("device", "unknown device") == device]
+        peak = a.peak_tflops if a.peak_tflops is not None else dense_peak(device)
+        print(f"### {device} (torch {mine[0].get('torch', '?')}; dense bf16 peak "
+              f"{'unknown' if peak is None else f'{peak:.0f} TFLOP/s'})")
+        for title, rows in (("Window attention kernels", kernel_table(mine, peak)),
+                            ("One model call's memory", memory_table(mine)), ("One denoising step", step_table(mine))):
+            if len(rows) > 2:
+                print(f"\n#### {title}\n")
+                print("\n".join(rows))
+        print("\n#### Targets\n")
+        print("\n".join(targets(mine, peak)))
+        print()
     if a.png:
-        plot(records, a.png, f"window attention kernels, {', '.join(devices)}")
+        device = next((d for d in reversed(devices) if not d.startswith("CPU")), devices[-1])
+        plot([r for r in records if r.get("device", "unknown device") == device], a.png,
+             f"window attention kernels, {device}")
     return 0
 
 

@@ -24,35 +24,51 @@ def test_gpu_suite_smoke_runs_every_part(tmp_path):
 
 
 def test_suite_report_tables_targets_and_plot(tmp_path):
-    """The report turns suite lines into the docs' tables, checks each target against the measured
-    values (worked by hand here), and draws one bar per kernel case and backend."""
+    """The report turns suite lines into the docs' tables, one section per device, the last line of a
+    case winning (a part run again); it checks each target against the measured values (worked by
+    hand here) or names the error that left it without one, and draws one bar per kernel case."""
     from PIL import Image
+    h100, cpu = "NVIDIA H100 80GB HBM3", "CPU (2 cores)"
+
+    def kernel(label, backend, ms, tflops, heads=12, device=h100, **extra):
+        return {"device": device, "part": "kernels", "label": label, "backend": backend, "heads": heads,
+                "tokens": 171360, "ms": ms, "first_call_ms": 900.0, "tflops": tflops, "peak_gb": 2.0,
+                "max_err": None, **extra}
+
     lines = [
-        {"device": "NVIDIA H100 80GB HBM3", "part": "kernels", "label": "1088x1920x81, 1.3B", "backend": b,
-         "heads": 12, "tokens": 171360, "ms": ms, "first_call_ms": 900.0, "tflops": tf, "peak_gb": 2.0,
-         "max_err": None} for b, ms, tf in (("flex", 10.0, 300.0), ("reference", 25.0, 120.0))
-    ] + [
-        {"device": "NVIDIA H100 80GB HBM3", "part": "kernels", "label": "2160x3840x81, 1.3B", "backend": "flex",
-         "heads": 12, "tokens": 680400, "ms": 80.0, "tflops": 400.0, "peak_gb": 9.0, "max_err": None},
-        {"device": "NVIDIA H100 80GB HBM3", "part": "kernels", "label": "2160x3840x81, 14B", "backend": "dense",
+        kernel("1088x1920x81, 1.3B", "flex", 99.0, 30.0),                   # replaced by the re-run below
+        kernel("1088x1920x81, 1.3B", "flex", 10.0, 300.0),
+        kernel("1088x1920x81, 1.3B", "reference", 25.0, 120.0),
+        kernel("1088x1920x81, 14B", "flex", 40.0, 310.0, heads=40),
+        {"device": h100, "part": "kernels", "label": "1088x1920x81, 14B", "backend": "reference",
          "error": "OutOfMemoryError: CUDA out of memory"},
-        {"device": "NVIDIA H100 80GB HBM3", "mode": "full", "tokens": 171360, "seconds": 10.0},
-        {"device": "NVIDIA H100 80GB HBM3", "mode": "cache5", "tokens": 171360, "seconds": 3.5},
+        kernel("2160x3840x81, 1.3B", "flex", 80.0, 400.0),
+        kernel("2160x3840x81, 1.3B, 2-head check", "flex", 5.0, 300.0, heads=2, check="flex vs chunked",
+               max_err=0.5),
+        kernel("tiny 3x12x20", "chunked", 15.0, 0.01, heads=2, device=cpu),
+        {"device": cpu, "preset": "cpu", "mode": "full", "tokens": 720, "seconds": 100.0},
+        {"device": h100, "preset": "1.3b", "mode": "full", "tokens": 171360, "seconds": 10.0},
+        {"device": h100, "preset": "1.3b", "mode": "cache5", "tokens": 171360, "seconds": 3.5},
     ]
     data = tmp_path / "suite.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in lines))
     png = tmp_path / "kernels.png"
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "report_gpu_suite.py"), str(data),
                            "--png", str(png)], check=True, timeout=120, cwd=REPO, capture_output=True, text=True)
-    text = done.stdout
-    assert "### NVIDIA H100 80GB HBM3" in text
-    assert "| 1088x1920x81, 1.3B | flex | 12 | 171,360 | 10.00 | 900 | 300.0 | 30.3 | 2.00 |  |" in text
-    assert "| 2160x3840x81, 14B | dense | | | OutOfMemoryError: CUDA out of memory |" in text
-    assert "| cache5 | 171,360 | 3.500 | 0.35x |" in text
-    assert "1080p, 12 heads: 2.50x (meets the 2x target)" in text          # 25 / 10
-    assert "1080p, 40 heads: not measured" in text
-    assert "4K, 12 heads: 400 useful TFLOP/s, 40% of the dense peak (misses the 50% target)" in text
-    assert "0.35x (meets the 0.4x target)" in text                           # 3.5 / 10
+    gpu, cpu_part = done.stdout.split("### CPU (2 cores)")
+    assert "### NVIDIA H100 80GB HBM3" in gpu and "dense bf16 peak 989 TFLOP/s" in gpu
+    assert "| 1088x1920x81, 1.3B | flex | 12 | 171,360 | 10.00 | 900 | 300.0 | 30.3 | 2.00 |  |" in gpu
+    assert "99.00" not in gpu and "tiny 3x12x20" not in gpu
+    assert "| 1088x1920x81, 14B | reference | | | OutOfMemoryError: CUDA out of memory |" in gpu
+    assert "| 1.3b | cache5 | 171,360 | 3.500 | 0.35x |" in gpu                 # 3.5 / 10, not / 100
+    assert "1080p, 12 heads: 2.50x (meets the 2x target)" in gpu               # 25 / 10
+    assert "1080p, 40 heads: reference: OutOfMemoryError: CUDA out of memory" in gpu
+    assert "4K, 12 heads: 400 useful TFLOP/s, 40% of the 989 TFLOP/s dense peak (misses the 50% target)" in gpu
+    assert "flex vs chunked, 2160x3840x81, 1.3B, 2-head check: max error 5.00e-01 (exceeds 0.02)" in gpu
+    assert "(1.3b, 171,360 tokens): 0.35x (meets the 0.4x target)" in gpu
+    assert "dense bf16 peak unknown" in cpu_part and "| tiny 3x12x20 | chunked |" in cpu_part
+    assert "cache interval 5 vs full-attention step: not measured" in cpu_part
     img = Image.open(png).convert("RGB")
     colors = {img.getpixel((x, y)) for x in range(0, img.width, 2) for y in range(0, img.height, 2)}
     assert {(40, 120, 200), (200, 40, 40)} <= colors                         # flex and reference bars
+    assert (40, 160, 80) not in colors                                       # the CPU's chunked bar: not this plot
