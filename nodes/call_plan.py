@@ -167,7 +167,8 @@ def plan_call(opts: FreeSwimOptions, dm, a: CallArgs, to: dict, run: Optional[Ru
     if opts.cache is None or run is None or run.cache_off:
         return replace(base, mode=Mode.DUAL, layout=twins, **dual)
     image_too = opts.dual.override_image_cross and base.cross_per_block == 2
-    stored = cached_rows(len(eligible), len(set(kinds)), opts.dual.passes, 2 if image_too else 1)
+    passes = opts.dual.passes if run.uncond_runs else "cond"      # cfg 1: no unconditional calls to come
+    stored = cached_rows(len(eligible), len(set(kinds)), passes, 2 if image_too else 1)
     store = run.store or open_store(opts.cache, grid, dm, a.x, stored, run,
                                     reserve=activation_bytes(memory) if memory is not None else 0)
     if store is None:

@@ -126,6 +126,21 @@ def _name(fn) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
+def _uncond_runs(guider) -> bool:
+    """Whether the run evaluates an unconditional pass: not where ComfyUI's own CFG sampling
+    function skips it (cfg 1 without ``disable_cfg1_optimization``; a guider with no negative
+    conditioning, as BasicGuider). Any other guider is assumed to run both."""
+    import math
+
+    from comfy.samplers import CFGGuider
+    if not isinstance(guider, CFGGuider) or type(guider).predict_noise is not CFGGuider.predict_noise:
+        return True
+    if "negative" not in getattr(guider, "original_conds", {"negative": None}):
+        return False
+    cfg1 = math.isclose(float(getattr(guider, "cfg", 0.0)), 1.0)
+    return not (cfg1 and not guider.model_options.get("disable_cfg1_optimization", False))
+
+
 def _start_run(guider, to: dict, opts: FreeSwimOptions) -> RunState:
     run = RunState()
     _check_chain(opts)
@@ -144,6 +159,7 @@ def _start_run(guider, to: dict, opts: FreeSwimOptions) -> RunState:
                 "%s: another node replaced FreeSwim's run of blocks %s; their attention calls are placed by "
                 "shape, and their dual path runs batched.", WINDOW_NODE, lost)
     if opts.dual is not None:
+        run.uncond_runs = _uncond_runs(guider)
         sampling = guider.model_patcher.get_model_object("model_sampling")
         run.sigma_start = float(sampling.percent_to_sigma(opts.dual.start_percent))
         run.sigma_end = float(sampling.percent_to_sigma(opts.dual.end_percent))

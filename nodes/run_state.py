@@ -59,6 +59,7 @@ class RunState:
     sigma_start: float = float("inf")    # dual path active for sigma_end <= sigma <= sigma_start
     sigma_end: float = 0.0
     bypass: bool = False                 # FreeSwim's override was replaced: run the model untouched
+    uncond_runs: bool = True             # False where ComfyUI skips the unconditional pass (cfg 1)
     store: Optional[FeatureStore] = None
     cache_off: bool = False              # the cache did not fit: full branch every step
     memory_key: Optional[tuple] = None   # (latent shape, twins, execution asked) the plan below is for

@@ -273,6 +273,27 @@ def test_cache_that_does_not_fit_runs_without_it_and_says_so(comfy, wan, caplog,
     assert rel_err(out, no_cache) < 1e-5
 
 
+def test_cfg_1_stores_only_the_conditional_pass(comfy, wan, monkeypatch):
+    """At cfg 1 ComfyUI runs no unconditional pass, so a cond_and_uncond cache sizes one row's
+    features per block (hand-computed: blocks x 720 tokens x dim x 4 bytes) and fits where two
+    rows would not; at cfg 5 the same room is too small for both passes' features."""
+    import psutil
+    dm = wan.model.diffusion_model
+    row = len(dm.blocks) * 720 * dm.dim * 4
+
+    class Room:
+        available = 2 * row          # one row fits beside the 25% headroom, two do not
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Room())
+    patched = cache(comfy, dual(comfy, windowed(comfy, wan), passes="cond_and_uncond"))
+    reports = Reports(comfy)
+    comfy.ksample(patched, LATENT, seed=6, steps=3, cfg=1.0)
+    comfy.ksample(patched, LATENT, seed=6, steps=3, cfg=5.0)
+    cfg1, cfg5 = reports.all()
+    assert cfg1["cache_storage"] is not None and not cfg1["cache_off_reason"] and cfg1["cache_bytes"] == row
+    assert (cfg1["guide_calls"], cfg1["reuse_calls"]) == (2, 1)
+    assert cfg5["cache_storage"] is None and cfg5["cache_off_reason"].endswith("do not fit in auto memory")
+
+
 @pytest.mark.parametrize("precision,tol", [("bf16", 2e-2), ("fp8", 1e-1)])
 def test_reduced_precision_cache_stays_close(comfy, wan, precision, tol):
     exact = comfy.ksample(cache(comfy, dual(comfy, windowed(comfy, wan), passes="cond")), LATENT, seed=3, steps=4)
