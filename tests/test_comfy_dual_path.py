@@ -288,10 +288,23 @@ def test_cfg_1_stores_only_the_conditional_pass(comfy, wan, monkeypatch):
     reports = Reports(comfy)
     comfy.ksample(patched, LATENT, seed=6, steps=3, cfg=1.0)
     comfy.ksample(patched, LATENT, seed=6, steps=3, cfg=5.0)
-    cfg1, cfg5 = reports.all()
-    assert cfg1["cache_storage"] is not None and not cfg1["cache_off_reason"] and cfg1["cache_bytes"] == row
-    assert (cfg1["guide_calls"], cfg1["reuse_calls"]) == (2, 1)
+    basic_guider(comfy, patched, LATENT, steps=3)                 # no negative conditioning at all
+    cfg1, cfg5, basic = reports.all()
+    for report in (cfg1, basic):
+        assert report["cache_storage"] is not None and not report["cache_off_reason"]
+        assert report["cache_bytes"] == row and (report["guide_calls"], report["reuse_calls"]) == (2, 1)
     assert cfg5["cache_storage"] is None and cfg5["cache_off_reason"].endswith("do not fit in auto memory")
+
+
+def basic_guider(comfy, model, latent, steps):
+    """ComfyUI's BasicGuider (SamplerCustomAdvanced's positive-only guider), euler, simple schedule."""
+    import comfy.samplers as samplers
+    from comfy_extras.nodes_custom_sampler import Guider_Basic
+    guider = Guider_Basic(model)
+    guider.set_conds(comfy.text_conditioning(1))
+    sigmas = samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+    return guider.sample(noise, latent, samplers.sampler_object("euler"), sigmas, seed=0)
 
 
 @pytest.mark.parametrize("precision,tol", [("bf16", 2e-2), ("fp8", 1e-1)])
