@@ -31,7 +31,7 @@ from diffusers.hooks.hooks import BaseState, StateManager
 
 from ..attention import backend_for, release_run_caches
 from ..dual import (CacheAction, DualLayout, FeatureStore, cache_action_for_call, cached_rows, dual_active,
-                    dual_sigma_range, plan_store, twin_rows)
+                    dual_sigma_range, plan_store, step_index, twin_rows)
 from ..dual.calls import split_heads
 from ..geometry import token_grid_from_latent
 from ..host_reads import HostReads
@@ -137,7 +137,6 @@ class FreeSwim:
         self._store: Optional[FeatureStore] = None
         self._last_step: Optional[int] = None
         self._reads = HostReads()
-        self._schedule = (None, {})                 # the scheduler's timesteps tensor, its sigma per timestep
         self._timestep: Optional[float] = None      # the last call's timestep, its step, calls at it
         self._step, self._calls_at_step = -1, 0
         self._originals = []
@@ -189,19 +188,14 @@ class FreeSwim:
                                sigma=sigma if sigma is not None else self._sigma_of(t))
 
     def _sigma_of(self, t: Optional[float]) -> Optional[float]:
-        """The schedule's sigma at timestep ``t`` (read once per schedule), else ``t / 1000``."""
+        """The schedule's sigma at timestep ``t`` (each read once per schedule), else ``t / 1000``."""
         if t is None:
             return None
         timesteps, sigmas = getattr(self.scheduler, "timesteps", None), getattr(self.scheduler, "sigmas", None)
         if timesteps is not None and sigmas is not None and len(sigmas) >= len(timesteps):
-            if self._schedule[0] is not timesteps:
-                table = {}
-                for ts, s in zip(timesteps.tolist(), sigmas.tolist()):
-                    table.setdefault(float(ts), float(s))
-                self._schedule = (timesteps, table)
-            sigma = self._schedule[1].get(t)
-            if sigma is not None:
-                return sigma
+            at = step_index(t, self._reads.floats(timesteps))
+            if at is not None:
+                return self._reads.floats(sigmas)[at]
         return t / 1000.0
 
     def note_backend(self, q: torch.Tensor, heads: int, w: WindowPlan) -> None:
