@@ -23,8 +23,8 @@ from .storage import (PRECISIONS, STORAGE_MODES, cache_bytes, cached_rows, choos
                       host_cache_bytes, pinned_bytes, plan_store, prefetch_fits)
 from .store import FeatureStore
 
-__all__ = ["PASSES", "PRECISIONS", "STORAGE_MODES", "CacheAction", "cache_action_for_call", "DualLayout", "FeatureStore",
-           "cache_bytes", "cached_rows", "choose_storage", "decide_cache_action", "dual_active", "dual_sigma_range", "element_bytes",
-           "flow_sigma_at_percent", "host_cache_bytes",
-           "is_guide_step", "pinned_bytes", "plan_store", "prefetch_fits",
-           "row_keys", "row_kinds", "step_index", "twin_rows"]
+__all__ = ["PASSES", "PRECISIONS", "STORAGE_MODES", "CacheAction", "DualLayout", "FeatureStore",
+           "cache_action_for_call", "cache_bytes", "cached_rows", "choose_storage", "decide_cache_action",
+           "dual_active", "dual_sigma_range", "element_bytes", "flow_sigma_at_percent", "host_cache_bytes",
+           "is_guide_step", "pinned_bytes", "plan_store", "prefetch_fits", "row_keys", "row_kinds",
+           "step_index", "twin_rows"]

@@ -91,8 +91,6 @@ def choose_storage(mode: str, needed: int, free_accel: Optional[int], free_host:
     return "cpu" if fits_host else None
 
 
-
-
 def prefetch_fits(where: Optional[str], free_accel: Optional[int], tokens: int, dim: int, rows: int,
                   stored_bytes: int, headroom: float = 0.25) -> bool:
     """May a host-stored cache upload each row's next block ahead of its read? Only from host
