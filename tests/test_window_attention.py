@@ -351,3 +351,28 @@ def test_chunked_call_sizes_at_4k():
     assert call_sizes(True, False, 1, 12, nq, nk, 128, 2, 64 << 20) == (12, 1)
     assert call_sizes(True, True, 2, 40, nq, nk, 128, 2, 64 << 20) == (21, 1)     # 2 rows: 49.4 MB a head
     assert call_sizes(False, True, 1, 2, 18, 312, 32, 4, 64 << 20) == (2, 5974)  # small: 64M // (2 x 18 x 312)
+
+
+def test_chunked_fused_branch_makes_many_sdpa_calls(monkeypatch):
+    """The fused branch (CUDA's memory-efficient kernel) restricts every SDPA call of a group to
+    that kernel; a group makes several calls (tiles, head groups), so each call needs a context of
+    its own (torch's ``sdpa_kernel`` can be entered once). Forced here on the CPU, with the math
+    kernel allowed beside it (the CPU has no memory-efficient kernel); the result is the dense one."""
+    import freeswim_core.attention.chunked as chunked
+    calls = []
+    real_sdpa = chunked.F.scaled_dot_product_attention
+
+    def counting_sdpa(*args, **kwargs):
+        calls.append(1)
+        return real_sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(chunked, "_fused", lambda *a: True)
+    monkeypatch.setattr(chunked, "FUSED_BACKENDS", chunked.FUSED_BACKENDS + (torch.nn.attention.SDPBackend.MATH,))
+    monkeypatch.setattr(chunked.F, "scaled_dot_product_attention", counting_sdpa)
+    grid, window = (3, 12, 20), (7, 11)
+    q, k, v = _qkv(1, 3, 720, 16, torch.float32, seed=9)
+    out = chunked.chunked_window_attention(q, k, v, TokenGrid(*grid), Window(*window), scale=0.2,
+                                           batch_tiles=False, additive_masks=False)   # a call per tile
+    ref = masked_attention(q, k, v, dense_window_mask(grid, window, True), 0.2)
+    assert len(calls) == 6 * 7      # tiles of 2 x 3 positions (a quarter of 7 x 11) over 12 x 20
+    assert (out.double() - ref).abs().max().item() < 2e-5

@@ -40,6 +40,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..geometry import TokenGrid, Window, axis_bounds
 
 DEFAULT_MAX_SCORE_BYTES = 256 * 1024 * 1024
+# The SDPA kernels a fused call is restricted to (asked of torch first, see :func:`_fused`).
+FUSED_BACKENDS = (SDPBackend.EFFICIENT_ATTENTION,)
 # Bytes of one fused call's gathered q, k, v and its output: the transient memory of the chunked
 # backend on CUDA beyond its inputs, result and mask.
 COPY_BUDGET = 1 << 30
@@ -136,6 +138,12 @@ def _fused(q: torch.Tensor, nq: int, nk: int, mask) -> bool:
     return bool(torch.backends.cuda.can_use_efficient_attention(params, False))
 
 
+def _kernel_choice(fused: bool):
+    """A new context for one SDPA call: restricted to :data:`FUSED_BACKENDS` where fused. Made per
+    call because ``sdpa_kernel`` is a generator-based context manager, which can be entered once."""
+    return sdpa_kernel(list(FUSED_BACKENDS)) if fused else contextlib.nullcontext()
+
+
 def call_sizes(fused: bool, batch_tiles: bool, B: int, NH: int, nq: int, nk: int, D: int,
                element_bytes: int, budget_elems: int, copy_budget: int = COPY_BUDGET) -> tuple[int, int]:
     """(heads, tiles) per SDPA call. Fused: one head of one tile holds its gathered q, k, v and
@@ -195,7 +203,6 @@ def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         fused = _fused(q, nq, nk, mask)
         heads, per_call = call_sizes(fused, fused if batch_tiles is None else batch_tiles, B, NH, nq, nk, D,
                                      q.element_size(), budget)
-        kernel = sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]) if fused else contextlib.nullcontext()
         for n0 in range(0, NH, heads):
             n1 = min(NH, n0 + heads)
             for i in range(0, len(tiles), per_call):
@@ -209,7 +216,7 @@ def chunked_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         return parts[0].reshape(B, n1 - n0, n, D)
                     return torch.stack(parts).view(len(parts) * B, n1 - n0, n, D)
 
-                with kernel:
+                with _kernel_choice(fused):
                     o = F.scaled_dot_product_attention(gather(q5, False), gather(k5, True), gather(v5, True),
                                                        attn_mask=mask, scale=scale)
                 o = o.view(len(batch), B, n1 - n0, T, qh, qw, D)
