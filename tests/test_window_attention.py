@@ -376,3 +376,28 @@ def test_chunked_fused_branch_makes_many_sdpa_calls(monkeypatch):
     ref = masked_attention(q, k, v, dense_window_mask(grid, window, True), 0.2)
     assert len(calls) == 6 * 7      # tiles of 2 x 3 positions (a quarter of 7 x 11) over 12 x 20
     assert (out.double() - ref).abs().max().item() < 2e-5
+
+
+def test_flex_compiles_one_graph_whatever_the_callers_grad_mode():
+    """The kernel runs in inference mode; its BlockMask is built there too, so a mask made for a
+    caller under ``no_grad`` (the diffusers adapter, benchmarks) and one made for a caller in
+    inference mode (ComfyUI) are the same kind of tensor and share one compiled graph (dynamo's
+    guards include dispatch keys: a mask of each kind would spend two of its 8 graphs)."""
+    import torch._dynamo
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+    import freeswim_core.attention as attention
+    import freeswim_core.attention.flex as flex
+    torch._dynamo.reset()
+    flex._graph_keys.clear()
+    attention.release_run_caches()
+    grid, window = (3, 12, 20), (7, 11)
+    q, k, v = _qkv(1, 2, 720, 16, torch.float32, seed=4)
+    ref = masked_attention(q, k, v, dense_window_mask(grid, window, True), 0.3)
+    for mode in (torch.no_grad, torch.inference_mode, torch.no_grad):
+        attention.release_run_caches()              # a new run: the mask is built again
+        with mode():
+            out = window_attention(q, k, v, grid, window, scale=0.3, backend="flex")
+        assert (out.double() - ref).abs().max().item() < 1e-5
+    assert len(_debug_get_cache_entry_list(flex._window_kernel.__code__)) == 1
+    torch._dynamo.reset()
+    flex._graph_keys.clear()

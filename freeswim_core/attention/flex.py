@@ -118,9 +118,12 @@ def window_block_mask(grid: TokenGrid, window: Window, inward: bool, device: tor
     """BlockMask for the window over the padded frame-innermost tokens (cached per geometry and
     device).
 
-    Built outside any ``torch.compile`` trace: it is host-side integer work.
+    Built outside any ``torch.compile`` trace (it is host-side integer work) and in inference
+    mode, where the kernel runs: dynamo's guards include a tensor's dispatch keys, so a mask made
+    under ``no_grad`` and one made in inference mode would each compile a graph of their own.
     """
-    return _cached_block_mask(grid, window, inward, torch.device(device), block_size)
+    with torch.inference_mode():
+        return _cached_block_mask(grid, window, inward, torch.device(device), block_size)
 
 
 @functools.lru_cache(maxsize=8)
