@@ -198,3 +198,22 @@ def test_rows_a_run_stores_per_block():
     assert cached_rows(1, 1, "cond_and_uncond") == 2           # uncond comes in its own call, one row too
     assert cached_rows(2, 2, "cond_and_uncond") == 2           # both passes in this call
     assert cached_rows(2, 1, "cond", entries_per_block=2) == 4  # I2V, the image cross-attention overridden
+
+
+@pytest.mark.parametrize("storage,compute,releases", [("cpu", "cuda", 1), ("gpu", "cuda", 0), ("cpu", "cpu", 0)])
+def test_a_store_that_pinned_gives_the_host_allocators_cache_back_when_cleared(storage, compute, releases,
+                                                                                monkeypatch):
+    """Features kept in host RAM for a CUDA model are page-locked through PyTorch's caching host
+    allocator, which keeps freed blocks for reuse: clearing the store (a run's end) empties that
+    cache once, so the memory goes back to the system. A store that pinned nothing leaves it alone.
+    On a fake CUDA device (as the memory trace runs), where pinning is recorded but nothing runs."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    emptied = []
+    monkeypatch.setattr(torch._C, "_host_emptyCache", lambda: emptied.append(1), raising=False)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        store = FeatureStore(storage, "model", torch.device(compute))
+        for block in range(3):
+            store.put(("cond",), block, torch.ones(1, 40, 8, device=compute))
+        store.clear()
+        store.clear()                      # nothing pinned since: no second release
+    assert len(emptied) == releases
