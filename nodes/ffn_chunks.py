@@ -9,10 +9,21 @@ of one slice. :class:`ChunkedFFN` is installed as an object patch on each block'
 LoRA patches and offloading see the same modules) and calls the original module's
 own forward on each slice, writing into one output tensor. Below the budget it
 calls it once, unchanged.
+
+Where ComfyUI keeps a layer's weights off the compute device (lowvram and partial
+loads, LoRA patches on offloaded weights), its ``Linear`` casts them on every call:
+per slice, that would move a 14B block's 283 MB FFN weights about 35 times at 4K.
+There the slices share one cast per layer and block, made by ComfyUI's own
+``cast_bias_weight`` (device, dtype and patches applied as the layer would), and
+run the layer's own arithmetic (``F.linear``) on it. Only layers whose forward is
+ComfyUI's plain ``Linear`` are cast ahead; any other (quantised matmuls, dynamic
+VRAM's virtual weights, which ComfyUI streams itself) is called per slice.
 """
 from __future__ import annotations
 
+import comfy.ops
 import torch
+import torch.nn.functional as F
 
 from ..freeswim_core.memory.phases import FFN_HIDDEN_BUDGET, ffn_slice_tokens
 
@@ -43,13 +54,55 @@ class ChunkedFFN(torch.nn.Module):
         tokens = x.shape[1]
         if tokens <= step:
             return ffn(x)
-        first = ffn(x[:, :step])
+        run = _slice_runner(ffn, x[:, :step])
+        first = run(x[:, :step])
         out = torch.empty(x.shape[:2] + first.shape[2:], dtype=first.dtype, device=first.device)
         out[:, :step] = first
         del first
         for start in range(step, tokens, step):
-            out[:, start:start + step] = ffn(x[:, start:start + step])
+            out[:, start:start + step] = run(x[:, start:start + step])
         return out
+
+
+def _casts_every_call(layer: torch.nn.Module) -> bool:
+    """Does ComfyUI cast this layer's weights at each call (weights kept elsewhere, or patched on
+    the fly) rather than use them in place?"""
+    return bool(getattr(layer, "comfy_cast_weights", False) or getattr(layer, "weight_function", None)
+                or getattr(layer, "bias_function", None))
+
+
+def _plain_linear(layer: torch.nn.Module) -> bool:
+    """ComfyUI's own ``Linear`` (``disable_weight_init`` / ``manual_cast``): a cast of its weights,
+    then ``F.linear``. Not a subclass with arithmetic of its own, nor a dynamic-VRAM layer."""
+    plain = comfy.ops.disable_weight_init.Linear
+    kind = type(layer)
+    return (isinstance(layer, plain) and kind.forward is plain.forward
+            and kind.forward_comfy_cast_weights is plain.forward_comfy_cast_weights
+            and not hasattr(layer, "_v"))
+
+
+def _slice_runner(ffn: torch.nn.Module, sample: torch.Tensor):
+    """A function that runs ``ffn`` on one slice of tokens. For a sequence of layers whose plain
+    ``Linear`` layers ComfyUI casts at each call, the weights are cast once here (for ``sample``'s
+    device and dtype) and every slice uses them; otherwise the module itself."""
+    if not isinstance(ffn, torch.nn.Sequential):
+        return ffn
+    layers = list(ffn)
+    if not any(_casts_every_call(m) and _plain_linear(m) for m in layers):
+        return ffn
+    steps = []
+    for m in layers:
+        if _casts_every_call(m) and _plain_linear(m):
+            weight, bias = comfy.ops.cast_bias_weight(m, sample)
+            steps.append(lambda h, w=weight, b=bias: F.linear(h, w, b))
+        else:
+            steps.append(m)
+
+    def run(h: torch.Tensor) -> torch.Tensor:
+        for f in steps:
+            h = f(h)
+        return h
+    return run
 
 
 def install_chunked_ffn(model, dm) -> None:

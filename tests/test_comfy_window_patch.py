@@ -176,3 +176,53 @@ def test_ffn_runs_in_token_slices_with_the_same_result(comfy, wan, monkeypatch):
     assert (sliced - whole).abs().max().item() < 1e-5 * max(1.0, whole.abs().max().item())
     # the patch names the same layers: a LoRA key or an offloaded weight finds them where it did
     assert patched.object_patches[key][0] is original[0] and dict(patched.object_patches[key].named_children()) == dict(original.named_children())
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_sliced_ffn_casts_offloaded_weights_once_per_block(comfy, wan, monkeypatch, lora):
+    """Under a partial load (ComfyUI's own lowvram loading: every layer's weights stay off the
+    compute device and are cast at each call, LoRA patches applied in that cast) an FFN run in
+    token slices casts each of its layers once per model call, not once per slice; the result is
+    that of the fully loaded model."""
+    import importlib
+    ops = importlib.import_module("comfy.ops")
+    chunks = comfy.pack_module("nodes.ffn_chunks")
+    model = wan.clone()
+    if lora:     # a low-rank patch on both FFN layers of block 0, as a LoRA loader adds
+        g = torch.Generator().manual_seed(3)
+        patches = {}
+        for name in ("blocks.0.ffn.0.weight", "blocks.0.ffn.2.weight"):
+            out_f, in_f = model.get_model_object(f"diffusion_model.{name}").shape
+            up, down = torch.randn(out_f, 4, generator=g) * 0.05, torch.randn(4, in_f, generator=g) * 0.05
+            patches[f"diffusion_model.{name}"] = ("lora", (up, down, None, None, None, None))
+        model.add_patches(patches, 1.0)
+    patched = patch(comfy, model)
+    monkeypatch.setattr(chunks, "FFN_HIDDEN_BUDGET", 1)             # slices of 1024 tokens: 3 here
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 16, 3, 48, 80, generator=g)                  # 3 x 24 x 40 = 2880 tokens
+    context = torch.randn(1, 512, 4096, generator=g)
+    t = torch.full((1,), 900.0)
+    layers = [patched.get_model_object(f"diffusion_model.blocks.0.ffn.{i}") for i in (0, 2)]
+    casts = []
+    real_cast = ops.cast_bias_weight
+
+    def counting_cast(s, *args, **kwargs):
+        casts.append(s)
+        return real_cast(s, *args, **kwargs)
+
+    def call(lowvram_bytes):
+        patched.patch_model(device_to=torch.device("cpu"), lowvram_model_memory=lowvram_bytes)
+        try:
+            assert all(m.comfy_cast_weights == bool(lowvram_bytes) for m in layers)
+            to = comfy.sampling_options(patched, cond_or_uncond=[0], uuids=["c"], sigma=0.9,
+                                        sample_sigmas=[0.9, 0.0])
+            with torch.inference_mode():
+                return patched.model.diffusion_model(x, t, context, transformer_options=to)
+        finally:
+            patched.unpatch_model()
+
+    whole = call(0)                                   # fully loaded: no casts
+    monkeypatch.setattr(ops, "cast_bias_weight", counting_cast)
+    sliced = call(1)                                  # 1 byte of "VRAM": every layer offloaded
+    assert [sum(c is m for c in casts) for m in layers] == [1, 1]
+    assert (sliced - whole).abs().max().item() < 1e-5 * max(1.0, whole.abs().max().item())
