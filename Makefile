@@ -9,7 +9,7 @@ COMFY_PYTHON ?= $(CURDIR)/$(PY)
 # A ComfyUI models folder with the real Wan, UMT5 and VAE files: make demo MODELS=/path/to/models
 MODELS ?=
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench gpu-kit clean
 
 setup:
 	@bash scripts/setup.sh
@@ -25,5 +25,9 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/window_attention.py
 
+# Wheels and a ComfyUI source tree for a GPU machine without ComfyUI's packages (README: GPU measurements)
+gpu-kit: setup
+	@bash scripts/gpu_kit.sh
+
 clean:
-	rm -rf .venv .venv-registry .host .cache out
+	rm -rf .venv .venv-registry .host .cache out .gpu-kit

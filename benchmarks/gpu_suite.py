@@ -1,26 +1,31 @@
-"""The GPU benchmark suite: what a session with a lent H100/H200 measures, in three short commands.
+"""The GPU benchmark suite: one command that fits a short lease of an H100/H200.
 
-  python benchmarks/gpu_suite.py --part kernels   # window attention kernels at 1080p and 4K
-  python benchmarks/gpu_suite.py --part memory    # max_memory_allocated of real model calls vs the trace
-  python benchmarks/gpu_suite.py --part step      # one denoising step per mode, 1.3B at 1920x1088x81
-  python benchmarks/gpu_suite.py --smoke          # all three on the CPU at tiny sizes (CI runs this)
+  bash benchmarks/gpu_run.sh                      # on the GPU machine: the kit, then this suite
+  python benchmarks/gpu_suite.py --budget-s 420   # the suite alone, where the host's packages are installed
+  python benchmarks/gpu_suite.py --smoke          # every case on the CPU at tiny sizes (CI runs this)
+  python benchmarks/gpu_suite.py --list           # the cases, in the order they run, with their estimates
 
-Each part is one command meant to finish in under 8 minutes on an H100. Every case is
-appended to ``--out`` (JSON lines, default ``out/gpu_suite.jsonl``) as soon as it is measured,
-so a command cut off keeps what it measured. Compiled kernels are cached inside the
-repository (``.cache/inductor``, ``.cache/triton``), so a later command does not compile
-again. Inputs are random, made on the device; everything runs in inference mode; each case
-has a warm-up call, synchronised timing and its own peak-memory reset.
+Cases run in order of value (what proves the GPU path works first, then the measurements the
+targets need, then the rest), each only if its estimated time (compilation included, on an
+H100/H200) fits what is left of ``--budget-s``; a case that does not fit is skipped and said so,
+in the output and as a JSON line. Every case is appended to ``--out`` (JSON lines) as soon as it
+is measured, so a command cut off keeps what it measured. Inputs are drawn on the device, in
+inference mode (as ComfyUI runs the model); each case has a warm-up call, synchronised timing and
+its own peak-memory reset. An error in one case (out of memory included) is recorded for that
+case and the suite goes on. ``python benchmarks/report_gpu_suite.py`` turns the lines into the
+tables of docs/benchmarks.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / "inductor"))
@@ -29,13 +34,20 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-KERNEL_CASES = {
-    # (label, grid, window, heads)
-    "gpu": [("1088x1920x81, 1.3B", (21, 68, 120), (31, 53), 12), ("1088x1920x81, 14B", (21, 68, 120), (45, 81), 40),
-            ("2160x3840x81, 1.3B", (21, 135, 240), (31, 53), 12), ("2160x3840x81, 14B", (21, 135, 240), (45, 81), 40)],
-    "smoke": [("tiny 3x12x20", (3, 12, 20), (7, 11), 2)],
-}
-KERNEL_BACKENDS = {"gpu": ("flex", "reference", "dense", "chunked"), "smoke": ("chunked", "dense")}
+# Kernel cases: (label, grid, window, heads). 1.3B: 12 heads, native 832x480 (window 31 x 53); 14B:
+# 40 heads, native 1280x720 (window 45 x 81).
+P1080_13B = ("1088x1920x81, 1.3B", (21, 68, 120), (31, 53), 12)
+P1080_14B = ("1088x1920x81, 14B", (21, 68, 120), (45, 81), 40)
+P4K_13B = ("2160x3840x81, 1.3B", (21, 135, 240), (31, 53), 12)
+P4K_14B = ("2160x3840x81, 14B", (21, 135, 240), (45, 81), 40)
+TINY = ("tiny 3x12x20", (3, 12, 20), (7, 11), 2)
+# The correctness check's grid: 81 frames at 832x480, the 1.3B native grid (32,760 tokens), with a
+# 240p window, small enough for a dense masked reference (a 1 GB mask).
+CHECK = ("480p-grid 21x30x52, 240p window", (21, 30, 52), (15, 27), 2)
+CHECK_SMOKE = ("tiny 3x12x20", (3, 12, 20), (7, 11), 2)
+
+STEP_PRESET = {"gpu": "1.3b", "smoke": "cpu"}
+STEP_SMOKE = dict(steps=1, latent=(16, 3, 24, 40))
 MEMORY_CASES = {
     # (label, dims, blocks, latent [C, T, H, W], native px): one model call, dual path sequential
     "gpu": [("1.3B 1920x1088x81, whole model", dict(dim=1536, ffn=8960), 30, (16, 21, 136, 240), (832, 480)),
@@ -61,49 +73,138 @@ def emit(out: Path, record: dict) -> None:
     print(json.dumps(record), flush=True)
 
 
-def kernels(out: Path, mode: str) -> None:
-    """Window attention: flex, the reference-style implementation, dense SDPA and chunked; time,
-    useful TFLOP/s, peak memory; flex checked against chunked on 2 heads."""
-    from benchmarks.window_attention import bench_case
-    dev = device()
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    for label, grid, window, heads in KERNEL_CASES[mode]:
-        for backend in KERNEL_BACKENDS[mode]:
-            r = bench_case(label, grid, window, heads, backend, dev, dtype, repeat=3)
-            emit(out, {"part": "kernels", **r})
-        if "flex" in KERNEL_BACKENDS[mode]:
-            r = bench_case(label + ", 2-head check", grid, window, 2, "flex", dev, dtype, repeat=1, verify=True)
-            emit(out, {"part": "kernels", "check": "flex vs chunked", **r})
+@dataclass
+class Case:
+    """One measurement: ``run`` returns its JSON records; ``estimate_s`` is its time on an
+    H100/H200, compilation included (the budget's unit)."""
+
+    part: str
+    label: str
+    estimate_s: float
+    run: Callable[[], list[dict]]
+    extra: dict = field(default_factory=dict)      # fields a skip or error record carries (backend, ...)
 
 
-def memory(out: Path, mode: str) -> None:
-    """One real model call (window + dual path, sequential) of a random-weight Wan in ComfyUI:
-    the device's peak beside the trace of the same call (harness/memory_trace.py)."""
+# --- kernels -----------------------------------------------------------------------------------
+
+def kernel_case(spec, backend: str, estimate_s: float, repeat: int = 3) -> Case:
+    label, grid, window, heads = spec
+
+    def run():
+        from benchmarks.window_attention import bench_case
+        dev = device()
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        return [{"part": "kernels", **bench_case(label, grid, window, heads, backend, dev, dtype, repeat=repeat)}]
+    return Case("kernels", label, estimate_s, run, {"backend": backend, "heads": heads})
+
+
+def flex_check_case(spec, estimate_s: float) -> Case:
+    """flex against the exact chunked backend on 2 heads of a real-size grid (bf16)."""
+    label, grid, window, _ = spec
+
+    def run():
+        from benchmarks.window_attention import bench_case
+        dev = device()
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        r = bench_case(label + ", 2-head check", grid, window, 2, "flex", dev, dtype, repeat=1, verify=True)
+        return [{"part": "kernels", "check": "flex vs chunked", **r}]
+    return Case("kernels", label + ", 2-head check", estimate_s, run, {"backend": "flex", "heads": 2,
+                                                                       "check": "flex vs chunked"})
+
+
+def backends_check_case(spec, estimate_s: float) -> Case:
+    """Every backend, through ``window_attention``, against a dense masked attention in float32 on
+    the same bf16 inputs (drawn on the device): the first thing a GPU run proves."""
+    label, grid, window, heads = spec
+
+    def run():
+        from benchmarks.window_attention import backends_check
+        dev = device()
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        return [{"part": "check", **r} for r in backends_check(label, grid, window, heads, dev, dtype)]
+    return Case("check", label + ", backends vs dense", estimate_s, run)
+
+
+# --- the nodes on the device ------------------------------------------------------------------
+
+_MODELS: dict = {}
+
+
+def _host():
     import harness.inprocess as comfy
     if torch.cuda.is_available():
         os.environ.setdefault("FREESWIM_COMFY_CPU", "0")
     comfy.comfy_ready()
-    import comfy.model_management as mm
-    from comfy.sd import load_diffusion_model_state_dict
-    from harness.tiny_wan import tiny_wan_state_dict
-    dev = device()
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    for label, dims, blocks, latent, native in MEMORY_CASES[mode]:
-        sd = tiny_wan_state_dict(dim=dims["dim"], layers=blocks, ffn_dim=dims["ffn"], device=dev, dtype=dtype)
-        model = load_diffusion_model_state_dict(sd)
-        del sd
-        (m,) = comfy.run_node("FreeSwimWindowAttentionPatch", model=model, native_size="custom",
-                              custom_width=native[0], custom_height=native[1], inward=True,
-                              attention_scale="reference", backend="auto")
-        (m,) = comfy.run_node("FreeSwimDualPathOverride", model=m, passes="cond", override_image_cross=False,
-                              start_percent=0.0, end_percent=1.0, execution="sequential")
+    return comfy
+
+
+def storage_check_case(mode: str, estimate_s: float) -> Case:
+    """A small random Wan sampled through ComfyUI's KSampler with window attention, the dual path
+    and the cross-attention cache, the cache on the device and in pinned host memory (side-stream
+    copies, blocks uploaded ahead): the same latent both ways (the streams' ordering at work)."""
+    latent = (16, 21, 60, 104) if mode == "gpu" else (16, 3, 24, 40)
+    native = (416, 240) if mode == "gpu" else (128, 96)
+    label = f"cache storage gpu vs cpu, tiny Wan, latent {'x'.join(map(str, latent))}"
+
+    def run():
+        from benchmarks.step import patched
+        comfy = _host()
+        dev = device()
+        model = comfy.load_tiny_wan(dim=256, layers=2, ffn_dim=1024, seed=3, device=dev,
+                                    dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
+        x = torch.zeros(1, *latent)
+        outs, reports = {}, {}
+        for storage in ("gpu", "cpu"):
+            m = patched(comfy, model, "cache2", native, storage=storage)
+            outs[storage] = comfy.ksample(m, x, seed=4, steps=4).float()
+            reports[storage] = comfy.last_report()
+        diff = (outs["gpu"] - outs["cpu"]).abs().max().item()
+        return [{"part": "check", "label": label, "check": "cache storage", "max_err": diff,
+                 "stored_on": {k: r.get("cache_storage") for k, r in reports.items()},
+                 "prefetch": reports["cpu"].get("cache_prefetch"),
+                 "reuse_calls": reports["cpu"].get("reuse_calls"), "backend_used": reports["cpu"].get("backend")}]
+    return Case("check", label, estimate_s, run)
+
+
+def step_case(mode: str, suite_mode: str, estimate_s: float, steps: int) -> Case:
+    """One denoising step of the 1.3B architecture at 1920x1088x81 (benchmarks/step.py), one mode."""
+    preset_name = STEP_PRESET[suite_mode]
+
+    def run():
+        from benchmarks import step
+        comfy = _host()
+        preset = step.PRESETS[preset_name]
+        if preset_name not in _MODELS:
+            _MODELS.clear()
+            _MODELS[preset_name] = step.build(comfy, preset)
+        latent = STEP_SMOKE["latent"] if suite_mode == "smoke" else preset["latent"]
+        return [step.measure(comfy, _MODELS[preset_name], mode, preset_name, preset, latent, steps)]
+    return Case("step", f"{preset_name} {mode}", estimate_s, run, {"mode": mode})
+
+
+def memory_case(spec, suite_mode: str, estimate_s: float) -> Case:
+    """One real model call (window + dual path, sequential) of a random-weight Wan in ComfyUI:
+    the device's peak beside the trace of the same call (harness/memory_trace.py)."""
+    label, dims, blocks, latent, native = spec
+
+    def run():
+        comfy = _host()
+        import comfy.model_management as mm
+        from benchmarks.step import patched
+        _MODELS.clear()
+        mm.unload_all_models()
+        dev = device()
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        model = comfy.load_tiny_wan(dim=dims["dim"], layers=blocks, ffn_dim=dims["ffn"], device=dev, dtype=dtype)
+        m = patched(comfy, model, "dual", native, execution="sequential")
         mm.load_models_gpu([m])
         dm = m.model.diffusion_model
         to = comfy.sampling_options(m, cond_or_uncond=[0], uuids=["cond"], sigma=0.9, sample_sigmas=[0.9, 0.0])
-        x = torch.randn(1, *latent, device=dev, dtype=dtype)
-        t = torch.full((1,), 900.0, device=dev)
-        ctx = torch.randn(1, 512, 4096, device=dev, dtype=dtype)
         weights = sum(p.numel() * p.element_size() for p in dm.parameters())
+        with torch.inference_mode():
+            x = torch.randn(1, *latent, device=dev, dtype=dtype)
+            t = torch.full((1,), 900.0, device=dev)
+            ctx = torch.randn(1, 512, 4096, device=dev, dtype=dtype)
         before = 0
         if dev.type == "cuda":
             torch.cuda.synchronize()
@@ -117,40 +218,144 @@ def memory(out: Path, mode: str) -> None:
         seconds = time.perf_counter() - started
         peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else None
         traced = None
-        if mode == "gpu":        # the same call traced: its activations (weights differ by block count)
+        if suite_mode == "gpu":        # the same call traced: its activations (weights differ by block count)
             from harness.memory_trace import trace
             traced = trace("1.3b", latent[3] * 8, latent[2] * 8, (latent[1] - 1) * 4 + 1, "dual",
                            execution="sequential").activation_peak_bytes
-        emit(out, {"part": "memory", "label": label, "blocks": blocks, "latent": list(latent),
-                   "weights_bytes": weights, "max_memory_allocated": peak,
-                   "activations_measured": None if peak is None else peak - before,
-                   "activations_traced": traced, "seconds": seconds})
         del m, model, dm
         mm.unload_all_models()
+        return [{"part": "memory", "label": label, "blocks": blocks, "latent": list(latent),
+                 "weights_bytes": weights, "max_memory_allocated": peak,
+                 "activations_measured": None if peak is None else peak - before,
+                 "activations_traced": traced, "seconds": seconds}]
+    return Case("memory", label, estimate_s, run)
 
 
-def step(out: Path, mode: str) -> None:
-    """benchmarks/step.py: one denoising step per mode (full, window, dual, cache 2 and 5)."""
-    args = (["--preset", "1.3b"] if mode == "gpu" else ["--preset", "cpu", "--steps", "1", "--modes", "full,window",
-                                                         "--latent", "16,3,24,40"])
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step.py"), *args, "--json", str(out)], check=True)
+# --- the plan ----------------------------------------------------------------------------------
+
+def plan(mode: str) -> list[Case]:
+    """The cases in order of value. Estimates (seconds on an H100/H200, compilation included) are
+    what the budget is spent by; a case whose estimate does not fit what is left is skipped."""
+    if mode == "smoke":
+        return [backends_check_case(CHECK_SMOKE, 1), storage_check_case("smoke", 1),
+                kernel_case(TINY, "chunked", 1), kernel_case(TINY, "dense", 1),
+                step_case("full", "smoke", 1, STEP_SMOKE["steps"]),
+                step_case("window", "smoke", 1, STEP_SMOKE["steps"]),
+                memory_case(MEMORY_CASES["smoke"][0], "smoke", 1)]
+    return [
+        # 1. does the GPU path work: every backend against a dense reference; the nodes' cache
+        #    in device and pinned host memory (side stream, uploads ahead)
+        backends_check_case(CHECK, 60),
+        storage_check_case("gpu", 40),
+        # 2. the targets: flex vs the reference-style implementation at 1080p; flex at 4K vs peak
+        kernel_case(P1080_13B, "flex", 25),
+        kernel_case(P1080_13B, "reference", 45),
+        kernel_case(P1080_13B, "dense", 5),
+        kernel_case(P4K_13B, "flex", 30),
+        kernel_case(P4K_13B, "dense", 30, repeat=2),
+        # 3. one denoising step of 1.3B at 1088p: the cache's saving against full attention
+        step_case("window", "gpu", 40, 3),
+        step_case("full", "gpu", 75, 2),
+        step_case("cache5", "gpu", 60, 5),
+        # 4. the memory planner's claims: a real call's peak against its trace
+        memory_case(MEMORY_CASES["gpu"][0], "gpu", 40),
+        # 5. the fallback backend at real sizes, 14B's head count, the rest of the step modes
+        kernel_case(P1080_13B, "chunked", 20, repeat=2),
+        kernel_case(P1080_14B, "flex", 30),
+        kernel_case(P4K_14B, "flex", 15),
+        step_case("dual", "gpu", 60, 2),
+        kernel_case(P4K_13B, "chunked", 45, repeat=1),
+        memory_case(MEMORY_CASES["gpu"][1], "gpu", 30),
+        flex_check_case(P4K_13B, 30),
+        kernel_case(P1080_14B, "reference", 45),
+        step_case("cache2", "gpu", 60, 4),
+        kernel_case(P1080_14B, "dense", 10),
+    ]
 
 
-PARTS = {"kernels": kernels, "memory": memory, "step": step}
+def run_suite(cases: list[Case], out: Path, budget_s: float) -> dict:
+    """Run ``cases`` in order within ``budget_s``; returns what ran, was skipped and failed."""
+    started = time.monotonic()
+    done, skipped, failed = [], [], []
+    for case in cases:
+        left = budget_s - (time.monotonic() - started)
+        if case.estimate_s > left:
+            skipped.append(case.label)
+            emit(out, {"part": case.part, "label": case.label, **case.extra,
+                       "skipped": f"budget: about {case.estimate_s:.0f} s needed, {max(0.0, left):.0f} s left"})
+            continue
+        t0 = time.monotonic()
+        try:
+            records = case.run()
+        except Exception as exc:        # one case's failure (out of memory too) is its result
+            failed.append(case.label)
+            tb = traceback.format_exc(limit=6)
+            print(tb, file=sys.stderr, flush=True)
+            records = [{"part": case.part, "label": case.label, **case.extra,
+                        "error": f"{type(exc).__name__}: {str(exc)[:300]}"}]
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        for r in records:
+            emit(out, {**r, "case_seconds": round(time.monotonic() - t0, 1)})
+            if "error" in r and case.label not in failed:
+                failed.append(case.label)
+        done.append(case.label)
+    summary = {"part": "summary", "ran": len(done), "skipped": skipped, "failed": failed,
+               "seconds": round(time.monotonic() - started, 1), "budget_s": budget_s}
+    emit(out, summary)
+    return summary
+
+
+def preflight() -> list[str]:
+    """Import everything the suite will use, before any work: the problems found (empty: go)."""
+    problems = []
+    try:
+        _host()
+        import comfy.samplers  # noqa: F401
+        import benchmarks.step  # noqa: F401
+        import benchmarks.window_attention  # noqa: F401
+        import harness.memory_trace  # noqa: F401
+        from torch.distributed._tools.mem_tracker import MemTracker  # noqa: F401
+        from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
+        if torch.cuda.is_available():
+            import triton  # noqa: F401
+    except Exception as exc:
+        problems.append(f"{type(exc).__name__}: {exc}")
+    return problems
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=sorted(PARTS), action="append")
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes on any device, every part")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on any device, every case")
+    ap.add_argument("--budget-s", type=float, default=420.0,
+                    help="seconds the cases may take together (default 420); cases that do not fit are skipped")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "gpu_suite.jsonl")
+    ap.add_argument("--list", action="store_true", help="print the cases and their estimates, run nothing")
+    ap.add_argument("--only", default=None, help="comma-separated parts to run (check, kernels, step, memory)")
     a = ap.parse_args()
     mode = "smoke" if a.smoke else "gpu"
+    cases = plan(mode)
+    if a.only:
+        parts = set(a.only.split(","))
+        cases = [c for c in cases if c.part in parts]
+    if a.list:
+        for c in cases:
+            print(f"{c.estimate_s:5.0f} s  {c.part:8s} {c.label} {c.extra or ''}")
+        print(f"{sum(c.estimate_s for c in cases):5.0f} s  in all")
+        return 0
     if mode == "gpu" and not torch.cuda.is_available():
         print("no CUDA device: run with --smoke, or on a GPU machine", file=sys.stderr)
         return 2
-    for part in (a.part or (sorted(PARTS) if a.smoke else [])) or ["kernels"]:
-        PARTS[part](a.out, mode)
+    t0 = time.monotonic()
+    problems = preflight()
+    if problems:
+        print("preflight failed (nothing was run): " + "; ".join(problems), file=sys.stderr)
+        return 3
+    print(f"preflight: imports and host ready in {time.monotonic() - t0:.1f} s; {device_name()}, torch "
+          f"{torch.__version__}", flush=True)
+    summary = run_suite(cases, a.out, a.budget_s)
+    print(f"ran {summary['ran']} cases in {summary['seconds']} s; skipped {len(summary['skipped'])}: "
+          f"{', '.join(summary['skipped']) or 'none'}; failed: {', '.join(summary['failed']) or 'none'}", flush=True)
     return 0
 
 

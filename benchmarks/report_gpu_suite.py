@@ -46,9 +46,43 @@ def _num(v, fmt: str) -> str:
     return "" if v is None else format(v, fmt)
 
 
+def measured(records: list[dict]) -> list[dict]:
+    """The records of cases that ran (a case skipped for the budget has a line saying so)."""
+    return [r for r in records if "skipped" not in r and r.get("part") != "summary"]
+
+
 def kernel_records(records: list[dict]) -> list[dict]:
-    return latest([r for r in records if r.get("part") == "kernels"],
+    return latest([r for r in measured(records) if r.get("part") == "kernels"],
                   lambda r: (r["label"], r["backend"], r.get("heads"), r.get("check")))
+
+
+CHECK_REL_TOLERANCE = 1e-2       # bf16 outputs against a float32 reference: ||out - ref|| / ||ref||
+
+
+def check_records(records: list[dict]) -> list[dict]:
+    return latest([r for r in measured(records) if r.get("part") == "check"],
+                  lambda r: (r["label"], r.get("backend"), r.get("check")))
+
+
+def check_table(records: list[dict]) -> list[str]:
+    rows = ["| check | backend (used) | max abs err | rel err | ms | first call ms |", "|---|---|---|---|---|---|"]
+    for r in check_records(records):
+        what = f"{r['label']}: {r.get('check', '')}"
+        if "error" in r:
+            rows.append(f"| {what} | {r.get('backend', '')} | {r['error']} | | | |")
+            continue
+        used = f"{r.get('backend', '')} ({r['used']})" if r.get("used") else r.get("backend", "")
+        if r.get("stored_on"):
+            used = "stored on " + ", ".join(f"{k}: {v}" for k, v in r["stored_on"].items())
+            used += f"; uploads ahead: {r.get('prefetch')}"
+        rows.append(f"| {what} | {used} | {_num(r.get('max_err'), '.2e')} | {_num(r.get('rel_err'), '.2e')} "
+                    f"| {_num(r.get('ms'), '.1f')} | {_num(r.get('first_call_ms'), '.0f')} |")
+    return rows
+
+
+def skipped_lines(records: list[dict]) -> list[str]:
+    return [f"- {r['label']}{' (' + r['backend'] + ')' if r.get('backend') else ''}: {r['skipped']}"
+            for r in records if "skipped" in r and r.get("part") != "summary"]
 
 
 def kernel_table(records: list[dict], peak: Optional[float]) -> list[str]:
@@ -68,7 +102,10 @@ def kernel_table(records: list[dict], peak: Optional[float]) -> list[str]:
 def memory_table(records: list[dict]) -> list[str]:
     rows = ["| call | weights GB | max_memory_allocated GB | activations measured GB | activations traced GB "
             "| s |", "|---|---|---|---|---|---|"]
-    for r in latest([r for r in records if r.get("part") == "memory"], lambda r: r["label"]):
+    for r in latest([r for r in measured(records) if r.get("part") == "memory"], lambda r: r["label"]):
+        if "error" in r:
+            rows.append(f"| {r['label']} | {r['error']} | | | | |")
+            continue
         gb = {k: None if r.get(k) is None else r[k] / 1e9
               for k in ("weights_bytes", "max_memory_allocated", "activations_measured", "activations_traced")}
         rows.append(f"| {r['label']} | {_num(gb['weights_bytes'], '.2f')} "
@@ -80,8 +117,8 @@ def memory_table(records: list[dict]) -> list[str]:
 def step_runs(records: list[dict]) -> dict[tuple, dict[str, dict]]:
     """Step records by (preset, tokens), then by mode: each mode compared with its own run's full step."""
     runs: dict[tuple, dict[str, dict]] = {}
-    for r in records:
-        if "mode" in r:
+    for r in measured(records):
+        if "mode" in r and "error" not in r:
             runs.setdefault((r.get("preset"), r["tokens"]), {})[r["mode"]] = r
     return runs
 
@@ -132,6 +169,20 @@ def targets(records: list[dict], peak: Optional[float]) -> list[str]:
                    f"--peak-tflops)")
     else:
         out.append(_missing(name, flex4k))
+    for r in check_records(records):
+        if r.get("check") == "vs dense masked":
+            if "error" in r:
+                out.append(f"- {r['backend']} vs dense masked attention, {r['label']}: {r['error']}")
+            else:
+                ok = r["rel_err"] <= CHECK_REL_TOLERANCE
+                out.append(f"- {r['backend']} vs dense masked attention, {r['label']}: relative error "
+                           f"{r['rel_err']:.2e} ({'within' if ok else 'exceeds'} {CHECK_REL_TOLERANCE:g})")
+        elif r.get("check") == "cache storage":
+            if "error" in r:
+                out.append(f"- cache in device vs host memory, {r['label']}: {r['error']}")
+            else:
+                out.append(f"- cache in device vs host memory, {r['label']}: max difference {r['max_err']:.2e} "
+                           f"({'equal' if r['max_err'] == 0 else 'differs'})")
     checks = [r for r in kernel_records(records) if r.get("check")]
     for r in checks:
         if "error" in r:
@@ -201,13 +252,17 @@ def main(argv=None) -> int:
         peak = a.peak_tflops if a.peak_tflops is not None else dense_peak(device)
         print(f"### {device} (torch {mine[0].get('torch', '?')}; dense bf16 peak "
               f"{'unknown' if peak is None else f'{peak:.0f} TFLOP/s'})")
-        for title, rows in (("Window attention kernels", kernel_table(mine, peak)),
+        for title, rows in (("Checks", check_table(mine)), ("Window attention kernels", kernel_table(mine, peak)),
                             ("One model call's memory", memory_table(mine)), ("One denoising step", step_table(mine))):
             if len(rows) > 2:
                 print(f"\n#### {title}\n")
                 print("\n".join(rows))
         print("\n#### Targets\n")
         print("\n".join(targets(mine, peak)))
+        skipped = skipped_lines(mine)
+        if skipped:
+            print("\n#### Skipped (time budget)\n")
+            print("\n".join(skipped))
         print()
     if a.png:
         device = next((d for d in reversed(devices) if not d.startswith("CPU")), devices[-1])

@@ -48,7 +48,9 @@ def build(comfy, preset):
     return model
 
 
-def patched(comfy, model, mode, native):
+def patched(comfy, model, mode, native, *, storage="auto", execution="auto"):
+    """``model`` with the FreeSwim nodes of ``mode`` (full: none; window; dual; cacheN: guide
+    interval N) applied as a graph would."""
     if mode == "full":
         return model
     (m,) = comfy.run_node("FreeSwimWindowAttentionPatch", model=model, native_size="custom",
@@ -57,12 +59,38 @@ def patched(comfy, model, mode, native):
     if mode == "window":
         return m
     (m,) = comfy.run_node("FreeSwimDualPathOverride", model=m, passes="cond", override_image_cross=False,
-                          start_percent=0.0, end_percent=1.0)
+                          start_percent=0.0, end_percent=1.0, execution=execution)
     if mode == "dual":
         return m
-    (m,) = comfy.run_node("FreeSwimCrossAttnCache", model=m, guide_interval=int(mode[5:]), storage="auto",
+    (m,) = comfy.run_node("FreeSwimCrossAttnCache", model=m, guide_interval=int(mode[5:]), storage=storage,
                           precision="model")
     return m
+
+
+def device_label() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+
+
+def measure(comfy, model, mode, preset_name, preset, shape, steps) -> dict:
+    """Average seconds per step of ``steps`` euler steps (cfg 5) in ``mode``, after a one-step
+    warm-up (weights loaded, kernels compiled); the run report of FreeSwim modes."""
+    m = patched(comfy, model, mode, preset["native"])
+    latent = torch.zeros(1, *shape)
+    T, H, W = shape[1], shape[2] // 2, shape[3] // 2
+    comfy.ksample(m, latent, seed=0, steps=1)          # warm-up: loads weights, compiles
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    comfy.ksample(m, latent, seed=0, steps=steps)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    per_step = (time.perf_counter() - t0) / steps
+    report = comfy.last_report() if mode != "full" else {}
+    return dict(device=device_label(), preset=preset_name, tokens=T * H * W, latent=list(shape), mode=mode,
+                seconds=per_step, steps=steps,
+                peak_gb=torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None,
+                freeswim=report or None)
 
 
 def main():
@@ -81,40 +109,27 @@ def main():
     comfy.comfy_ready()
     model = build(comfy, preset)
     shape = tuple(int(v) for v in a.latent.split(",")) if a.latent else preset["latent"]
-    latent = torch.zeros(1, *shape)
     T, H, W = shape[1], shape[2] // 2, shape[3] // 2
-    dev = "cuda" if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    print(f"device: {torch.cuda.get_device_name() if torch.cuda.is_available() else dev}; torch {torch.__version__}; "
-          f"Wan dim {preset['dim']}, {preset['layers']} blocks; latent {list(latent.shape)} -> tokens "
+    print(f"device: {device_label()}; torch {torch.__version__}; "
+          f"Wan dim {preset['dim']}, {preset['layers']} blocks; latent {[1, *shape]} -> tokens "
           f"{T}x{H}x{W} = {T * H * W:,}; native {preset['native'][0]}x{preset['native'][1]} px; "
           f"{steps} euler steps, cfg 5")
     print("| mode | s / step | vs full | peak GPU (GB) | cache |")
     print("|---|---|---|---|---|")
     base = None
     for mode in a.modes.split(","):
-        m = patched(comfy, model, mode, preset["native"])
-        comfy.ksample(m, latent, seed=0, steps=1)          # warm-up: loads weights, compiles
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        comfy.ksample(m, latent, seed=0, steps=steps)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        per_step = (time.perf_counter() - t0) / steps
-        base = base or (per_step if mode == "full" else None)
-        peak = f"{torch.cuda.max_memory_allocated() / 1e9:.1f}" if torch.cuda.is_available() else ""
-        report = comfy.last_report() if mode != "full" else {}
+        r = measure(comfy, model, mode, a.preset, preset, shape, steps)
+        report = r["freeswim"] or {}
+        base = base or (r["seconds"] if mode == "full" else None)
+        peak = "" if r["peak_gb"] is None else f"{r['peak_gb']:.1f}"
         cache = (f"{report['guide_calls']} guide / {report['reuse_calls']} reuse calls, "
                  f"{report['cache_bytes'] / 2**20:.1f} MB on {report['cache_storage']}"
                  if report.get("cache_storage") else report.get("cache_off_reason") or "")
-        ratio = f"{per_step / base:.2f}x" if base else ""
-        print(f"| {mode} | {per_step:.3f} | {ratio} | {peak} | {cache} |", flush=True)
+        ratio = f"{r['seconds'] / base:.2f}x" if base else ""
+        print(f"| {mode} | {r['seconds']:.3f} | {ratio} | {peak} | {cache} |", flush=True)
         if a.json:
             with open(a.json, "a") as f:
-                f.write(json.dumps(dict(device=dev if not torch.cuda.is_available() else torch.cuda.get_device_name(),
-                                        preset=a.preset, tokens=T * H * W, latent=list(shape), mode=mode,
-                                        seconds=per_step, steps=steps, freeswim=report or None)) + "\n")
+                f.write(json.dumps(r) + "\n")
 
 
 if __name__ == "__main__":

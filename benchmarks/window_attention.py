@@ -111,11 +111,18 @@ def _time(fn, device, repeat):
     return statistics.median(times), first
 
 
+def random_qkv(heads: int, tokens: int, head_dim: int, device, dtype, seed: int = 0):
+    """q, k, v drawn on ``device`` in ``dtype`` (at 4K with 40 heads, 1e10 values: minutes on a CPU's
+    generator, milliseconds on a GPU's), as inference tensors, as ComfyUI's activations are."""
+    with torch.inference_mode():
+        g = torch.Generator(device=device).manual_seed(seed)
+        return [torch.randn(1, heads, tokens, head_dim, generator=g, device=device, dtype=dtype) for _ in range(3)]
+
+
 def bench_case(label, grid, window, heads, backend, device, dtype, repeat, head_dim=128, verify=False):
     grid, window = TokenGrid(*grid), Window(*window)
     L = grid.tokens
-    g = torch.Generator(device="cpu").manual_seed(0)
-    q, k, v = (torch.randn(1, heads, L, head_dim, generator=g).to(device=device, dtype=dtype) for _ in range(3))
+    q, k, v = random_qkv(heads, L, head_dim, device, dtype)
     scale = head_dim ** -0.5
     useful = 4.0 * float(keys_per_query(grid, window).sum()) * head_dim * heads
     build, mask_bytes = 0.0, 0
@@ -135,20 +142,66 @@ def bench_case(label, grid, window, heads, backend, device, dtype, repeat, head_
             build, mask_bytes = time.perf_counter() - t0, lists.nbytes()
         fn = lambda: window_attention(q, k, v, grid, window, scale=scale, backend=backend)  # noqa: E731
     try:
-        sec, first = _time(fn, device, repeat)
+        with torch.inference_mode():
+            sec, first = _time(fn, device, repeat)
     except Exception as exc:  # a backend that cannot run this size is a result, not a crash
-        return dict(label=label, backend=backend, error=f"{type(exc).__name__}: {str(exc)[:120]}")
+        return dict(label=label, backend=backend, heads=heads, error=f"{type(exc).__name__}: {str(exc)[:200]}")
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
     err = None
     if verify and backend in ("flex", "reference"):
         # exact tiled reference on the same inputs; both backends return frame-major tokens
-        got = fn()
-        ref = window_attention(q, k, v, grid, window, scale=scale, backend="chunked")
-        err = (got.float() - ref.float()).abs().max().item()
+        with torch.inference_mode():
+            got = fn()
+            ref = window_attention(q, k, v, grid, window, scale=scale, backend="chunked")
+            err = (got.float() - ref.float()).abs().max().item()
     return dict(label=label, backend=backend, heads=heads, tokens=L, ms=sec * 1e3, first_call_ms=first * 1e3,
                 tflops=useful / sec / 1e12, mask_build_ms=build * 1e3, mask_mb=mask_bytes / 1e6,
                 peak_gb=None if peak is None else peak / 1e9, max_err=err)
 
+
+
+def center_clamp_mask(grid: TokenGrid, window: Window, device) -> torch.Tensor:
+    """``[L, L]`` boolean: key visible to query, by the reference code's rule (the window centre
+    clamped to ``[d, size - 1 - d]`` per axis, all frames), odd windows only; frame-major tokens."""
+    if window.h % 2 == 0 or window.w % 2 == 0:
+        raise ValueError("center_clamp_mask: the reference rule is stated for odd windows")
+    T, H, W = grid.as_tuple()
+    dh, dw = window.h // 2, window.w // 2
+    pos = torch.arange(H * W, device=device)
+    h, w = pos // W, pos % W
+    ch, cw = h.clamp(dh, H - 1 - dh), w.clamp(dw, W - 1 - dw)
+    spatial = ((h[None] - ch[:, None]).abs() <= dh) & ((w[None] - cw[:, None]).abs() <= dw)   # [query, key]
+    return spatial[None, :, None, :].expand(T, H * W, T, H * W).reshape(grid.tokens, grid.tokens)
+
+
+def backends_check(label, grid, window, heads, device, dtype, head_dim=128) -> list[dict]:
+    """Every backend through ``window_attention`` against a dense attention masked by the reference
+    rule (:func:`center_clamp_mask`), computed in float32 from the same inputs: max abs error and
+    the relative error ``||out - ref|| / ||ref||``, per backend, with the time of one call."""
+    from freeswim_core.attention import backend_for
+    grid, window = TokenGrid(*grid), Window(*window)
+    q, k, v = random_qkv(heads, grid.tokens, head_dim, device, dtype, seed=1)
+    scale = head_dim ** -0.5
+    rows = []
+    with torch.inference_mode():
+        mask = center_clamp_mask(grid, window, device)
+        ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, scale=scale)
+        del mask
+        for backend in ("flex", "chunked", "auto"):
+            try:
+                fn = lambda: window_attention(q, k, v, grid, window, scale=scale, backend=backend)  # noqa: E731
+                sec, first = _time(fn, device, 1)
+                out = fn().float()
+            except Exception as exc:
+                rows.append(dict(label=label, backend=backend, check="vs dense masked",
+                                 error=f"{type(exc).__name__}: {str(exc)[:200]}"))
+                continue
+            rows.append(dict(label=label, backend=backend, check="vs dense masked", heads=heads, tokens=grid.tokens,
+                             used=backend_for(q, grid, window, backend), ms=sec * 1e3, first_call_ms=first * 1e3,
+                             max_err=(out - ref).abs().max().item(),
+                             rel_err=((out - ref).norm() / ref.norm()).item()))
+            del out
+    return rows
 
 
 def mask_only():

@@ -1,17 +1,33 @@
-"""The GPU benchmark suite's smoke mode: every part runs end to end on the CPU at tiny sizes and
-writes its JSON lines (the same code a GPU session runs at real sizes)."""
+"""The GPU suite: its one command's dry run on the CPU (every case at tiny sizes, the same code a GPU
+machine runs at real sizes), its time budget, its import check, and the report of its lines."""
 import json
+import os
 import subprocess
 import sys
+import time
 
 from harness.inprocess import REPO
 
 
-def test_gpu_suite_smoke_runs_every_part(tmp_path):
-    out = tmp_path / "suite.jsonl"
-    subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_suite.py"), "--smoke", "--out", str(out)],
-                   check=True, timeout=600, cwd=REPO, capture_output=True)
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+def _records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_gpu_run_smoke_runs_every_case_and_writes_its_lines(tmp_path):
+    """``bash benchmarks/gpu_run.sh --smoke``: the GPU machine's command on the CPU. Each case writes
+    its lines: every backend within float32 rounding of a dense masked attention; the cache read
+    back from the model's device and from host memory gives the same latent; kernels, steps and a
+    model call measured; a summary with nothing skipped or failed."""
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_run.sh"), "--smoke"], check=True, timeout=600,
+                   cwd=REPO, capture_output=True, env=env)
+    records = _records(tmp_path / "gpu_suite.jsonl")
+    assert (tmp_path / "gpu_run.log").read_text().count('"part": "summary"') == 1
+    checks = [r for r in records if r.get("check") == "vs dense masked"]
+    assert {r["backend"]: r["used"] for r in checks} == {"flex": "flex", "chunked": "chunked", "auto": "chunked"}
+    assert all(r["rel_err"] < 1e-5 and r["tokens"] == 720 for r in checks)
+    (storage,) = [r for r in records if r.get("check") == "cache storage"]
+    assert storage["max_err"] == 0.0 and storage["reuse_calls"] > 0
     kernels = [r for r in records if r.get("part") == "kernels"]
     assert {r["backend"] for r in kernels} == {"chunked", "dense"}
     assert all(r["ms"] > 0 and r["tflops"] > 0 and r["tokens"] == 720 for r in kernels)
@@ -20,9 +36,57 @@ def test_gpu_suite_smoke_runs_every_part(tmp_path):
     steps = [r for r in records if "mode" in r]
     assert [r["mode"] for r in steps] == ["full", "window"] and all(r["seconds"] > 0 for r in steps)
     assert steps[1]["freeswim"]["windowed_calls"] > 0
+    (summary,) = [r for r in records if r.get("part") == "summary"]
+    assert summary["ran"] == 7 and summary["skipped"] == [] and summary["failed"] == []
     assert all(r["device"].startswith("CPU") for r in records)
 
 
+def test_cases_run_in_order_within_the_budget_and_a_failure_is_a_result(tmp_path):
+    """Cases whose estimate does not fit what is left of the budget (wall time) are skipped, a line
+    each, and the later ones that fit still run; a case that raises is recorded with its error and
+    the suite goes on. Budget 2 s: "a" takes 1 s, so "b" (1.5 s) does not fit the 1 s left; the
+    failing "c" (0.1 s) and "d" (0.3 s) do."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu_suite
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    ran = []
+
+    def case(label, estimate, seconds=0.0, fail=False):
+        def run():
+            ran.append(label)
+            time.sleep(seconds)
+            if fail:
+                raise RuntimeError("no kernel for this (test)")
+            return [{"part": "kernels", "label": label, "backend": "flex", "ms": 1.0}]
+        return gpu_suite.Case("kernels", label, estimate, run, {"backend": "flex"})
+
+    out = tmp_path / "suite.jsonl"
+    summary = gpu_suite.run_suite([case("a", 0.2, seconds=1.0), case("b", 1.5), case("c", 0.1, fail=True),
+                                   case("d", 0.3)], out, 2.0)
+    assert ran == ["a", "c", "d"]
+    assert summary["skipped"] == ["b"] and summary["failed"] == ["c"] and summary["ran"] == 3
+    lines = _records(out)
+    assert [(r["label"], "skipped" in r, "error" in r) for r in lines[:-1]] == [
+        ("a", False, False), ("b", True, False), ("c", False, True), ("d", False, False)]
+    assert lines[-1]["part"] == "summary"
+    assert lines[1]["skipped"].startswith("budget: about 2 s needed, 1 s left")
+    assert lines[2]["error"] == "RuntimeError: no kernel for this (test)" and lines[2]["backend"] == "flex"
+
+
+def test_a_missing_import_stops_the_suite_before_any_case(tmp_path):
+    """The suite imports the host and everything its cases use first: a host that cannot be
+    imported stops it within seconds, with the reason, before any case runs or any line is written."""
+    env = {**os.environ, "FREESWIM_COMFYUI": str(tmp_path / "not-comfyui")}
+    (tmp_path / "not-comfyui").mkdir()
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_suite.py"), "--smoke", "--out",
+                           str(tmp_path / "suite.jsonl")], timeout=120, cwd=REPO, capture_output=True, text=True,
+                          env=env)
+    assert done.returncode == 3 and time.monotonic() - t0 < 60
+    assert "preflight failed (nothing was run)" in done.stderr and "not a ComfyUI tree" in done.stderr
+    assert not (tmp_path / "suite.jsonl").exists()
 def test_suite_report_tables_targets_and_plot(tmp_path):
     """The report turns suite lines into the docs' tables, one section per device, the last line of a
     case winning (a part run again); it checks each target against the measured values (worked by
