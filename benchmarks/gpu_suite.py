@@ -83,6 +83,17 @@ class Case:
     estimate_s: float
     run: Callable[[], list[dict]]
     extra: dict = field(default_factory=dict)      # fields a skip or error record carries (backend, ...)
+    id: str = ""                                   # short name for --cases
+
+    def __post_init__(self):
+        if not self.id:
+            heads = self.extra.get("heads")
+            self.id = "-".join(p for p in (self.part, _size_name(self.label), self.extra.get("backend"),
+                                           heads and f"{heads}h") if p)
+
+
+def _size_name(label: str) -> str:
+    return "1080p" if "1088" in label else "4k" if "2160" in label else "tiny"
 
 
 # --- kernels -----------------------------------------------------------------------------------
@@ -109,7 +120,8 @@ def flex_check_case(spec, estimate_s: float) -> Case:
         r = bench_case(label + ", 2-head check", grid, window, 2, "flex", dev, dtype, repeat=1, verify=True)
         return [{"part": "kernels", "check": "flex vs chunked", **r}]
     return Case("kernels", label + ", 2-head check", estimate_s, run, {"backend": "flex", "heads": 2,
-                                                                       "check": "flex vs chunked"})
+                                                                       "check": "flex vs chunked"},
+                id=f"check-flex-{_size_name(label)}")
 
 
 def backends_check_case(spec, estimate_s: float) -> Case:
@@ -122,7 +134,7 @@ def backends_check_case(spec, estimate_s: float) -> Case:
         dev = device()
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
         return [{"part": "check", **r} for r in backends_check(label, grid, window, heads, dev, dtype)]
-    return Case("check", label + ", backends vs dense", estimate_s, run)
+    return Case("check", label + ", backends vs dense", estimate_s, run, id="check-backends")
 
 
 # --- the nodes on the device ------------------------------------------------------------------
@@ -162,8 +174,8 @@ def storage_check_case(mode: str, estimate_s: float) -> Case:
         return [{"part": "check", "label": label, "check": "cache storage", "max_err": diff,
                  "stored_on": {k: r.get("cache_storage") for k, r in reports.items()},
                  "prefetch": reports["cpu"].get("cache_prefetch"),
-                 "reuse_calls": reports["cpu"].get("reuse_calls"), "backend_used": reports["cpu"].get("backend")}]
-    return Case("check", label, estimate_s, run)
+                 "reuse_calls": reports["cpu"].get("reuse_calls"), "backends": reports["cpu"].get("backends")}]
+    return Case("check", label, estimate_s, run, id="check-cache-storage")
 
 
 def step_case(mode: str, suite_mode: str, estimate_s: float, steps: int) -> Case:
@@ -179,26 +191,39 @@ def step_case(mode: str, suite_mode: str, estimate_s: float, steps: int) -> Case
             _MODELS[preset_name] = step.build(comfy, preset)
         latent = STEP_SMOKE["latent"] if suite_mode == "smoke" else preset["latent"]
         return [step.measure(comfy, _MODELS[preset_name], mode, preset_name, preset, latent, steps)]
-    return Case("step", f"{preset_name} {mode}", estimate_s, run, {"mode": mode})
+    return Case("step", f"{preset_name} {mode}", estimate_s, run, {"mode": mode}, id=f"step-{mode}")
 
 
-def memory_case(spec, suite_mode: str, estimate_s: float) -> Case:
-    """One real model call (window + dual path, sequential) of a random-weight Wan in ComfyUI:
-    the device's peak beside the trace of the same call (harness/memory_trace.py)."""
+def _model(comfy, dims: dict, blocks: int):
+    """A random-weight Wan of these dimensions, kept while the next case asks for the same one (one
+    model at a time: the step cases' 1.3B is dropped when a memory case needs another)."""
+    key = (dims["dim"], dims["ffn"], blocks)
+    if key not in _MODELS:
+        import comfy.model_management as mm
+        _MODELS.clear()
+        mm.unload_all_models()
+        dev = device()
+        _MODELS[key] = comfy.load_tiny_wan(dim=dims["dim"], layers=blocks, ffn_dim=dims["ffn"], device=dev,
+                                           dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    return _MODELS[key]
+
+
+def memory_case(spec, mode: str, suite_mode: str, estimate_s: float) -> Case:
+    """One real model call (``mode``: window, or dual with sequential execution) of a random-weight
+    Wan in ComfyUI: the device's peak beside the trace of the same call (harness/memory_trace.py),
+    inputs in the dtype ComfyUI chose for the model (it may load bf16 weights as fp16)."""
     label, dims, blocks, latent, native = spec
 
     def run():
         comfy = _host()
         import comfy.model_management as mm
         from benchmarks.step import patched
-        _MODELS.clear()
-        mm.unload_all_models()
         dev = device()
-        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-        model = comfy.load_tiny_wan(dim=dims["dim"], layers=blocks, ffn_dim=dims["ffn"], device=dev, dtype=dtype)
-        m = patched(comfy, model, "dual", native, execution="sequential")
+        m = patched(comfy, _model(comfy, dims, blocks), mode, native, execution="sequential")
         mm.load_models_gpu([m])
-        dm = m.model.diffusion_model
+        base = m.model
+        dm = base.diffusion_model
+        dtype = base.manual_cast_dtype or base.get_dtype()
         to = comfy.sampling_options(m, cond_or_uncond=[0], uuids=["cond"], sigma=0.9, sample_sigmas=[0.9, 0.0])
         weights = sum(p.numel() * p.element_size() for p in dm.parameters())
         with torch.inference_mode():
@@ -220,56 +245,58 @@ def memory_case(spec, suite_mode: str, estimate_s: float) -> Case:
         traced = None
         if suite_mode == "gpu":        # the same call traced: its activations (weights differ by block count)
             from harness.memory_trace import trace
-            traced = trace("1.3b", latent[3] * 8, latent[2] * 8, (latent[1] - 1) * 4 + 1, "dual",
+            traced = trace("1.3b", latent[3] * 8, latent[2] * 8, (latent[1] - 1) * 4 + 1, mode,
                            execution="sequential").activation_peak_bytes
-        del m, model, dm
-        mm.unload_all_models()
-        return [{"part": "memory", "label": label, "blocks": blocks, "latent": list(latent),
-                 "weights_bytes": weights, "max_memory_allocated": peak,
-                 "activations_measured": None if peak is None else peak - before,
+        return [{"part": "memory", "label": f"{label}, {mode}", "mode_of_call": mode, "blocks": blocks,
+                 "latent": list(latent), "dtype": str(dtype).split(".")[-1], "weights_bytes": weights,
+                 "max_memory_allocated": peak, "activations_measured": None if peak is None else peak - before,
                  "activations_traced": traced, "seconds": seconds}]
-    return Case("memory", label, estimate_s, run)
+    return Case("memory", f"{label}, {mode}", estimate_s, run,
+                id=f"memory-{_size_name(label)}-{mode}")
 
 
 # --- the plan ----------------------------------------------------------------------------------
 
 def plan(mode: str) -> list[Case]:
-    """The cases in order of value. Estimates (seconds on an H100/H200, compilation included) are
-    what the budget is spent by; a case whose estimate does not fit what is left is skipped."""
+    """The cases in order of value. Estimates (seconds on an H200, compilation included, from the
+    suite's own runs, rounded up) are what the budget is spent by; a case whose estimate does not
+    fit what is left is skipped."""
     if mode == "smoke":
         return [backends_check_case(CHECK_SMOKE, 1), storage_check_case("smoke", 1),
                 kernel_case(TINY, "chunked", 1), kernel_case(TINY, "dense", 1),
                 step_case("full", "smoke", 1, STEP_SMOKE["steps"]),
                 step_case("window", "smoke", 1, STEP_SMOKE["steps"]),
-                memory_case(MEMORY_CASES["smoke"][0], "smoke", 1)]
+                memory_case(MEMORY_CASES["smoke"][0], "dual", "smoke", 1)]
     return [
         # 1. does the GPU path work: every backend against a dense reference; the nodes' cache
         #    in device and pinned host memory (side stream, uploads ahead)
-        backends_check_case(CHECK, 60),
-        storage_check_case("gpu", 40),
+        backends_check_case(CHECK, 15),
+        storage_check_case("gpu", 10),
         # 2. the targets: flex vs the reference-style implementation at 1080p; flex at 4K vs peak
-        kernel_case(P1080_13B, "flex", 25),
-        kernel_case(P1080_13B, "reference", 45),
+        kernel_case(P1080_13B, "flex", 10),
+        kernel_case(P1080_13B, "reference", 15),
         kernel_case(P1080_13B, "dense", 5),
-        kernel_case(P4K_13B, "flex", 30),
-        kernel_case(P4K_13B, "dense", 30, repeat=2),
+        kernel_case(P4K_13B, "flex", 10),
+        kernel_case(P4K_13B, "dense", 25, repeat=2),
         # 3. one denoising step of 1.3B at 1088p: the cache's saving against full attention
-        step_case("window", "gpu", 40, 3),
-        step_case("full", "gpu", 75, 2),
-        step_case("cache5", "gpu", 60, 5),
-        # 4. the memory planner's claims: a real call's peak against its trace
-        memory_case(MEMORY_CASES["gpu"][0], "gpu", 40),
+        step_case("window", "gpu", 65, 3),
+        step_case("full", "gpu", 110, 2),
+        step_case("cache5", "gpu", 115, 5),
+        # 4. the memory planner's claims: real calls' peaks against their traces
+        memory_case(MEMORY_CASES["gpu"][0], "dual", "gpu", 40),
+        memory_case(MEMORY_CASES["gpu"][0], "window", "gpu", 25),
+        memory_case(MEMORY_CASES["gpu"][1], "dual", "gpu", 30),
         # 5. the fallback backend at real sizes, 14B's head count, the rest of the step modes
-        kernel_case(P1080_13B, "chunked", 20, repeat=2),
-        kernel_case(P1080_14B, "flex", 30),
-        kernel_case(P4K_14B, "flex", 15),
-        step_case("dual", "gpu", 60, 2),
-        kernel_case(P4K_13B, "chunked", 45, repeat=1),
-        memory_case(MEMORY_CASES["gpu"][1], "gpu", 30),
-        flex_check_case(P4K_13B, 30),
-        kernel_case(P1080_14B, "reference", 45),
-        step_case("cache2", "gpu", 60, 4),
+        kernel_case(P1080_13B, "chunked", 5, repeat=2),
+        kernel_case(P4K_13B, "chunked", 20, repeat=2),
+        flex_check_case(P4K_13B, 20),
+        kernel_case(P1080_14B, "flex", 10),
+        kernel_case(P4K_14B, "flex", 20),
+        kernel_case(P1080_14B, "reference", 20),
         kernel_case(P1080_14B, "dense", 10),
+        step_case("dual", "gpu", 95, 2),
+        step_case("cache5-cpu", "gpu", 120, 5),
+        step_case("cache2", "gpu", 110, 4),
     ]
 
 
@@ -332,15 +359,23 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "gpu_suite.jsonl")
     ap.add_argument("--list", action="store_true", help="print the cases and their estimates, run nothing")
     ap.add_argument("--only", default=None, help="comma-separated parts to run (check, kernels, step, memory)")
+    ap.add_argument("--cases", default=None, help="comma-separated case ids to run (see --list), in plan order")
     a = ap.parse_args()
     mode = "smoke" if a.smoke else "gpu"
     cases = plan(mode)
     if a.only:
         parts = set(a.only.split(","))
         cases = [c for c in cases if c.part in parts]
+    if a.cases:
+        wanted = set(a.cases.split(","))
+        unknown = wanted - {c.id for c in cases}
+        if unknown:
+            print(f"unknown case ids: {', '.join(sorted(unknown))} (see --list)", file=sys.stderr)
+            return 2
+        cases = [c for c in cases if c.id in wanted]
     if a.list:
         for c in cases:
-            print(f"{c.estimate_s:5.0f} s  {c.part:8s} {c.label} {c.extra or ''}")
+            print(f"{c.estimate_s:5.0f} s  {c.id:28s} {c.label}")
         print(f"{sum(c.estimate_s for c in cases):5.0f} s  in all")
         return 0
     if mode == "gpu" and not torch.cuda.is_available():

@@ -5,6 +5,7 @@ Modes
   window        FreeSwim Window Attention Patch
   dual          + Dual-Path Override (conditional pass), no cache: full branch every step
   cache2/cache5 + Cross-Attn Cache with guide interval 2 / 5
+  cache5-cpu    the same, the features kept in (pinned) host memory
 
 Each mode samples ``--steps`` steps with ComfyUI's own KSampler (euler) and reports
 the average time per step, so cache modes are averaged over a schedule of guide
@@ -50,7 +51,7 @@ def build(comfy, preset):
 
 def patched(comfy, model, mode, native, *, storage="auto", execution="auto"):
     """``model`` with the FreeSwim nodes of ``mode`` (full: none; window; dual; cacheN: guide
-    interval N) applied as a graph would."""
+    interval N; cacheN-cpu: the same with the features in host memory) applied as a graph would."""
     if mode == "full":
         return model
     (m,) = comfy.run_node("FreeSwimWindowAttentionPatch", model=model, native_size="custom",
@@ -62,7 +63,8 @@ def patched(comfy, model, mode, native, *, storage="auto", execution="auto"):
                           start_percent=0.0, end_percent=1.0, execution=execution)
     if mode == "dual":
         return m
-    (m,) = comfy.run_node("FreeSwimCrossAttnCache", model=m, guide_interval=int(mode[5:]), storage=storage,
+    interval, _, where = mode[5:].partition("-")        # cacheN, or cacheN-cpu: the features in host memory
+    (m,) = comfy.run_node("FreeSwimCrossAttnCache", model=m, guide_interval=int(interval), storage=where or storage,
                           precision="model")
     return m
 
