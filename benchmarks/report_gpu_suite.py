@@ -80,9 +80,19 @@ def check_table(records: list[dict]) -> list[str]:
     return rows
 
 
+def case_key(r: dict) -> tuple:
+    """What a record measures: a step mode, or a (part, label, backend, heads, check) case."""
+    if "mode" in r:
+        return ("step", r["mode"])
+    return (r.get("part"), r.get("label"), r.get("backend"), r.get("heads"), r.get("check"))
+
+
 def skipped_lines(records: list[dict]) -> list[str]:
+    """Cases skipped for the time budget and not measured by another run in the same lines."""
+    done = {case_key(r) for r in measured(records) if "error" not in r}
+    skips = latest([r for r in records if "skipped" in r and r.get("part") != "summary"], case_key)
     return [f"- {r['label']}{' (' + r['backend'] + ')' if r.get('backend') else ''}: {r['skipped']}"
-            for r in records if "skipped" in r and r.get("part") != "summary"]
+            for r in skips if case_key(r) not in done]
 
 
 def kernel_table(records: list[dict], peak: Optional[float]) -> list[str]:
@@ -101,17 +111,22 @@ def kernel_table(records: list[dict], peak: Optional[float]) -> list[str]:
 
 def memory_table(records: list[dict]) -> list[str]:
     rows = ["| call | weights GB | max_memory_allocated GB | activations measured GB | activations traced GB "
-            "| s |", "|---|---|---|---|---|---|"]
+            "| measured / traced | s |", "|---|---|---|---|---|---|---|"]
     for r in latest([r for r in measured(records) if r.get("part") == "memory"], lambda r: r["label"]):
         if "error" in r:
-            rows.append(f"| {r['label']} | {r['error']} | | | | |")
+            rows.append(f"| {r['label']} | {r['error']} | | | | | |")
             continue
         gb = {k: None if r.get(k) is None else r[k] / 1e9
               for k in ("weights_bytes", "max_memory_allocated", "activations_measured", "activations_traced")}
         rows.append(f"| {r['label']} | {_num(gb['weights_bytes'], '.2f')} "
                     f"| {_num(gb['max_memory_allocated'], '.2f')} | {_num(gb['activations_measured'], '.2f')} "
-                    f"| {_num(gb['activations_traced'], '.2f')} | {r['seconds']:.2f} |")
+                    f"| {_num(gb['activations_traced'], '.2f')} | {_ratio(r)} | {r['seconds']:.2f} |")
     return rows
+
+
+def _ratio(r: dict) -> str:
+    measured, traced = r.get("activations_measured"), r.get("activations_traced")
+    return f"{measured / traced:.2f}" if measured and traced else ""
 
 
 def step_runs(records: list[dict]) -> dict[tuple, dict[str, dict]]:
