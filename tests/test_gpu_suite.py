@@ -113,6 +113,19 @@ def test_suite_report_tables_targets_and_plot(tmp_path):
         {"device": cpu, "preset": "cpu", "mode": "full", "tokens": 720, "seconds": 100.0},
         {"device": h100, "preset": "1.3b", "mode": "full", "tokens": 171360, "seconds": 10.0},
         {"device": h100, "preset": "1.3b", "mode": "cache5", "tokens": 171360, "seconds": 3.5},
+        {"device": h100, "part": "check", "label": "grid A", "backend": "flex", "check": "vs dense masked",
+         "used": "flex", "max_err": 1e-3, "rel_err": 2e-3, "ms": 3.0, "first_call_ms": 7000.0},
+        {"device": h100, "part": "check", "label": "grid A", "backend": "chunked", "check": "vs dense masked",
+         "used": "chunked", "max_err": 0.1, "rel_err": 0.05, "ms": 11.0, "first_call_ms": 80.0},
+        {"device": h100, "part": "memory", "label": "call X", "blocks": 30, "weights_bytes": 2e9,
+         "max_memory_allocated": 8e9, "activations_measured": 6e9, "activations_traced": 5e9, "seconds": 1.0},
+        # skipped in one run: listed unless a line of another run measured the same case
+        {"device": h100, "part": "kernels", "label": "1088x1920x81, 1.3B", "backend": "flex", "heads": 12,
+         "skipped": "budget: about 10 s needed, 3 s left"},
+        {"device": h100, "part": "kernels", "label": "2160x3840x81, 14B", "backend": "flex", "heads": 40,
+         "skipped": "budget: about 20 s needed, 3 s left"},
+        {"device": h100, "part": "step", "label": "1.3b cache2", "mode": "cache2", "skipped": "budget: x"},
+        {"device": h100, "part": "summary", "ran": 9, "skipped": ["x"], "failed": [], "seconds": 1.0},
     ]
     data = tmp_path / "suite.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in lines))
@@ -130,6 +143,13 @@ def test_suite_report_tables_targets_and_plot(tmp_path):
     assert "4K, 12 heads: 400 useful TFLOP/s, 40% of the 989 TFLOP/s dense peak (misses the 50% target)" in gpu
     assert "flex vs chunked, 2160x3840x81, 1.3B, 2-head check: max error 5.00e-01 (exceeds 0.02)" in gpu
     assert "(1.3b, 171,360 tokens): 0.35x (meets the 0.4x target)" in gpu
+    assert "| grid A: vs dense masked | flex (flex) | 1.00e-03 | 2.00e-03 | 3.0 | 7000 |" in gpu
+    assert "- flex vs dense masked attention, grid A: relative error 2.00e-03 (within 0.01)" in gpu
+    assert "- chunked vs dense masked attention, grid A: relative error 5.00e-02 (exceeds 0.01)" in gpu
+    assert "| call X | 2.00 | 8.00 | 6.00 | 5.00 | 1.20 | 1.00 |" in gpu                  # 6 / 5
+    skipped = gpu.split("#### Skipped (time budget)")[1].strip().splitlines()
+    assert skipped == ["- 2160x3840x81, 14B (flex): budget: about 20 s needed, 3 s left",
+                       "- 1.3b cache2: budget: x"]
     assert "dense bf16 peak unknown" in cpu_part and "| tiny 3x12x20 | chunked |" in cpu_part
     assert "cache interval 5 vs full-attention step: not measured" in cpu_part
     img = Image.open(png).convert("RGB")
