@@ -106,6 +106,8 @@ def main():
     preset = PRESETS[a.preset]
     steps = a.steps or preset["steps"]
     import harness.inprocess as comfy
+    from harness.inductor_cache import cache_for_threads
+    cache_for_threads()
     if torch.cuda.is_available():
         os.environ.setdefault("FREESWIM_COMFY_CPU", "0")
     comfy.comfy_ready()

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from freeswim_core import TokenGrid, Window, keys_per_query, window_attention  # noqa: E402
+from harness.inductor_cache import cache_for_threads  # noqa: E402
 from freeswim_core.attention.blocks import window_block_lists  # noqa: E402
 
 PRESETS = {
@@ -246,6 +247,7 @@ def main():
     if a.mask_only:
         mask_only()
         return
+    cache_for_threads()      # the reference-style flex compiles on the CPU too: one cache per thread count
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     preset = a.preset or ("gpu" if device.type == "cuda" else "cpu")
     dtype = getattr(torch, a.dtype or ("bfloat16" if device.type == "cuda" else "float32"))

@@ -97,7 +97,8 @@ class ComfyServer:
                "--base-directory", str(self.base), "--disable-metadata",
                # the database goes with the base directory too (its default is inside the ComfyUI tree)
                "--database-url", f"sqlite:///{self.base / 'user' / 'comfyui.db'}", *self.extra_args]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        from harness.inductor_cache import server_cache
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **server_cache()}
         self.proc = subprocess.Popen(cmd, cwd=self.comfyui, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)
         deadline = time.time() + timeout

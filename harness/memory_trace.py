@@ -108,7 +108,7 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
     dev = torch.device("cuda")
     flex = host.pack_module("freeswim_core.attention.flex")
     with FakeTensorMode(allow_non_fake_inputs=True), contextlib.ExitStack() as stack:
-        stack.enter_context(_patched(flex, "compiled_window_kernel", lambda: _stub_flex))
+        stack.enter_context(_patched(flex, "compiled_window_kernel", lambda *device: _stub_flex))
         stack.enter_context(_patched(flex, "window_block_mask", _block_tables(flex, unset_fake_temporarily)))
         # the fake device has no allocator to ask: the nodes' memory plan sees no free-memory limit
         stack.enter_context(_patched(host.pack_module("nodes.memory_plan"), "free_device_bytes", lambda device: None))

@@ -38,6 +38,9 @@ def pytest_configure(config):
         # Two workers on a small machine: one torch thread pool each, not two competing.
         import torch
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    # Kernels compiled on the CPU are specialised for the thread count: one cache per count.
+    from harness.inductor_cache import cache_for_threads
+    cache_for_threads()
 
 
 def pytest_generate_tests(metafunc):

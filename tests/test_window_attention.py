@@ -264,7 +264,7 @@ def test_a_failure_after_writing_over_the_queries_is_marked_and_keeps_its_type(m
             raise torch.OutOfMemoryError("CUDA out of memory (test)")
         return torch.zeros_like(q)
 
-    monkeypatch.setattr(flex, "compiled_window_kernel", lambda: kernel)
+    monkeypatch.setattr(flex, "compiled_window_kernel", lambda *device: kernel)
     for fail_at, partial in ((2, True), (1, False)):
         calls.clear()
         q, k, v = _qkv(1, 3, 720, 16, torch.float32)
@@ -401,3 +401,34 @@ def test_flex_compiles_one_graph_whatever_the_callers_grad_mode():
     assert len(_debug_get_cache_entry_list(flex._window_kernel.__code__)) == 1
     torch._dynamo.reset()
     flex._graph_keys.clear()
+
+
+_FLEX_IN_A_PROCESS = """
+import sys, torch
+sys.path.insert(0, sys.argv[2])
+torch.set_num_threads(int(sys.argv[1]))
+from freeswim_core import window_attention
+g = torch.Generator().manual_seed(0)
+q, k, v = (torch.randn(1, 2, 5 * 30 * 52, 32, generator=g) for _ in range(3))
+flex = window_attention(q, k, v, (5, 30, 52), (15, 27), backend="flex")
+chunked = window_attention(q, k, v, (5, 30, 52), (15, 27), backend="chunked")
+print((flex - chunked).abs().max().item())
+"""
+
+
+def test_a_cpu_flex_kernel_is_never_reused_by_a_process_with_another_thread_count(tmp_path):
+    """Inductor bakes the CPU thread count into the flex kernel and, in torch 2.11, leaves it out of
+    its on-disk cache key. Two processes share one cache folder: the first compiles the kernel with
+    one thread, the second runs with two; it must compile its own (not load the first's, which
+    writes past its per-thread buffers: a heap corruption) and match the chunked backend."""
+    import os
+    import subprocess
+    import sys
+    from harness.inprocess import REPO
+    env = {k: v for k, v in os.environ.items() if k != "FREESWIM_INDUCTOR_CACHE"}
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")
+    for threads in (1, 2):
+        done = subprocess.run([sys.executable, "-c", _FLEX_IN_A_PROCESS, str(threads), str(REPO)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{threads} thread(s): exit {done.returncode}: {done.stderr[-400:]}"
+        assert float(done.stdout.strip().splitlines()[-1]) < 1e-5

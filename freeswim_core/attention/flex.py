@@ -35,7 +35,7 @@ COPY_BUDGET = 1 << 30
 BLOCK_SIZE = 128
 
 _lock = threading.Lock()
-_compiled = None
+_compiled: dict[tuple, object] = {}  # ("cuda",) or ("cpu", threads) -> the compiled kernel
 _graph_keys: set[tuple] = set()      # shapes the compiled kernel holds a graph for
 
 
@@ -58,14 +58,23 @@ def _window_kernel(q, k, v, block_mask, scale):
     return flex_attention(q, k, v, score_mod=scaled, block_mask=block_mask, scale=1.0)
 
 
-def compiled_window_kernel():
+def _kernel_variant(device: torch.device) -> tuple:
+    """What a compiled kernel is specialised for besides its shapes. On the CPU: the thread count,
+    which inductor bakes into the kernel (its per-thread scratch buffers) but leaves out of its
+    on-disk cache key, so a kernel compiled by a process with another thread count would be loaded
+    and write past its buffers. Named in the compile options, it enters that key."""
+    return ("cpu", torch.get_num_threads()) if device.type == "cpu" else (device.type,)
+
+
+def compiled_window_kernel(device: torch.device | str = "cuda"):
     """``torch.compile`` of :func:`_window_kernel` (static shapes, one graph, no graph breaks),
-    created once per process."""
-    global _compiled
+    created once per process and device type (on the CPU, once per thread count)."""
+    variant = _kernel_variant(torch.device(device))
     with _lock:
-        if _compiled is None:
-            _compiled = torch.compile(_window_kernel, dynamic=False, fullgraph=True)
-        return _compiled
+        if variant not in _compiled:
+            options = {"cpp.threads": variant[1]} if variant[0] == "cpu" else None
+            _compiled[variant] = torch.compile(_window_kernel, dynamic=False, fullgraph=True, options=options)
+        return _compiled[variant]
 
 
 def _recompile_limit() -> int:
@@ -187,7 +196,7 @@ def flex_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     T, H, W = grid.as_tuple()
     Lp = padded_length(L, block_size)
     block_mask = window_block_mask(grid, window, inward, q.device, block_size)
-    kernel = compiled_window_kernel()
+    kernel = compiled_window_kernel(q.device)
     if out is None:
         out = torch.empty((B, L, NH, D), dtype=q.dtype, device=q.device).transpose(1, 2)
 
@@ -204,7 +213,7 @@ def flex_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             scale_t = torch.full((), D ** -0.5 if scale is None else scale, dtype=torch.float32, device=q.device)
             for bs, hs in _call_groups(B, NH, L, D, q.element_size()):
                 n = hs.stop - hs.start
-                _reserve_graph((str(q.device), grid, q.dtype, n, D, block_size))
+                _reserve_graph((str(q.device), _kernel_variant(q.device), grid, q.dtype, n, D, block_size))
                 o = kernel(to_inner(q[bs, hs]), to_inner(k[bs, hs]), to_inner(v[bs, hs]), block_mask, scale_t)
                 dest = out[bs, hs].unflatten(2, (T, H, W))            # [1, n, T, H, W, D], a view
                 dest.copy_(o[:, :, :L].unflatten(2, (H, W, T)).permute(0, 1, 4, 2, 3, 5))

@@ -1,0 +1,43 @@
+"""One inductor cache per CPU thread count, for the processes this repository starts.
+
+Inductor bakes the CPU thread count into the kernels it compiles (per-thread scratch buffers,
+``num_threads`` clauses) but, in torch 2.11, leaves it out of its on-disk cache key: a process
+that loads a kernel compiled by one with another thread count can write past those buffers
+and crash ("munmap_chunk(): invalid pointer"). The test workers run one thread each, a plain
+``pytest``, the benchmarks and the demo's server run with every core: each thread count gets a
+cache folder of its own under ``.cache/inductor/``. The pack's own flex kernel names its thread
+count in its compile options (``freeswim_core.attention.flex``), so it is safe in any cache;
+this covers everything else a process compiles (ComfyUI's TorchCompileModel, the benchmarks'
+reference-style flex).
+
+A ``TORCHINDUCTOR_CACHE_DIR`` the user set is kept; one set here (marked by
+``FREESWIM_INDUCTOR_CACHE``) is replaced in a child process that runs with another thread count.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MARK = "FREESWIM_INDUCTOR_CACHE"
+
+
+def cache_for_threads(threads: int | None = None) -> str:
+    """Point inductor's cache at ``.cache/inductor/cpu-threads-<n>`` for this process's thread
+    count (call after ``torch.set_num_threads`` and before anything compiles); returns the folder."""
+    import torch
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen and chosen != os.environ.get(MARK):
+        return chosen                      # the user's own choice
+    n = torch.get_num_threads() if threads is None else threads
+    path = str(REPO / ".cache" / "inductor" / f"cpu-threads-{n}")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.environ[MARK] = path
+    return path
+
+
+def server_cache() -> dict[str, str]:
+    """Environment for a ComfyUI server this repository starts (every core, its own folder)."""
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") and os.environ.get("TORCHINDUCTOR_CACHE_DIR") != os.environ.get(MARK):
+        return {}
+    path = str(REPO / ".cache" / "inductor" / "comfyui-server")
+    return {"TORCHINDUCTOR_CACHE_DIR": path, MARK: path}
