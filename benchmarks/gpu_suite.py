@@ -28,11 +28,14 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / "inductor"))
 os.environ.setdefault("TRITON_CACHE_DIR", str(ROOT / ".cache" / "triton"))
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+
+from harness.inductor_cache import cache_for_threads  # noqa: E402
+
+cache_for_threads()        # kernels compiled on the CPU are specialised for the thread count
 
 # Kernel cases: (label, grid, window, heads). 1.3B: 12 heads, native 832x480 (window 31 x 53); 14B:
 # 40 heads, native 1280x720 (window 45 x 81).
@@ -235,6 +238,9 @@ def memory_case(spec, mode: str, suite_mode: str, estimate_s: float) -> Case:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
+        from harness.allocator_peak import device_events, peak_sites, record_history
+        if dev.type == "cuda":          # who holds the bytes at the peak (costs some time: not a timing case)
+            record_history(True)
         started = time.perf_counter()
         with torch.inference_mode():
             dm(x, t, ctx, transformer_options=to)
@@ -242,6 +248,10 @@ def memory_case(spec, mode: str, suite_mode: str, estimate_s: float) -> Case:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
         peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else None
+        sites = None
+        if dev.type == "cuda":
+            _, sites = peak_sites(device_events())
+            record_history(False)
         traced = None
         if suite_mode == "gpu":        # the same call traced: its activations (weights differ by block count)
             from harness.memory_trace import trace
@@ -250,7 +260,7 @@ def memory_case(spec, mode: str, suite_mode: str, estimate_s: float) -> Case:
         return [{"part": "memory", "label": f"{label}, {mode}", "mode_of_call": mode, "blocks": blocks,
                  "latent": list(latent), "dtype": str(dtype).split(".")[-1], "weights_bytes": weights,
                  "max_memory_allocated": peak, "activations_measured": None if peak is None else peak - before,
-                 "activations_traced": traced, "seconds": seconds}]
+                 "activations_traced": traced, "seconds": seconds, "allocator_peak_sites": sites}]
     return Case("memory", f"{label}, {mode}", estimate_s, run,
                 id=f"memory-{_size_name(label)}-{mode}")
 

@@ -124,6 +124,16 @@ def memory_table(records: list[dict]) -> list[str]:
     return rows
 
 
+def peak_site_lines(records: list[dict]) -> list[str]:
+    """Per memory case with an allocator history: the code holding the bytes at the real peak."""
+    out = []
+    for r in latest([r for r in measured(records) if r.get("part") == "memory"], lambda r: r["label"]):
+        if r.get("allocator_peak_sites"):
+            sites = "; ".join(f"{site} {n / 1e9:.2f}" for site, n in r["allocator_peak_sites"])
+            out.append(f"- {r['label']} (GB live at the peak, by the innermost frame outside torch): {sites}")
+    return out
+
+
 def _ratio(r: dict) -> str:
     measured, traced = r.get("activations_measured"), r.get("activations_traced")
     return f"{measured / traced:.2f}" if measured and traced else ""
@@ -272,6 +282,10 @@ def main(argv=None) -> int:
             if len(rows) > 2:
                 print(f"\n#### {title}\n")
                 print("\n".join(rows))
+        sites = peak_site_lines(mine)
+        if sites:
+            print("\n#### Live at the peak of each model call\n")
+            print("\n".join(sites))
         print("\n#### Targets\n")
         print("\n".join(targets(mine, peak)))
         skipped = skipped_lines(mine)

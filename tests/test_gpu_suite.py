@@ -118,7 +118,8 @@ def test_suite_report_tables_targets_and_plot(tmp_path):
         {"device": h100, "part": "check", "label": "grid A", "backend": "chunked", "check": "vs dense masked",
          "used": "chunked", "max_err": 0.1, "rel_err": 0.05, "ms": 11.0, "first_call_ms": 80.0},
         {"device": h100, "part": "memory", "label": "call X", "blocks": 30, "weights_bytes": 2e9,
-         "max_memory_allocated": 8e9, "activations_measured": 6e9, "activations_traced": 5e9, "seconds": 1.0},
+         "max_memory_allocated": 8e9, "activations_measured": 6e9, "activations_traced": 5e9, "seconds": 1.0,
+         "allocator_peak_sites": [["ldm/wan/model.py:90 forward", 4e9], ["other", 2e9]]},
         # skipped in one run: listed unless a line of another run measured the same case
         {"device": h100, "part": "kernels", "label": "1088x1920x81, 1.3B", "backend": "flex", "heads": 12,
          "skipped": "budget: about 10 s needed, 3 s left"},
@@ -147,6 +148,8 @@ def test_suite_report_tables_targets_and_plot(tmp_path):
     assert "- flex vs dense masked attention, grid A: relative error 2.00e-03 (within 0.01)" in gpu
     assert "- chunked vs dense masked attention, grid A: relative error 5.00e-02 (exceeds 0.01)" in gpu
     assert "| call X | 2.00 | 8.00 | 6.00 | 5.00 | 1.20 | 1.00 |" in gpu                  # 6 / 5
+    assert "- call X (GB live at the peak, by the innermost frame outside torch): ldm/wan/model.py:90 forward " \
+           "4.00; other 2.00" in gpu
     skipped = gpu.split("#### Skipped (time budget)")[1].strip().splitlines()
     assert skipped == ["- 2160x3840x81, 14B (flex): budget: about 20 s needed, 3 s left",
                        "- 1.3b cache2: budget: x"]
