@@ -5,6 +5,15 @@ or directly in latent space) -> re-noise to ``strength`` -> denoise the last
 ``round(steps * strength)`` steps of a ``steps``-step schedule with the (normally
 FreeSwim-patched) model under flow shift ``shift``. Reference recipe: 50 steps x
 0.7 = 35 steps run, shift 9.0, cfg 5.0, bilinear pixel upscale.
+
+Wan2.2 A14B is a pair of experts: with ``model_high_noise`` connected, the steps
+whose sigma is at or above ``boundary`` run the high-noise expert and the rest the
+low-noise one (``model``), on one schedule, exactly as two chained
+KSamplerAdvanced nodes run them: the first with the noise and leftover noise
+returned, the second with no noise added, each a sampling run of its own (a
+multi-step sampler starts its history again at the switch, as there; FreeSwim's
+per-run state, its cache included, starts again too, so the first step after the
+switch is a guide step).
 """
 from __future__ import annotations
 
@@ -24,7 +33,8 @@ from ..freeswim_core.settings import RefineOptions
 from . import vae_tiles
 from .checks import check_choice, check_number
 from .errors import InvalidInput
-from .wan import wan_info
+from .options import options_of
+from .wan import WanInfo, wan_info
 
 NODE_NAME = "FreeSwim Latent Upscale Refine"
 UPSCALE_PATHS = ("pixel", "latent")
@@ -34,6 +44,42 @@ SPATIAL_CONDITIONING = ("concat_latent_image", "concat_mask", "reference_latents
 
 log = logging.getLogger("freeswim")
 _RECIPE = RefineOptions()
+# Where Wan2.2's own code hands a sampling run from the high-noise expert to the low-noise one: the
+# sigma (timestep / 1000) at and above which a step belongs to the high-noise expert, by model type.
+EXPERT_BOUNDARIES = {"t2v": 0.875, "i2v": 0.9}
+DEFAULT_BOUNDARY = EXPERT_BOUNDARIES["t2v"]
+
+
+def expert_boundary(info: WanInfo, boundary: float) -> float:
+    """The switch sigma: ``boundary``, or (0, auto) Wan2.2's own for the model type."""
+    if boundary > 0:
+        return boundary
+    return EXPERT_BOUNDARIES.get(info.model_type, DEFAULT_BOUNDARY)
+
+
+def high_noise_steps(sigmas: list[float], boundary: float) -> int:
+    """How many of the schedule's steps (each starting at ``sigmas[i]``, the last sigma ends the
+    schedule) start at or above ``boundary``: the high-noise expert's, at the front of a falling
+    schedule."""
+    count = 0
+    for sigma in sigmas[:-1]:
+        if sigma < boundary:
+            break
+        count += 1
+    return count
+
+
+def check_experts(low: WanInfo, high: WanInfo) -> None:
+    """The two experts of a pair share one architecture; anything else is a wiring mistake."""
+    def describe(i: WanInfo) -> str:
+        return (f"{i.model_type}, dim {i.dim}, {i.layers} blocks, {i.in_dim} input channels, "
+                f"{'Wan2.2 VAE' if i.vae_factor == 16 else 'Wan2.1 VAE'}")
+    if describe(low) != describe(high) or low.patch_size != high.patch_size:
+        raise InvalidInput(
+            f"{NODE_NAME}: model_high_noise ({describe(high)}) and model ({describe(low)}) are not the two "
+            "experts of one Wan2.2 A14B pair, which share one architecture. Connect the high-noise file to "
+            "model_high_noise and the low-noise file of the same pair (T2V with T2V, I2V with I2V) to model, "
+            "or leave model_high_noise unconnected to refine with one model.")
 
 
 def nearest_sizes(value: int, multiple: int) -> tuple[int, int]:
@@ -137,6 +183,13 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
                                tooltip="Flow shift applied to the model's sampling (as ModelSamplingSD3)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
                 io.Vae.Input("vae", optional=True, tooltip="Needed by the pixel path."),
+                io.Model.Input("model_high_noise", optional=True,
+                               tooltip="Wan2.2 A14B: the high-noise expert (FreeSwim-patched like model). Steps "
+                                       "at or above the boundary run it, the rest run model (the low-noise "
+                                       "expert), as two chained KSamplerAdvanced nodes would."),
+                io.Float.Input("boundary", default=0.0, min=0.0, max=0.999, step=0.005,
+                               tooltip="The sigma where model_high_noise hands over to model. 0: auto, Wan2.2's "
+                                       "own (0.875 for T2V, 0.9 for I2V)."),
             ],
             outputs=[io.Latent.Output(tooltip="The refined latent at the target size.")],
         )
@@ -144,8 +197,17 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent, width, height, scale_by, upscale_path,
                 resize_method, strength, steps, cfg, sampler_name, scheduler, shift, seed,
-                vae=None) -> io.NodeOutput:
+                vae=None, model_high_noise=None, boundary=0.0) -> io.NodeOutput:
         info = wan_info(model, NODE_NAME)
+        boundary = check_number(NODE_NAME, "boundary", boundary, minimum=0.0, maximum=1.0,
+                                why="It is a sigma between 0 and 1 (0: auto, Wan2.2's own).")
+        if boundary >= 1.0:
+            raise InvalidInput(f"{NODE_NAME}: boundary {boundary!r} is out of range: it must be below 1 (a sigma "
+                               "where the high-noise expert hands over; 0: auto, 0.875 for T2V, 0.9 for I2V).")
+        if model_high_noise is not None:
+            check_experts(info, wan_info(model_high_noise, NODE_NAME))
+            boundary = expert_boundary(info, boundary)
+            _warn_unpatched(model, model_high_noise)
         check_choice(NODE_NAME, "upscale_path", upscale_path, UPSCALE_PATHS)
         check_choice(NODE_NAME, "resize_method", resize_method, RESIZE_METHODS)
         # Everything is checked before the VAE or the sampler runs: a bad value costs no time.
@@ -197,16 +259,41 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
                                          model_options=shifted.model_options).sigmas
         sigmas = sigmas[-(run_steps + 1):]
         noise = comfy.sample.prepare_noise(up, seed, latent.get("batch_index"))
-        callback = latent_preview.prepare_callback(shifted, run_steps)   # progress + previews
-        out = comfy.sample.sample_custom(
-            shifted, noise, cfg, comfy.samplers.sampler_object(sampler_name), sigmas,
-            _resize_conditioning(positive, w_lat, h_lat), _resize_conditioning(negative, w_lat, h_lat),
-            up, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+        stages = [(shifted, 0, run_steps)]                 # (model, first step, end step) of the run
+        if model_high_noise is not None:
+            (shifted_high,) = ModelSamplingSD3().patch(model_high_noise, shift)
+            high = high_noise_steps([float(s) for s in sigmas], boundary)
+            stages = [st for st in ((shifted_high, 0, high), (shifted, high, run_steps)) if st[2] > st[1]]
+            log.info("%s: steps 1-%d with model_high_noise (sigma >= %.3f), %d-%d with model.", NODE_NAME, high,
+                     boundary, high + 1, run_steps)
+        pos, neg = _resize_conditioning(positive, w_lat, h_lat), _resize_conditioning(negative, w_lat, h_lat)
+        out = up
+        for i, (stage_model, first, end) in enumerate(stages):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            # after the first stage, no noise is added (KSamplerAdvanced's add_noise disable): the latent
+            # carries the leftover noise of the schedule point where the stage starts
+            stage_noise = noise if i == 0 else torch.zeros_like(noise)
+            callback = latent_preview.prepare_callback(stage_model, end - first)   # progress + previews
+            out = comfy.sample.sample_custom(
+                stage_model, stage_noise, cfg, comfy.samplers.sampler_object(sampler_name), sigmas[first:end + 1],
+                pos, neg, out, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
         phases = {"upscale_path": upscale_path, "upscale_s": round(upscaled - started, 3),
                   "sampling_s": round(time.perf_counter() - upscaled, 3), "steps_run": run_steps,
                   "target_px": [width, height], "vae": vae_plans}
+        if model_high_noise is not None:
+            phases["experts"] = {"boundary": boundary, "high_noise_steps": high, "low_noise_steps": run_steps - high}
         log.info("%s: upscale (%s) %.2f s, sampling (%d steps) %.2f s.", NODE_NAME, upscale_path,
                  phases["upscale_s"], run_steps, phases["sampling_s"])
         # The phases also go to the prompt's history (outputs of this node id): a structured record
         # for the demo and for scripts, where log text is not an interface.
         return io.NodeOutput({"samples": out}, ui={"freeswim_refine": [phases]})
+
+
+def _warn_unpatched(model, model_high_noise) -> None:
+    """One expert with FreeSwim and the other without is allowed, but rarely meant: say so."""
+    patched = {name: options_of(m.model_options.get("transformer_options", {})) is not None
+               for name, m in (("model", model), ("model_high_noise", model_high_noise))}
+    if len(set(patched.values())) > 1:
+        bare = next(name for name, on in patched.items() if not on)
+        log.warning("%s: %s has no FreeSwim patch: its steps run with full attention at the target size. "
+                    "Put the FreeSwim nodes on both experts.", NODE_NAME, bare)

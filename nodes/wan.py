@@ -23,6 +23,8 @@ class WanInfo:
     layers: int
     native_px: tuple[int, int]      # (width, height) detected for "auto"
     native_label: str
+    model_type: str = "t2v"         # ComfyUI's Wan variant: t2v, i2v, vace, camera, s2v, ...
+    in_dim: int = 16                # latent channels the patch embedding takes (16 T2V, 36 I2V, 48 TI2V-5B)
 
     @property
     def px_per_token(self) -> int:
@@ -49,7 +51,8 @@ def wan_info(model, node_name: str) -> WanInfo:
     native_px, label = detected_native(dm.dim, vae_factor)
     return WanInfo(patch_size=tuple(dm.patch_size), vae_factor=vae_factor, dim=dm.dim,
                    heads=dm.num_heads, layers=len(dm.blocks), native_px=native_px,
-                   native_label=label)
+                   native_label=label, model_type=str(getattr(dm, "model_type", "t2v")),
+                   in_dim=int(getattr(dm.patch_embedding, "in_channels", 0)))
 
 
 def resolve_native_px(info: WanInfo, native_size: str, custom_width: int, custom_height: int,
