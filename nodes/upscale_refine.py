@@ -47,14 +47,13 @@ _RECIPE = RefineOptions()
 # Where Wan2.2's own code hands a sampling run from the high-noise expert to the low-noise one: the
 # sigma (timestep / 1000) at and above which a step belongs to the high-noise expert, by model type.
 EXPERT_BOUNDARIES = {"t2v": 0.875, "i2v": 0.9}
-DEFAULT_BOUNDARY = EXPERT_BOUNDARIES["t2v"]
 
 
 def expert_boundary(info: WanInfo, boundary: float) -> float:
     """The switch sigma: ``boundary``, or (0, auto) Wan2.2's own for the model type."""
     if boundary > 0:
         return boundary
-    return EXPERT_BOUNDARIES.get(info.model_type, DEFAULT_BOUNDARY)
+    return EXPERT_BOUNDARIES["i2v" if info.image_to_video else "t2v"]
 
 
 def high_noise_steps(sigmas: list[float], boundary: float) -> int:

@@ -30,6 +30,12 @@ class WanInfo:
     def px_per_token(self) -> int:
         return self.vae_factor * self.patch_size[1]
 
+    @property
+    def image_to_video(self) -> bool:
+        """Takes a start image: Wan2.1 I2V ("i2v", CLIP image tokens) or Wan2.2 I2V A14B, which ComfyUI
+        builds as "t2v" with 36 input channels (16 noise, 4 mask, 16 image latent)."""
+        return self.model_type == "i2v" or (self.vae_factor == 8 and self.in_dim == 36)
+
 
 def diffusion_model_of(model):
     """The torch module behind a ComfyUI MODEL (a ModelPatcher)."""

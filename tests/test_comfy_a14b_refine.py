@@ -161,3 +161,25 @@ def test_one_expert_without_freeswim_is_said(comfy, experts, caplog):
     with caplog.at_level(logging.WARNING, logger="freeswim"):
         refine(comfy, freeswim(comfy, experts[1]), experts[0], boundary=0.99)
     assert any("model_high_noise has no FreeSwim patch" in r.getMessage() for r in caplog.records)
+
+
+def test_auto_boundary_for_a_wan22_i2v_pair_is_0_9(comfy):
+    """Wan2.2's I2V experts take 36 input channels without CLIP image layers (ComfyUI builds them as
+    "t2v" with in_dim 36); their boundary is Wan2.2's 0.9. Sampled with a start image's latent."""
+    high, low = comfy.load_tiny_wan(seed=61, in_dim=36), comfy.load_tiny_wan(seed=62, in_dim=36)
+    assert low.model.diffusion_model.model_type == "t2v"
+    sigmas = schedule(low)
+    import harness.inprocess as host
+    image = torch.randn(1, 16, 3, 12, 16, generator=torch.Generator().manual_seed(7))
+    mask = torch.zeros(1, 4, 3, 12, 16)
+    cond = [[c, {"concat_latent_image": image, "concat_mask": mask}] for c, _ in comfy.text_conditioning(1)]
+    uncond = [[c, {"concat_latent_image": image, "concat_mask": mask}] for c, _ in comfy.text_conditioning(2)]
+    with torch.inference_mode():
+        out = host.node_class(NODE).execute(
+            model=low, positive=cond, negative=uncond, latent={"samples": NATIVE}, width=192, height=160,
+            scale_by=0.0, upscale_path="latent", resize_method="bilinear", strength=0.7, steps=STEPS, cfg=CFG,
+            sampler_name="euler", scheduler="simple", shift=SHIFT, seed=SEED, model_high_noise=high, boundary=0.0)
+    experts = out.ui["freeswim_refine"][0]["experts"]
+    assert experts["boundary"] == 0.9
+    assert experts["high_noise_steps"] == sum(1 for s in sigmas[3:STEPS] if s >= 0.9)
+    assert out.result[0]["samples"].shape == (1, 16, 3, 20, 24)
