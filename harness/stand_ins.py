@@ -17,7 +17,7 @@ class Sizes:
     frames: int = 5
     target: tuple[int, int] = (192, 160)
     native_steps: int = 2
-    refine_steps: int = 4
+    refine_steps: int = 8          # 4 run: with two experts, a guide and a reuse step after the switch
     refine_strength: float = 0.5
 
 
@@ -58,6 +58,8 @@ STAND_IN_UNETS = {
     "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": "t2v",
     "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": "t2v_low",
     "wan2.1_i2v_720p_14B_fp16.safetensors": "i2v",
+    "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors": "i2v22",
+    "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors": "i2v22_low",
 }
 
 
@@ -77,6 +79,9 @@ def install_stand_in_models(base, comfyui) -> None:
         "t2v": save_tiny_wan(unets / "tiny_t2v.safetensors", comfyui, seed=51),
         "t2v_low": save_tiny_wan(unets / "tiny_t2v_low.safetensors", comfyui, seed=53),
         "i2v": save_tiny_wan(unets / "tiny_i2v.safetensors", comfyui, seed=52, i2v=True, in_dim=36),
+        # Wan2.2's I2V experts: 36 input channels, no CLIP image layers
+        "i2v22": save_tiny_wan(unets / "tiny_i2v22.safetensors", comfyui, seed=55, in_dim=36),
+        "i2v22_low": save_tiny_wan(unets / "tiny_i2v22_low.safetensors", comfyui, seed=56, in_dim=36),
     }
     for name, kind in STAND_IN_UNETS.items():
         link = unets / name

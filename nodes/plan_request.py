@@ -90,6 +90,7 @@ def plan_from_request(body) -> dict:
     precision = _choice(body, "precision", PRECISIONS, "model")
     weight_dtype = _choice(body, "weight_dtype", tuple(DTYPE_BYTES), "bf16")
     interval = _int(body, "cache_interval", 2, 1, 100)
+    experts = _int(body, "experts", 1, 1, 2)
     vram = body.get("vram_gb")
     if vram is not None and (isinstance(vram, bool) or not isinstance(vram, (int, float))
                              or not math.isfinite(vram) or not 0 < vram <= 4096):
@@ -142,4 +143,16 @@ def plan_from_request(body) -> dict:
         warnings.append(f"the cache ({plan.cache['bytes'] / 1e9:.1f} GB) fits neither the GPU nor host RAM: it "
                         "will be off (the full branch runs every step). Try precision fp8.")
     out["warnings"] = warnings
+    out["experts"] = experts
+    out["notes"] = [experts_note(plan.weights_bytes)] if experts == 2 else []
     return out
+
+
+def experts_note(weights_bytes: int) -> str:
+    """What two experts (Wan2.2 A14B, Latent Upscale Refine's model_high_noise) mean for memory: one
+    architecture, so one call's plan covers either; ComfyUI's model management keeps the idle
+    expert loaded only while it fits beside the running one's work (``load_models_gpu`` frees
+    idle models until the memory it estimates for the running call is free)."""
+    return (f"two experts: one plan covers either (one architecture); the idle expert's "
+            f"{weights_bytes / 1e9:.1f} GB of weights stay on the GPU only while they fit, ComfyUI unloads them "
+            "when the running expert needs the room.")

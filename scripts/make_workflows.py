@@ -45,12 +45,15 @@ def text(g: UIGraph, prompt: str):
 # The final decode takes every frame at once: Wan's VAE is causal in time, and a temporal tile restarts
 # its frame cache (the clip jumps at the tile boundary). Space is tiled, with bigger tiles (fewer
 # seams) where the workflow's GPU has room (VAE plan: a 1024 px tile of 81 frames peaks at 7.9 GB).
-def refine_and_save(g: UIGraph, model, pos, neg, latent, vae, *, width, height, prefix, fps=15):
+def refine_and_save(g: UIGraph, model, pos, neg, latent, vae, *, width, height, prefix, fps=15, high_noise=None):
+    links = {"model": model, "positive": pos, "negative": neg, "latent": latent, "vae": vae}
+    if high_noise is not None:
+        links["model_high_noise"] = high_noise
     r = g.add("FreeSwimLatentUpscaleRefine",
               {"width": width, "height": height, "upscale_path": "pixel", "resize_method": "bilinear",
                "strength": 0.7, "steps": 50, "cfg": 5.0, "sampler_name": "uni_pc", "scheduler": "simple",
-               "shift": 9.0, "seed": 42},
-              {"model": model, "positive": pos, "negative": neg, "latent": latent, "vae": vae}, column=3)
+               "shift": 9.0, "seed": 42, "boundary": 0.0},
+              links, column=3)
     tile = 1024 if width * height > 1920 * 1088 else 512
     dec = g.add("VAEDecodeTiled", {"tile_size": tile, "overlap": tile // 8, "temporal_size": 4096,
                                    "temporal_overlap": 4},
@@ -104,30 +107,42 @@ def i2v(info):
     return g.to_json()
 
 
-def a14b(info):
+def a14b(info, *, kind="t2v"):
+    """Wan2.2 A14B: the usual two-expert native pass, then the refine with FreeSwim on both experts."""
     g = UIGraph(info)
-    g.note(A14B_NOTE, column=1)
-    high = g.add("UNETLoader", {"unet_name": "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
+    g.note(A14B_NOTE if kind == "t2v" else A14B_I2V_NOTE, column=1)
+    high = g.add("UNETLoader", {"unet_name": f"wan2.2_{kind}_high_noise_14B_fp8_scaled.safetensors",
                                 "weight_dtype": "default"}, title="High-noise model")
-    low = g.add("UNETLoader", {"unet_name": "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
+    low = g.add("UNETLoader", {"unet_name": f"wan2.2_{kind}_low_noise_14B_fp8_scaled.safetensors",
                                "weight_dtype": "default"}, title="Low-noise model")
     high_s = g.add("ModelSamplingSD3", {"shift": 8.0}, {"model": (high, 0)}, column=1)
     low_s = g.add("ModelSamplingSD3", {"shift": 8.0}, {"model": (low, 0)}, column=1)
-    pos, neg = text(g, "A red vintage car drives along a coastal road at sunset, long tracking shot")
     vae = g.add("VAELoader", {"vae_name": VAE})
-    empty = g.add("EmptyHunyuanLatentVideo", {"width": 1280, "height": 720, "length": 81, "batch_size": 1}, column=1)
+    if kind == "t2v":
+        pos, neg = text(g, "A red vintage car drives along a coastal road at sunset, long tracking shot")
+        empty = g.add("EmptyHunyuanLatentVideo", {"width": 1280, "height": 720, "length": 81, "batch_size": 1},
+                      column=1)
+        latent, prefix = (empty, 0), "freeswim/wan22_a14b_1088p"
+    else:
+        pos, neg = text(g, "The woman turns towards the camera and smiles, hair moving in the wind, soft "
+                           "evening light")
+        image = g.add("LoadImage", {"image": "freeswim_start_frame.png"})
+        cond = g.add("WanImageToVideo", {"width": 1280, "height": 720, "length": 81, "batch_size": 1},
+                     {"positive": pos, "negative": neg, "vae": (vae, 0), "start_image": (image, 0)}, column=1)
+        pos, neg, latent, prefix = (cond, 0), (cond, 1), (cond, 2), "freeswim/wan22_a14b_i2v_1088p"
     adv = dict(cfg=3.5, sampler_name="euler", scheduler="simple", noise_seed=42, steps=20)
     first = g.add("KSamplerAdvanced", {**adv, "add_noise": "enable", "start_at_step": 0, "end_at_step": 10,
                                        "return_with_leftover_noise": "enable"},
-                  {"model": (high_s, 0), "positive": pos, "negative": neg, "latent_image": (empty, 0)},
+                  {"model": (high_s, 0), "positive": pos, "negative": neg, "latent_image": latent},
                   column=1, title="Native pass: high-noise steps 0-10")
     second = g.add("KSamplerAdvanced", {**adv, "add_noise": "disable", "start_at_step": 10, "end_at_step": 20,
                                         "return_with_leftover_noise": "disable"},
                    {"model": (low_s, 0), "positive": pos, "negative": neg, "latent_image": (first, 0)},
                    column=1, title="Native pass: low-noise steps 10-20")
-    fs = freeswim_chain(g, (low, 0), interval=2)
-    refine_and_save(g, fs, pos, neg, (second, 0), (vae, 0), width=1920, height=1088,
-                    prefix="freeswim/wan22_a14b_1088p", fps=16)
+    fs_high = freeswim_chain(g, (high, 0), interval=2)
+    fs_low = freeswim_chain(g, (low, 0), interval=2)
+    refine_and_save(g, fs_low, pos, neg, (second, 0), (vae, 0), width=1920, height=1088, prefix=prefix, fps=16,
+                    high_noise=fs_high)
     return g.to_json()
 
 
@@ -185,21 +200,38 @@ VAE: Latent Upscale Refine and the final decode take every frame at once (Wan's 
 time: tiling it in time makes the clip jump at the tile boundary); only space is tiled, and the
 refine node picks its tiles from the GPU's memory (whole frames where they fit)."""
 
-A14B_NOTE = """FreeSwim: Wan2.2 A14B (high/low-noise models) 1280x720 -> 1920x1088
+A14B_NOTE = """FreeSwim: Wan2.2 A14B (high/low-noise experts) 1280x720 -> 1920x1088
 
-Native pass: the usual two-model split (high-noise model for steps 0-10, low-noise model for 10-20).
-Refine pass: the low-noise model with FreeSwim (window attention, dual path, cache). At strength 0.7
-with shift 9 the refine starts at a high noise level, but the low-noise model restores detail well
-and one model keeps the cache simple. FreeSwim state is per sampling run and per model, so the
-FreeSwim nodes can also be put on the high-noise model in your own graphs.
+Native pass: the usual two-expert split (high-noise model for steps 0-10, low-noise model for 10-20).
+Refine pass: both experts, each with FreeSwim (window attention, dual path, cache). Latent Upscale Refine
+runs the refine's steps whose noise level (sigma) is at or above its boundary with model_high_noise and the
+rest with model, on one schedule, as two chained KSamplerAdvanced nodes would; boundary 0 is Wan2.2's own
+(0.875 for T2V). At strength 0.7 with shift 9 the refine starts near sigma 0.95: its first steps belong
+to the high-noise expert. Each expert's steps are a sampling run of their own, so the cache starts again
+(with a guide step) when the low-noise expert takes over.
 Cache at 1088p for 14B: 70 GB in bf16 (auto picks GPU, CPU or none). Memory: the fp8 weights take
-14.3 GB; one model call at 1920x1088 peaks at 33.9 GB with the dual path batched (traced; 37.3 GB with
-allocator headroom: a 40 GB GPU) and 27.8 GB sequential, which execution auto picks when the batch
-does not fit.
+14.3 GB per expert; one model call at 1920x1088 peaks at 33.9 GB with the dual path batched (traced; 37.3 GB
+with allocator headroom: a 40 GB GPU) and 27.8 GB sequential, which execution auto picks when the batch
+does not fit. ComfyUI keeps the idle expert on the GPU while both fit beside the running one's work and
+unloads it when the running expert needs the room, so a GPU that fits one expert's call fits the refine.
 
 VAE: Latent Upscale Refine and the final decode take every frame at once (Wan's VAE is causal in
 time: tiling it in time makes the clip jump at the tile boundary); only space is tiled, and the
 refine node picks its tiles from the GPU's memory (whole frames where they fit)."""
+
+A14B_I2V_NOTE = """FreeSwim: Wan2.2 A14B image-to-video (high/low-noise experts), start image -> 1920x1088
+
+Native pass: WanImageToVideo at 1280x720, then the two-expert split (high-noise model for steps 0-10,
+low-noise model for 10-20). Refine pass: both experts with FreeSwim; Latent Upscale Refine resizes the
+start image's latent with the video and hands over from model_high_noise to model at Wan2.2's I2V boundary
+(boundary 0: auto, sigma 0.9 for I2V experts, later than T2V's 0.875). Each expert's steps are a sampling
+run of their own: the cache starts again with a guide step at the switch.
+Files: ComfyUI's repackaged wan2.2_i2v_high_noise_14B_fp8_scaled and wan2.2_i2v_low_noise_14B_fp8_scaled,
+umt5_xxl_fp8_e4m3fn_scaled, wan_2.1_vae. Memory as in the T2V A14B workflow: 14.3 GB of fp8 weights per
+expert, one model call at 1920x1088 about 34 GB batched, 28 GB sequential (execution auto picks); ComfyUI
+unloads the idle expert when the running one needs the room.
+
+VAE: every frame at once (Wan's VAE is causal in time); only space is tiled."""
 
 
 def main():
@@ -219,6 +251,7 @@ def main():
             execution="sequential", weight_dtype="fp8_e4m3fn"),
         "wan2.1_i2v_14B_freeswim_1440p.json": i2v(info),
         "wan2.2_a14b_t2v_freeswim_1088p.json": a14b(info),
+        "wan2.2_a14b_i2v_freeswim_1088p.json": a14b(info, kind="i2v"),
     }
     for name, graph in graphs.items():
         (out / name).write_text(json.dumps(graph, indent=1) + "\n")

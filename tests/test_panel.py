@@ -68,7 +68,7 @@ def test_plan_route_warns_in_plain_words(served):
     (b"not json", "JSON"), (b"[1, 2]", "JSON object"), (b'{"width": "wide"}', "width"),
     (b'{"model": "sdxl"}', "model"), (b'{"mode": "fast"}', "mode"), (b'{"vram_gb": 0}', "vram_gb"),
     (b'{"frames": 1e9}', "frames"), (b'{"native_size": "big"}', "native_size"),
-    (b'{"model": {"dim": 1000, "ffn_dim": 10, "blocks": 2}}', "model.dim"),
+    (b'{"model": {"dim": 1000, "ffn_dim": 10, "blocks": 2}}', "model.dim"), (b'{"experts": 3}', "experts"),
 ])
 def test_bad_plan_requests_get_a_400_naming_the_field(served, body, field):
     status, answer = post_raw(served, "/freeswim/plan", body)
@@ -153,6 +153,22 @@ def test_run_report_appears_on_the_node_that_ran(frontend, served):
     report = p["report"]
     assert str(report["node_id"]) == str(refine_id) and report["windowed_calls"] > 0
     assert report["guide_calls"] > 0 and report["backends"] == ["chunked"]
+
+
+def test_the_a14b_workflow_plans_for_two_experts(frontend):
+    """With the high-noise expert connected to Latent Upscale Refine, the panel asks for a two-expert
+    plan and says what the idle expert's weights (14B in fp8: the planner's weights) do on the GPU."""
+    workflow = json.loads((REPO / "workflows" / "wan2.2_a14b_t2v_freeswim_1088p.json").read_text())
+    frontend.evaluate(f"(async () => {{ await window.app.loadGraphData({json.dumps(workflow)}); return true; }})()")
+    p = _wait_panel(frontend, REFINE, lambda p: p["request"].get("experts") == 2 and p["plan"]["width"] == 1920)
+    weights = plan_memory("14b", 1920, 1088, weight_dtype="fp8").weights_bytes
+    assert p["request"]["weight_dtype"] == "fp8" and p["plan"]["weights_bytes"] == weights
+    assert any(line.startswith(f"two experts: one plan covers either (one architecture); the idle expert's "
+                               f"{weights / 1e9:.1f} GB of weights") for line in p["lines"])
+    frontend.evaluate(f"(async () => {{ await window.app.loadGraphData({json.dumps(json.loads(WORKFLOW.read_text()))}); "
+                      "return true; })()")
+    p = _wait_panel(frontend, REFINE, lambda p: p["request"]["model"] == "wan2.1-1.3b")
+    assert "experts" not in p["request"] and not any(line.startswith("two experts") for line in p["lines"])
 
 
 def test_each_freeswim_node_added_by_hand_gets_the_panel(frontend):

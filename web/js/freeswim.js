@@ -77,6 +77,10 @@ export function planRequest(graph) {
     precision: widget(cache, "precision") || "model",
     weight_dtype: loaded.startsWith("fp8") || String(unet || "").includes("fp8") ? "fp8" : "bf16",
   };
+  if (refine && refine.findInputSlot) {      // Wan2.2 A14B: the high-noise expert connected too
+    const slot = refine.findInputSlot("model_high_noise");
+    if (slot >= 0 && refine.inputs?.[slot]?.link != null) request.experts = 2;
+  }
   const vram = vramGB();
   if (vram) request.vram_gb = vram;
   return request;
@@ -101,6 +105,7 @@ export function planLines(plan) {
     lines.push(vae.tile ? `VAE: ${vae.tiles} spatial tiles of ${vae.tile[0]}x${vae.tile[1]}, every frame at once`
                         : "VAE: whole frames, every frame at once");
   }
+  for (const note of plan.notes || []) lines.push(note);
   for (const warning of plan.warnings || []) lines.push(`⚠ ${warning}`);
   return lines;
 }
