@@ -186,7 +186,7 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
                                tooltip="Wan2.2 A14B: the high-noise expert (FreeSwim-patched like model). Steps "
                                        "at or above the boundary run it, the rest run model (the low-noise "
                                        "expert), as two chained KSamplerAdvanced nodes would."),
-                io.Float.Input("boundary", default=0.0, min=0.0, max=0.999, step=0.005,
+                io.Float.Input("boundary", default=0.0, min=0.0, max=0.999, step=0.005, optional=True,
                                tooltip="The sigma where model_high_noise hands over to model. 0: auto, Wan2.2's "
                                        "own (0.875 for T2V, 0.9 for I2V)."),
             ],
