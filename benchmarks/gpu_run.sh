@@ -24,6 +24,10 @@ mkdir -p "$DEST"
 started=$(date +%s)
 
 if [ -d "$KIT/wheels" ] && [ $smoke = 0 ]; then
+  if ! ls "$KIT"/wheels/*.whl >/dev/null 2>&1; then
+    echo "gpu_run: $KIT/wheels holds no wheels: run \`make gpu-kit\` again" >&2
+    exit 2
+  fi
   rm -rf "$SCRATCH/site" && mkdir -p "$SCRATCH"
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SCRATCH/site" "$KIT"/wheels/*.whl
   export PYTHONPATH="$SCRATCH/site${PYTHONPATH:+:$PYTHONPATH}"

@@ -241,17 +241,20 @@ def memory_case(spec, mode: str, suite_mode: str, estimate_s: float) -> Case:
         from harness.allocator_peak import device_events, peak_sites, record_history
         if dev.type == "cuda":          # who holds the bytes at the peak (costs some time: not a timing case)
             record_history(True)
-        started = time.perf_counter()
-        with torch.inference_mode():
-            dm(x, t, ctx, transformer_options=to)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - started
-        peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else None
         sites = None
-        if dev.type == "cuda":
-            _, sites = peak_sites(device_events())
-            record_history(False)
+        try:
+            started = time.perf_counter()
+            with torch.inference_mode():
+                dm(x, t, ctx, transformer_options=to)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - started
+            peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else None
+            if dev.type == "cuda":
+                _, sites = peak_sites(device_events())
+        finally:                        # never left recording for the cases that follow
+            if dev.type == "cuda":
+                record_history(False)
         traced = None
         if suite_mode == "gpu":        # the same call traced: its activations (weights differ by block count)
             from harness.memory_trace import trace
@@ -318,7 +321,7 @@ def run_suite(cases: list[Case], out: Path, budget_s: float) -> dict:
         left = budget_s - (time.monotonic() - started)
         if case.estimate_s > left:
             skipped.append(case.label)
-            emit(out, {"part": case.part, "label": case.label, **case.extra,
+            emit(out, {"part": case.part, "label": case.label, **case.extra, "case": case.id,
                        "skipped": f"budget: about {case.estimate_s:.0f} s needed, {max(0.0, left):.0f} s left"})
             continue
         t0 = time.monotonic()
@@ -333,7 +336,7 @@ def run_suite(cases: list[Case], out: Path, budget_s: float) -> dict:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         for r in records:
-            emit(out, {**r, "case_seconds": round(time.monotonic() - t0, 1)})
+            emit(out, {**r, "case": case.id, "case_seconds": round(time.monotonic() - t0, 1)})
             if "error" in r and case.label not in failed:
                 failed.append(case.label)
         done.append(case.label)

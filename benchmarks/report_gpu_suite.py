@@ -81,7 +81,10 @@ def check_table(records: list[dict]) -> list[str]:
 
 
 def case_key(r: dict) -> tuple:
-    """What a record measures: a step mode, or a (part, label, backend, heads, check) case."""
+    """What a record measures: its case id (the suite writes one), else a step mode or a (part, label,
+    backend, heads, check) case."""
+    if r.get("case"):
+        return ("case", r["case"])
     if "mode" in r:
         return ("step", r["mode"])
     return (r.get("part"), r.get("label"), r.get("backend"), r.get("heads"), r.get("check"))

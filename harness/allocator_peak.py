@@ -32,21 +32,26 @@ def peak_sites(events: list[dict], top: int = 12) -> tuple[int, list[tuple[str, 
     (or ``free_requested`` where a trace has no completions)."""
     completes = any(e.get("action") == "free_completed" for e in events)
     free_action = "free_completed" if completes else "free_requested"
-    live: dict[int, tuple[int, str]] = {}
-    total = peak = 0
-    at_peak: dict[int, tuple[int, str]] = {}
-    for e in events:
-        action = e.get("action")
-        if action == "alloc":
-            live[e["addr"]] = (e["size"], _site(e.get("frames")))
-            total += e["size"]
-            if total > peak:
-                peak, at_peak = total, dict(live)
-        elif action == free_action and e["addr"] in live:
-            total -= live.pop(e["addr"])[0]
+
+    def replay(upto: int) -> tuple[dict, int, int]:
+        live: dict[int, tuple[int, str]] = {}
+        total = peak = peak_at = 0
+        for i, e in enumerate(events[:upto]):
+            action = e.get("action")
+            if action == "alloc":
+                live[e["addr"]] = (e["size"], e.get("frames"))
+                total += e["size"]
+                if total > peak:
+                    peak, peak_at = total, i + 1
+            elif action == free_action and e["addr"] in live:
+                total -= live.pop(e["addr"])[0]
+        return live, peak, peak_at
+
+    _, peak, peak_at = replay(len(events))        # where the peak is, then what is live there
+    at_peak, _, _ = replay(peak_at)
     by_site = Counter()
-    for size, site in at_peak.values():
-        by_site[site] += size
+    for size, frames in at_peak.values():
+        by_site[_site(frames)] += size
     ranked = by_site.most_common()
     out = ranked[:top]
     rest = sum(n for _, n in ranked[top:])

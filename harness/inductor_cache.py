@@ -36,8 +36,10 @@ def cache_for_threads(threads: int | None = None) -> str:
 
 
 def server_cache() -> dict[str, str]:
-    """Environment for a ComfyUI server this repository starts (every core, its own folder)."""
+    """Environment for a ComfyUI server this repository starts: a folder of its own per thread setting
+    (every core unless ``OMP_NUM_THREADS`` says otherwise)."""
     if os.environ.get("TORCHINDUCTOR_CACHE_DIR") and os.environ.get("TORCHINDUCTOR_CACHE_DIR") != os.environ.get(MARK):
         return {}
-    path = str(REPO / ".cache" / "inductor" / "comfyui-server")
+    threads = os.environ.get("OMP_NUM_THREADS") or "default"     # what the server's torch will run with
+    path = str(REPO / ".cache" / "inductor" / f"comfyui-server-threads-{threads}")
     return {"TORCHINDUCTOR_CACHE_DIR": path, MARK: path}

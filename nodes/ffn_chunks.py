@@ -88,7 +88,10 @@ def _slice_runner(ffn: torch.nn.Module, sample: torch.Tensor):
     if not isinstance(ffn, torch.nn.Sequential):
         return ffn
     layers = list(ffn)
-    if not any(_casts_every_call(m) and _plain_linear(m) for m in layers):
+    linears = [m for m in layers if isinstance(m, torch.nn.Linear)]
+    # every Linear ComfyUI's plain one (a quantised layer keeps the module's own forward, which may fold
+    # the activation into its kernel), and at least one cast at each call
+    if not linears or not all(_plain_linear(m) for m in linears) or not any(_casts_every_call(m) for m in linears):
         return ffn
     steps = []
     for m in layers:

@@ -7,6 +7,7 @@ from typing import Optional
 
 import torch
 
+from ..log import logger
 from .storage import chunk_tokens
 
 FP8_MAX = 448.0        # largest finite float8 e4m3 value
@@ -247,5 +248,9 @@ class FeatureStore:
         self.sigma.clear()
         self.signature.clear()
         if self.pinned:
-            release_pinned_host_memory(self.device)
             self.pinned = False
+            try:
+                release_pinned_host_memory(self.device)
+            except RuntimeError as exc:      # a failed device (the run's own error is what matters)
+                logger.warning("FreeSwim: the cache's pinned host memory was not given back (%s); it returns "
+                               "to the system when the process ends.", exc)
