@@ -63,6 +63,11 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def compute_dtype(dev: torch.device) -> torch.dtype:
+    """bf16 on a GPU (as the models run there), float32 on the CPU (the smoke run)."""
+    return torch.bfloat16 if dev.type == "cuda" else torch.float32
+
+
 def device_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
 
@@ -107,7 +112,7 @@ def kernel_case(spec, backend: str, estimate_s: float, repeat: int = 3) -> Case:
     def run():
         from benchmarks.window_attention import bench_case
         dev = device()
-        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        dtype = compute_dtype(dev)
         return [{"part": "kernels", **bench_case(label, grid, window, heads, backend, dev, dtype, repeat=repeat)}]
     return Case("kernels", label, estimate_s, run, {"backend": backend, "heads": heads})
 
@@ -119,7 +124,7 @@ def flex_check_case(spec, estimate_s: float) -> Case:
     def run():
         from benchmarks.window_attention import bench_case
         dev = device()
-        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        dtype = compute_dtype(dev)
         r = bench_case(label + ", 2-head check", grid, window, 2, "flex", dev, dtype, repeat=1, verify=True)
         return [{"part": "kernels", "check": "flex vs chunked", **r}]
     return Case("kernels", label + ", 2-head check", estimate_s, run, {"backend": "flex", "heads": 2,
@@ -135,7 +140,7 @@ def backends_check_case(spec, estimate_s: float) -> Case:
     def run():
         from benchmarks.window_attention import backends_check
         dev = device()
-        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        dtype = compute_dtype(dev)
         return [{"part": "check", **r} for r in backends_check(label, grid, window, heads, dev, dtype)]
     return Case("check", label + ", backends vs dense", estimate_s, run, id="check-backends")
 
@@ -166,7 +171,7 @@ def storage_check_case(mode: str, estimate_s: float) -> Case:
         comfy = _host()
         dev = device()
         model = comfy.load_tiny_wan(dim=256, layers=2, ffn_dim=1024, seed=3, device=dev,
-                                    dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
+                                    dtype=compute_dtype(dev))
         x = torch.zeros(1, *latent)
         outs, reports = {}, {}
         for storage in ("gpu", "cpu"):
@@ -207,7 +212,7 @@ def _model(comfy, dims: dict, blocks: int):
         mm.unload_all_models()
         dev = device()
         _MODELS[key] = comfy.load_tiny_wan(dim=dims["dim"], layers=blocks, ffn_dim=dims["ffn"], device=dev,
-                                           dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
+                                           dtype=compute_dtype(dev))
     return _MODELS[key]
 
 
@@ -371,14 +376,10 @@ def main() -> int:
                     help="seconds the cases may take together (default 420); cases that do not fit are skipped")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "gpu_suite.jsonl")
     ap.add_argument("--list", action="store_true", help="print the cases and their estimates, run nothing")
-    ap.add_argument("--only", default=None, help="comma-separated parts to run (check, kernels, step, memory)")
     ap.add_argument("--cases", default=None, help="comma-separated case ids to run (see --list), in plan order")
     a = ap.parse_args()
     mode = "smoke" if a.smoke else "gpu"
     cases = plan(mode)
-    if a.only:
-        parts = set(a.only.split(","))
-        cases = [c for c in cases if c.part in parts]
     if a.cases:
         wanted = set(a.cases.split(","))
         unknown = wanted - {c.id for c in cases}

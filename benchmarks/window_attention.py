@@ -52,9 +52,9 @@ PRESETS = {
 MASK_GRIDS = [("1088x1920x81", (21, 68, 120), (31, 53)), ("2160x3840x81", (21, 135, 240), (31, 53))]
 
 
-def reference_style(q, k, v, grid: TokenGrid, window: Window, scale):
-    """Frame-major tokens, create_block_mask over the reference's mask rule, compiled flex."""
-    from torch.nn.attention.flex_attention import create_block_mask
+def reference_mask_mod(grid: TokenGrid, window: Window):
+    """The reference code's window rule as a mask_mod over frame-major token indices: the window
+    centre clamped to ``[d, size - 1 - d]`` per axis, all frames."""
     T, H, W = grid.as_tuple()
     dh, dw = window.h // 2, window.w // 2
 
@@ -65,6 +65,13 @@ def reference_style(q, k, v, grid: TokenGrid, window: Window, scale):
         cw = torch.clamp(qw, dw, W - 1 - dw)
         return ((kh - ch).abs() <= dh) & ((kw - cw).abs() <= dw)
 
+    return mask_mod
+
+
+def reference_style(q, k, v, grid: TokenGrid, window: Window, scale):
+    """Frame-major tokens, create_block_mask over the reference's mask rule, compiled flex."""
+    from torch.nn.attention.flex_attention import create_block_mask
+    mask_mod = reference_mask_mod(grid, window)
     t0 = time.perf_counter()
     bm = torch.compile(create_block_mask)(mask_mod, None, None, grid.tokens, grid.tokens, device=q.device)
     _sync(q.device)
@@ -162,16 +169,13 @@ def bench_case(label, grid, window, heads, backend, device, dtype, repeat, head_
 
 
 def center_clamp_mask(grid: TokenGrid, window: Window, device) -> torch.Tensor:
-    """``[L, L]`` boolean: key visible to query, by the reference code's rule (the window centre
-    clamped to ``[d, size - 1 - d]`` per axis, all frames), odd windows only; frame-major tokens."""
+    """``[L, L]`` boolean: key visible to query, by :func:`reference_mask_mod` (odd windows only, where
+    the reference rule is stated), evaluated over one frame's positions and repeated over frames."""
     if window.h % 2 == 0 or window.w % 2 == 0:
         raise ValueError("center_clamp_mask: the reference rule is stated for odd windows")
     T, H, W = grid.as_tuple()
-    dh, dw = window.h // 2, window.w // 2
     pos = torch.arange(H * W, device=device)
-    h, w = pos // W, pos % W
-    ch, cw = h.clamp(dh, H - 1 - dh), w.clamp(dw, W - 1 - dw)
-    spatial = ((h[None] - ch[:, None]).abs() <= dh) & ((w[None] - cw[:, None]).abs() <= dw)   # [query, key]
+    spatial = reference_mask_mod(grid, window)(None, None, pos[:, None], pos[None])     # [query, key]
     return spatial[None, :, None, :].expand(T, H * W, T, H * W).reshape(grid.tokens, grid.tokens)
 
 

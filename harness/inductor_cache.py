@@ -22,13 +22,19 @@ REPO = Path(__file__).resolve().parents[1]
 MARK = "FREESWIM_INDUCTOR_CACHE"
 
 
+def _users_own() -> str | None:
+    """The ``TORCHINDUCTOR_CACHE_DIR`` the user set, if any (not one set here)."""
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    return chosen if chosen and chosen != os.environ.get(MARK) else None
+
+
 def cache_for_threads(threads: int | None = None) -> str:
     """Point inductor's cache at ``.cache/inductor/cpu-threads-<n>`` for this process's thread
     count (call after ``torch.set_num_threads`` and before anything compiles); returns the folder."""
     import torch
-    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if chosen and chosen != os.environ.get(MARK):
-        return chosen                      # the user's own choice
+    own = _users_own()
+    if own:
+        return own
     n = torch.get_num_threads() if threads is None else threads
     path = str(REPO / ".cache" / "inductor" / f"cpu-threads-{n}")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.environ[MARK] = path
@@ -38,7 +44,7 @@ def cache_for_threads(threads: int | None = None) -> str:
 def server_cache() -> dict[str, str]:
     """Environment for a ComfyUI server this repository starts: a folder of its own per thread setting
     (every core unless ``OMP_NUM_THREADS`` says otherwise)."""
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") and os.environ.get("TORCHINDUCTOR_CACHE_DIR") != os.environ.get(MARK):
+    if _users_own():
         return {}
     threads = os.environ.get("OMP_NUM_THREADS") or "default"     # what the server's torch will run with
     path = str(REPO / ".cache" / "inductor" / f"comfyui-server-threads-{threads}")

@@ -20,7 +20,7 @@ def check_choice(node_name: str, name: str, value, options) -> None:
 
 def check_number(node_name: str, name: str, value, *, minimum: Optional[float] = None,
                  maximum: Optional[float] = None, above: Optional[float] = None,
-                 integer: bool = False, why: str = ""):
+                 below: Optional[float] = None, integer: bool = False, why: str = ""):
     """``value`` as a float (int with ``integer``) when it is a finite number in range, else an
     error naming the node, the input and the accepted range."""
     kind = "a whole number" if integer else "a number"
@@ -37,8 +37,10 @@ def check_number(node_name: str, name: str, value, *, minimum: Optional[float] =
         limits.append(f"at least {minimum:g}")
     if maximum is not None:
         limits.append(f"at most {maximum:g}")
+    if below is not None:
+        limits.append(f"below {below:g}")
     if ((above is not None and not number > above) or (minimum is not None and number < minimum)
-            or (maximum is not None and number > maximum)):
+            or (maximum is not None and number > maximum) or (below is not None and not number < below)):
         raise InvalidInput(f"{node_name}: {name} {value!r} is out of range: it must be "
                            f"{' and '.join(limits)}.{(' ' + why) if why else ''}")
     return int(number) if integer else number

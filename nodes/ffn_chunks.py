@@ -95,7 +95,7 @@ def _slice_runner(ffn: torch.nn.Module, sample: torch.Tensor):
         return ffn
     steps = []
     for m in layers:
-        if _casts_every_call(m) and _plain_linear(m):
+        if isinstance(m, torch.nn.Linear) and _casts_every_call(m):      # plain, checked above
             weight, bias = comfy.ops.cast_bias_weight(m, sample)
             steps.append(lambda h, w=weight, b=bias: F.linear(h, w, b))
         else:

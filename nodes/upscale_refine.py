@@ -198,11 +198,9 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
                 resize_method, strength, steps, cfg, sampler_name, scheduler, shift, seed,
                 vae=None, model_high_noise=None, boundary=0.0) -> io.NodeOutput:
         info = wan_info(model, NODE_NAME)
-        boundary = check_number(NODE_NAME, "boundary", boundary, minimum=0.0, maximum=1.0,
-                                why="It is a sigma between 0 and 1 (0: auto, Wan2.2's own).")
-        if boundary >= 1.0:
-            raise InvalidInput(f"{NODE_NAME}: boundary {boundary!r} is out of range: it must be below 1 (a sigma "
-                               "where the high-noise expert hands over; 0: auto, 0.875 for T2V, 0.9 for I2V).")
+        boundary = check_number(NODE_NAME, "boundary", boundary, minimum=0.0, below=1.0,
+                                why="It is the sigma where the high-noise expert hands over (0: auto, "
+                                    "0.875 for T2V, 0.9 for I2V).")
         if model_high_noise is not None:
             check_experts(info, wan_info(model_high_noise, NODE_NAME))
             boundary = expert_boundary(info, boundary)
