@@ -33,16 +33,18 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from freeswim_core.families import variant  # noqa: E402
 from harness.inductor_cache import cache_for_threads  # noqa: E402
 
 cache_for_threads()        # kernels compiled on the CPU are specialised for the thread count
 
-# Kernel cases: (label, grid, window, heads). 1.3B: 12 heads, native 832x480 (window 31 x 53); 14B:
-# 40 heads, native 1280x720 (window 45 x 81).
-P1080_13B = ("1088x1920x81, 1.3B", (21, 68, 120), (31, 53), 12)
-P1080_14B = ("1088x1920x81, 14B", (21, 68, 120), (45, 81), 40)
-P4K_13B = ("2160x3840x81, 1.3B", (21, 135, 240), (31, 53), 12)
-P4K_14B = ("2160x3840x81, 14B", (21, 135, 240), (45, 81), 40)
+A13B, A14B = variant("1.3b").arch, variant("14b").arch
+# Kernel cases: (label, grid, window, heads), the models' native windows and heads from the registry
+# (1.3B: 12 heads, window 31 x 53; 14B: 40 heads, window 45 x 81).
+P1080_13B = ("1088x1920x81, 1.3B", (21, 68, 120), A13B.native_window(), A13B.heads)
+P1080_14B = ("1088x1920x81, 14B", (21, 68, 120), A14B.native_window(), A14B.heads)
+P4K_13B = ("2160x3840x81, 1.3B", (21, 135, 240), A13B.native_window(), A13B.heads)
+P4K_14B = ("2160x3840x81, 14B", (21, 135, 240), A14B.native_window(), A14B.heads)
 TINY = ("tiny 3x12x20", (3, 12, 20), (7, 11), 2)
 # The correctness check's grid: 81 frames at 832x480, the 1.3B native grid (32,760 tokens), with a
 # 240p window, small enough for a dense masked reference (a 1 GB mask).
@@ -53,8 +55,10 @@ STEP_PRESET = {"gpu": "1.3b", "smoke": "cpu"}
 STEP_SMOKE = dict(steps=1, latent=(16, 3, 24, 40))
 MEMORY_CASES = {
     # (label, dims, blocks, latent [C, T, H, W], native px): one model call, dual path sequential
-    "gpu": [("1.3B 1920x1088x81, whole model", dict(dim=1536, ffn=8960), 30, (16, 21, 136, 240), (832, 480)),
-            ("1.3B 3840x2160x81, one block", dict(dim=1536, ffn=8960), 1, (16, 21, 270, 480), (832, 480))],
+    "gpu": [("1.3B 1920x1088x81, whole model", dict(dim=A13B.dim, ffn=A13B.ffn_dim), A13B.blocks,
+             (16, 21, 136, 240), A13B.native),
+            ("1.3B 3840x2160x81, one block", dict(dim=A13B.dim, ffn=A13B.ffn_dim), 1, (16, 21, 270, 480),
+             A13B.native)],
     "smoke": [("tiny, 2 blocks", dict(dim=256, ffn=512), 2, (16, 3, 24, 40), (128, 96))],
 }
 

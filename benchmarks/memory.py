@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from harness.hosts import discover, newest  # noqa: E402
-from harness.memory_trace import ARCHS, GB, MODES, trace  # noqa: E402
+from freeswim_core.families import shorts, variant  # noqa: E402
+from harness.memory_trace import GB, MODES, trace  # noqa: E402
 from freeswim_core.memory import HostTraits, plan_memory  # noqa: E402
 
 TABLE_SIZES = [(832, 480), (1280, 720), (1920, 1088), (2560, 1440), (3840, 2160)]
@@ -58,7 +59,7 @@ def one(a) -> int:
     if a.json:
         print(json.dumps(out))
         return 0
-    print(f"{ARCHS[a.model]['label']} {a.width}x{a.height}x{a.frames} ({r.tokens:,} tokens), mode {a.mode}, "
+    print(f"{variant(a.model).label} {a.width}x{a.height}x{a.frames} ({r.tokens:,} tokens), mode {a.mode}, "
           f"{r.rows} row(s) per call, weights {a.weight_dtype}")
     print(f"  traced peak {r.peak_bytes / GB:.2f} GB = weights {r.weights_bytes / GB:.2f} + activations "
           f"{r.activation_peak_bytes / GB:.2f}; planned {p.peak_bytes / GB:.2f} GB "
@@ -157,7 +158,7 @@ def fits_table(json_path, host_id) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=sorted(ARCHS), default="1.3b")
+    ap.add_argument("--model", choices=shorts(), default="1.3b")
     ap.add_argument("--width", type=int, default=1920)
     ap.add_argument("--height", type=int, default=1088)
     ap.add_argument("--frames", type=int, default=81)

@@ -6,7 +6,7 @@ Drawn with Pillow (already a ComfyUI dependency), log-log axes.
 
   python benchmarks/step.py --json docs/step_cpu.jsonl --latent 16,5,48,80
   python benchmarks/plot_steps.py docs/step_cpu.jsonl --out docs/step_cpu.png --title "..."
-  python benchmarks/plot_steps.py --model 1.3B --out docs/step_speed_of_light_1.3b.png
+  python benchmarks/plot_steps.py --model 1.3b --out docs/step_speed_of_light_1.3b.png
 """
 from __future__ import annotations
 
@@ -86,14 +86,14 @@ def plot(series: dict[str, list[tuple[float, float]]], title: str, out: Path) ->
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", type=Path, nargs="?")
-    ap.add_argument("--model", choices=["1.3B", "14B"])
+    ap.add_argument("--model", choices=["1.3b", "14b"], type=str.lower)
     ap.add_argument("--peak", type=float, default=989.0)
     ap.add_argument("--title", default=None)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     if a.model:
         series = model_series(a.model, a.peak)
-        title = a.title or f"Wan {a.model}: speed of light per step (cond+uncond) at {a.peak:.0f} TFLOP/s"
+        title = a.title or f"Wan {a.model.upper()}: speed of light per step (cond+uncond) at {a.peak:.0f} TFLOP/s"
     elif a.data:
         series = load(a.data)
         title = a.title or f"seconds per step, measured ({a.data.name})"

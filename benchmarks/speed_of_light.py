@@ -29,12 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from freeswim_core import TokenGrid, Window, attention_cost  # noqa: E402
+from freeswim_core.families import variant  # noqa: E402
 
-ARCHS = {
-    # name: (dim, heads, blocks, ffn, native window tokens (rows, cols))
-    "1.3B": (1536, 12, 30, 8960, (31, 53)),
-    "14B": (5120, 40, 40, 13824, (45, 81)),
-}
+ARCHS = ("1.3b", "14b")          # the registry's names (freeswim_core.families)
 SIZES = {
     "832x480x81": (21, 30, 52),
     "1280x720x81": (21, 45, 80),
@@ -47,7 +44,8 @@ TEXT_TOKENS = 512
 
 
 def pass_flops(arch: str, grid: TokenGrid, windowed: bool, cross: bool = True) -> float:
-    dim, heads, blocks, ffn, win = ARCHS[arch]
+    a = variant(arch).arch
+    dim, heads, blocks, ffn, win = a.dim, a.heads, a.blocks, a.ffn_dim, a.native_window()
     n = grid.tokens
     cost = attention_cost(grid, Window(*win), heads, dim // heads)
     attn = cost["window_flops"] if windowed and not Window(*win).covers(grid) else cost["full_flops"]

@@ -29,11 +29,20 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from freeswim_core.families import variant  # noqa: E402
+
+
+def _released(name: str, latent: tuple) -> dict:
+    """A released model's sizes and native size (the registry's) at a latent [C, T, H, W]."""
+    a = variant(name).arch
+    return dict(dim=a.dim, layers=a.blocks, ffn=a.ffn_dim, latent=latent, native=tuple(a.native), steps=10)
+
+
 PRESETS = {
     # name: model dims, latent [C, T, H, W], native px (w, h), steps
     "cpu": dict(dim=256, layers=4, ffn=1024, latent=(16, 5, 48, 80), native=(256, 160), steps=6),
-    "1.3b": dict(dim=1536, layers=30, ffn=8960, latent=(16, 21, 136, 240), native=(832, 480), steps=10),
-    "14b": dict(dim=5120, layers=40, ffn=13824, latent=(16, 21, 270, 480), native=(1280, 720), steps=10),
+    "1.3b": _released("1.3b", (16, 21, 136, 240)),        # 1920x1088x81
+    "14b": _released("14b", (16, 21, 270, 480)),          # 3840x2160x81
 }
 MODES = ("full", "window", "dual", "cache2", "cache5")
 

@@ -34,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from freeswim_core import TokenGrid, Window, keys_per_query, window_attention  # noqa: E402
 from harness.inductor_cache import cache_for_threads  # noqa: E402
 from freeswim_core.attention.blocks import window_block_lists  # noqa: E402
+from freeswim_core.families import variant  # noqa: E402
 
+A13B, A14B = variant("1.3b").arch, variant("14b").arch    # native windows and heads (the registry's)
 PRESETS = {
     # name: list of (label, grid, window, heads)
     "cpu": [
@@ -43,13 +45,14 @@ PRESETS = {
         ("480p-frames 9x30x52 w/ 240p window", (9, 30, 52), (15, 27), 4),
     ],
     "gpu": [
-        ("1088x1920x81, 1.3B", (21, 68, 120), (31, 53), 12),
-        ("1088x1920x81, 14B", (21, 68, 120), (31, 53), 40),
-        ("2160x3840x81, 1.3B", (21, 135, 240), (31, 53), 12),
-        ("2160x3840x81, 14B", (21, 135, 240), (31, 53), 40),
+        ("1088x1920x81, 1.3B", (21, 68, 120), A13B.native_window(), A13B.heads),
+        ("1088x1920x81, 14B", (21, 68, 120), A14B.native_window(), A14B.heads),
+        ("2160x3840x81, 1.3B", (21, 135, 240), A13B.native_window(), A13B.heads),
+        ("2160x3840x81, 14B", (21, 135, 240), A14B.native_window(), A14B.heads),
     ],
 }
-MASK_GRIDS = [("1088x1920x81", (21, 68, 120), (31, 53)), ("2160x3840x81", (21, 135, 240), (31, 53))]
+MASK_GRIDS = [("1088x1920x81", (21, 68, 120), A13B.native_window()),
+              ("2160x3840x81", (21, 135, 240), A13B.native_window())]
 
 
 def reference_mask_mod(grid: TokenGrid, window: Window):

@@ -1,41 +1,27 @@
-"""The native size of a Wan model: the receptive field FreeSwim's window reproduces.
+"""The native size of a model: the receptive field FreeSwim's window reproduces.
 
 The window is the token footprint of the size the model was trained at, so the
-native size decides the window. Released checkpoints are recognised by their
-transformer width (and VAE factor); a user may name a preset or a custom size.
+native size decides the window. Released checkpoints are recognised by the registry
+(:func:`freeswim_core.families.detected_native`); a user may name a preset or a custom size.
 """
 from __future__ import annotations
 
 from typing import Optional
 
-# Native training sizes (width, height) of the released Wan checkpoints, keyed by width of the DiT.
-NATIVE_BY_DIM = {
-    1536: ((832, 480), "Wan2.1 T2V 1.3B"),
-    3072: ((1280, 704), "Wan2.2 TI2V 5B"),
-    5120: ((1280, 720), "Wan 14B"),
-}
-DEFAULT_NATIVE_8X = ((832, 480), "an unrecognised Wan size; assuming the 1.3B native 832x480")
-DEFAULT_NATIVE_16X = ((1280, 704), "an unrecognised Wan2.2 size; assuming the TI2V-5B native 1280x704")
 
-NATIVE_PRESETS = {
-    "832x480": (832, 480),
-    "480x832": (480, 832),
-    "1280x720": (1280, 720),
-    "720x1280": (720, 1280),
-    "1280x704": (1280, 704),
-    "704x1280": (704, 1280),
-}
+
+def _presets() -> dict[str, tuple[int, int]]:
+    """Every released variant's native size, landscape and portrait, smallest first."""
+    from .families import VARIANTS
+    sizes = sorted({tuple(v.arch.native) for v in VARIANTS}, key=lambda s: (s[0] * s[1], s))
+    out = {}
+    for w, h in sizes:
+        out[f"{w}x{h}"], out[f"{h}x{w}"] = (w, h), (h, w)
+    return out
+
+
+NATIVE_PRESETS = _presets()
 NATIVE_SIZE_OPTIONS = ["auto", *NATIVE_PRESETS, "custom"]
-
-
-def detected_native(dim: int, vae_factor: int) -> tuple[tuple[int, int], str]:
-    """(native (width, height), description) of a Wan transformer of width ``dim`` whose VAE
-    compresses space by ``vae_factor`` (8: Wan 2.1 and the 2.2 14B models, 16: Wan2.2 TI2V-5B)."""
-    default = DEFAULT_NATIVE_16X if vae_factor == 16 else DEFAULT_NATIVE_8X
-    native_px, label = NATIVE_BY_DIM.get(dim, default)
-    if dim == 3072 and vae_factor != 16:
-        native_px, label = DEFAULT_NATIVE_8X
-    return native_px, label
 
 
 def resolve_native(native_size: str, detected_px: tuple[int, int], custom_width: int, custom_height: int,

@@ -110,19 +110,20 @@ def pack_module(suffix: str):
 
 def sampling_options(patched, *, cond_or_uncond, uuids, sigma, sample_sigmas, run=None, **extra):
     """transformer_options as ComfyUI's calc_cond_batch hands them to the model for one call,
-    with a sampling run's FreeSwim state (normally created by the OUTER_SAMPLE wrapper)."""
-    options, run_state = pack_module("nodes.options"), pack_module("nodes.run_state")
+    with a sampling run's FreeSwim planner (normally created by the OUTER_SAMPLE wrapper)."""
+    options = pack_module("nodes.options")
     to = {**patched.model_options["transformer_options"], "wrappers": patched.wrappers,
           "cond_or_uncond": list(cond_or_uncond), "uuids": list(uuids),
           "sigmas": torch.tensor([sigma]), "sample_sigmas": torch.tensor(sample_sigmas)}
-    to[options.RUN_KEY] = run if run is not None else run_state.RunState()
+    to[options.RUN_KEY] = run if run is not None else new_run()
     to.update(extra)
     return to
 
 
 def new_run():
-    """A sampling run's FreeSwim state, as the OUTER_SAMPLE wrapper creates it."""
-    return pack_module("nodes.run_state").RunState()
+    """A sampling run's FreeSwim planner, as the OUTER_SAMPLE wrapper creates it (its settings and
+    the model's facts are read at its first model call)."""
+    return pack_module("nodes.planning").new_run()
 
 
 def last_report() -> dict:

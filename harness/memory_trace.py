@@ -20,19 +20,12 @@ is the weights of every block plus the traced activation peak.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-# Architectures of the released checkpoints (ComfyUI derives heads as dim // 128).
-ARCHS = {
-    "1.3b": dict(dim=1536, ffn=8960, layers=30, in_dim=16, vae=8, native=(832, 480), label="Wan2.1 T2V 1.3B"),
-    "14b": dict(dim=5120, ffn=13824, layers=40, in_dim=16, vae=8, native=(1280, 720), label="Wan 14B"),
-    "14b-i2v": dict(dim=5120, ffn=13824, layers=40, in_dim=36, out_dim=16, i2v=True, vae=8, native=(1280, 720),
-                    label="Wan2.1 I2V 14B 720p"),
-    "5b": dict(dim=3072, ffn=14336, layers=30, in_dim=48, vae=16, native=(1280, 704), label="Wan2.2 TI2V 5B"),
-}
+from freeswim_core.families import variant
+
 MODES = ("plain", "window", "dual", "cache")
 WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.float8_e4m3fn}
 GB = 1e9
@@ -70,7 +63,7 @@ def _stub_flex(q, k, v, *args, **kwargs):
 
 def _latent(arch: dict, width: int, height: int, frames: int, device) -> torch.Tensor:
     t = (frames - 1) // 4 + 1
-    return torch.zeros(1, arch["in_dim"], t, height // arch["vae"], width // arch["vae"],
+    return torch.zeros(1, arch.in_dim, t, height // arch.vae, width // arch.vae,
                        dtype=torch.bfloat16, device=device)
 
 
@@ -96,22 +89,23 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
     import harness.inprocess as host
     from harness.tiny_wan import tiny_wan_state_dict
 
-    arch = ARCHS[model]
+    arch = variant(model).arch
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
-    sd = tiny_wan_state_dict(dim=arch["dim"], layers=blocks, ffn_dim=arch["ffn"], in_dim=arch["in_dim"],
-                             out_dim=arch.get("out_dim", arch["in_dim"]), i2v=arch.get("i2v", False), device="meta")
+    sd = tiny_wan_state_dict(dim=arch.dim, layers=blocks, ffn_dim=arch.ffn_dim, in_dim=arch.in_dim,
+                             out_dim=arch.out_dim, i2v=arch.i2v, device="meta")
     config = comfy.model_detection.model_config_from_unet(sd, "")
     weights_dtype = WEIGHT_DTYPES[weight_dtype]
     # as ComfyUI loads fp8 checkpoints: fp8 storage, layers cast to bf16 one at a time to compute
     config.set_inference_dtype(weights_dtype, None if weights_dtype == torch.bfloat16 else torch.bfloat16)
     dev = torch.device("cuda")
     flex = host.pack_module("freeswim_core.attention.flex")
-    with FakeTensorMode(allow_non_fake_inputs=True), contextlib.ExitStack() as stack:
-        stack.enter_context(_patched(flex, "compiled_window_kernel", lambda *device: _stub_flex))
-        stack.enter_context(_patched(flex, "window_block_mask", _block_tables(flex, unset_fake_temporarily)))
-        # the fake device has no allocator to ask: the nodes' memory plan sees no free-memory limit
-        stack.enter_context(_patched(host.pack_module("nodes.memory_plan"), "free_device_bytes", lambda device: None))
+    probes = host.pack_module("freeswim_core.probes")
+    # stand-ins through the pack's probe interface: the fake device cannot run the compiled kernel,
+    # and has no allocator to ask (the planner sees no free-memory limit)
+    probe = probes.Probe(window_kernel=lambda device: _stub_flex,
+                         block_tables=_block_tables(flex, unset_fake_temporarily), device_memory_unknown=True)
+    with FakeTensorMode(allow_non_fake_inputs=True), probes.probing(probe):
         base = config.get_model({}, "", device=dev)
         dm = base.diffusion_model
         patcher = comfy.model_patcher.ModelPatcher(base, load_device=dev, offload_device=dev)
@@ -131,7 +125,7 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
             run.store = store_mod.FeatureStore("cpu", "bf16", dev)
         t = torch.full((1,), 900.0, device=dev)
         ctx = torch.zeros(1, 512, 4096, dtype=torch.bfloat16, device=dev)
-        extra = {"clip_fea": torch.zeros(1, 257, 1280, dtype=torch.bfloat16, device=dev)} if arch.get("i2v") else {}
+        extra = {"clip_fea": torch.zeros(1, 257, 1280, dtype=torch.bfloat16, device=dev)} if arch.i2v else {}
         for p in dm.parameters():      # MemTracker hooks every parameter (ComfyUI builds them frozen)
             p.requires_grad_(True)
         tracker = MemTracker()
@@ -141,13 +135,13 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
         peak = tracker.get_tracker_snapshot("peak")
         phases = _phase_peaks(tracker, dm)
         block_bytes, other_bytes = _block_params(dm)
-        traits = host.pack_module("nodes.host_blocks").host_traits(dm)
+        traits = host.pack_module("nodes.families.wan").host_traits(dm)
     device_peak = _device_total(peak)
     traced_weights = block_bytes * blocks + other_bytes
-    weights = block_bytes * arch["layers"] + other_bytes
+    weights = block_bytes * arch.blocks + other_bytes
     activations = device_peak - traced_weights
     grid_t = (frames - 1) // 4 + 1
-    tokens = grid_t * (height // arch["vae"] // 2) * (width // arch["vae"] // 2)
+    tokens = grid_t * (height // arch.vae // 2) * (width // arch.vae // 2)
     rows = 2 if mode in ("dual", "cache") else 1
     extra = weights - traced_weights
     return Trace(model, width, height, frames, mode, execution if rows == 2 else "-", weight_dtype, tokens, rows,
@@ -174,20 +168,10 @@ def _block_tables(flex, unset_fake):
     return build
 
 
-@contextlib.contextmanager
-def _patched(module, name, value):
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
-
-
 def _apply_nodes(host, patcher, arch, mode, execution):
     if mode == "plain":
         return patcher
-    native_w, native_h = arch["native"]
+    native_w, native_h = arch.native
     (m,) = host.run_node("FreeSwimWindowAttentionPatch", model=patcher, native_size="custom",
                          custom_width=native_w, custom_height=native_h, inward=True,
                          attention_scale="reference", backend="auto")

@@ -1,34 +1,26 @@
 """Dual-Path Override and Cross-Attn Cache nodes."""
 from __future__ import annotations
 
-from comfy.ldm.wan.model import CameraWanModel, VaceWanModel, WanModel
 from comfy_api.latest import io
 
 from ..freeswim_core.dual import PASSES, PRECISIONS, STORAGE_MODES
-from .hooks import install
-from .options import CacheSettings, DualPathSettings
 from .checks import check_choice, check_number
 from .errors import InvalidInput, UnsupportedModel
-from .wan import diffusion_model_of, wan_info
+from .families import diffusion_model_of, family_of
+from .hooks import install
+from .options import CACHE_NODE as CACHE_NAME
+from .options import DUAL_NODE as DUAL_NAME
+from .options import CacheSettings, DualPathSettings
 
 _DUAL, _CACHE = DualPathSettings(), CacheSettings()
 
-DUAL_NAME = "FreeSwim Dual-Path Override"
-CACHE_NAME = "FreeSwim Cross-Attn Cache"
-
-# Wan variants whose blocks make exactly one self-attention call followed by their
-# cross-attention call(s); S2V, HuMo and Animate add audio/face attention in between.
-DUAL_PATH_MODELS = (WanModel, VaceWanModel, CameraWanModel)
 EXECUTIONS = ("auto", "batched", "sequential")
 
 
 def _check_dual_model(model, node_name: str):
-    wan_info(model, node_name)
-    dm = diffusion_model_of(model)
-    if type(dm) not in DUAL_PATH_MODELS:
-        raise UnsupportedModel(f"{node_name}: {type(dm).__name__} adds attention layers between a block's "
-                         "self- and cross-attention, which the dual path does not support yet. Use "
-                         "FreeSwim Window Attention Patch alone with this model.")
+    refusal = family_of(model, node_name).dual_path_refusal(diffusion_model_of(model))
+    if refusal is not None:
+        raise UnsupportedModel(f"{node_name}: {refusal}")
 
 
 class FreeSwimDualPathOverride(io.ComfyNode):
@@ -36,7 +28,7 @@ class FreeSwimDualPathOverride(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="FreeSwimDualPathOverride",
-            display_name="Dual-Path Override",
+            display_name=DUAL_NAME,
             category="FreeSwim",
             description=(
                 "FreeSwim's dual path: the conditional pass also runs a full-attention branch from the "
@@ -80,7 +72,7 @@ class FreeSwimDualPathOverride(io.ComfyNode):
             raise InvalidInput(f"{DUAL_NAME}: start_percent ({start_percent}) must be below end_percent "
                              f"({end_percent}), both between 0 and 1.")
         m = model.clone()
-        install(m, dual=DualPathSettings(
+        install(m, DUAL_NAME, dual=DualPathSettings(
             passes=passes, override_image_cross=bool(override_image_cross),
             start_percent=float(start_percent), end_percent=float(end_percent), execution=execution))
         return io.NodeOutput(m)
@@ -91,7 +83,7 @@ class FreeSwimCrossAttnCache(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="FreeSwimCrossAttnCache",
-            display_name="Cross-Attn Cache",
+            display_name=CACHE_NAME,
             category="FreeSwim",
             description=(
                 "Runs the dual path's full-attention branch only on guide steps and reuses its "
@@ -118,6 +110,6 @@ class FreeSwimCrossAttnCache(io.ComfyNode):
         check_choice(CACHE_NAME, "precision", precision, PRECISIONS)
         guide_interval = check_number(CACHE_NAME, "guide_interval", guide_interval, minimum=1, integer=True)
         m = model.clone()
-        install(m, cache=CacheSettings(interval=int(guide_interval), storage=storage,
+        install(m, CACHE_NAME, cache=CacheSettings(interval=int(guide_interval), storage=storage,
                                                         precision=precision))
         return io.NodeOutput(m)

@@ -1,4 +1,4 @@
-"""Token-chunked feed-forward for Wan blocks: the same layers, a bounded hidden state.
+"""Token-chunked feed-forward for transformer blocks (Wan's): the same layers, a bounded hidden state.
 
 A Wan block's FFN holds its input, a hidden state ``ffn_dim`` wide (5.8x the model
 width for 1.3B, 2.7x for 14B, and GELU's output beside it on 0.3.x) and its output
@@ -108,9 +108,10 @@ def _slice_runner(ffn: torch.nn.Module, sample: torch.Tensor):
     return run
 
 
-def install_chunked_ffn(model, dm) -> None:
-    """Object-patch the FFN of every block (VACE blocks too) of a (cloned) ModelPatcher; idempotent."""
-    for group in ("blocks", "vace_blocks"):
+def install_chunked_ffn(model, dm, groups) -> None:
+    """Object-patch the FFN (``ffn``) of every block of the block lists ``groups`` (Wan: ``blocks``,
+    ``vace_blocks``) of a (cloned) ModelPatcher; idempotent."""
+    for group in groups:
         for i in range(len(getattr(dm, group, None) or [])):
             key = f"diffusion_model.{group}.{i}.ffn"
             if not isinstance(model.object_patches.get(key), ChunkedFFN):

@@ -7,8 +7,9 @@
 * The OUTER_SAMPLE wrapper owns a sampling run: it checks the chain of nodes,
   finds out whether another node took the override slot after FreeSwim, creates
   the run's state and drops it in ``finally``, publishing the run report.
-* The DIFFUSION_MODEL wrapper plans each model call once and appends the
-  full-attention twin rows; they are cut off the output.
+* The DIFFUSION_MODEL wrapper has the run's planner (``freeswim_core.planner``) plan
+  each model call once and appends the full-attention twin rows; they are cut off
+  the output.
 * The block replacement runs each block: in one go (batched), or the twins first
   and then the caller's rows with the twins' cross-attention handed over
   (sequential), so at most one block's hand-off exists at a time.
@@ -23,19 +24,15 @@ import comfy.model_patcher
 import torch
 from comfy.patcher_extension import WrappersMP
 
-from .call_plan import ARG_TRANSFORMER_OPTIONS, CallArgs, CallPlan, Mode, plan_call
+from ..freeswim_core import probes
+from ..freeswim_core.planner import CallPlan, Run
 from .errors import InvalidInput
-from ..freeswim_core.attention import release_run_caches
-from .ffn_chunks import install_chunked_ffn
-from .host_blocks import writable_in_place
-from .patch_embedding import install_token_major_embedding
-from .options import (CACHE_NODE, CURSOR_KEY, DUAL_NODE, KEEP_TWINS_KEY, OPTIONS_KEY, OVERRIDE_SLOT,
-                      PLAN_KEY, RUN_KEY, SCOPE_KEY, WINDOW_NODE, WRAPPER_KEY, FreeSwimOptions, options_of)
-from .override import BlockScope, CallCursor, freeswim_attention_override
-from .run_state import RunState, publish
-from .wan import diffusion_model_of
-
-DIT, BLOCK = "dit", "double_block"
+from .families import diffusion_model_of, family_named, family_of
+from .options import (CACHE_NODE, CURSOR_KEY, DUAL_NODE, OPTIONS_KEY, OVERRIDE_SLOT, PLAN_KEY, RUN_KEY, SCOPE_KEY,
+                      WINDOW_NODE, WRAPPER_KEY, FreeSwimOptions, options_of)
+from .override import BlockScope, CallCursor, freeswim_attention_override, writable_in_place
+from .planning import call_facts, new_run, ready
+from .run_state import publish
 
 
 class BlockReplacement:
@@ -61,7 +58,7 @@ class BlockReplacement:
         # Each half's input is dead once that half has run; where only FreeSwim and the host's own
         # loop hold the block's input, its output goes into the input's memory (no third copy of
         # the hidden states beside the twins' output and the window rows' attention).
-        in_place = self.inner is None and plan.host_frees_block_inputs and writable_in_place(x)
+        in_place = self.inner is None and plan.model.frees_block_inputs and writable_in_place(x)
         twins = BlockScope(self.index, "twins")
         twin_out = run_block(_block_rows(args, total, slice(rows, total), {**to, SCOPE_KEY: twins}))["img"]
         if in_place:
@@ -87,27 +84,29 @@ def _block_rows(args: dict, total: int, rows: slice, to: dict) -> dict:
     return out
 
 
-def install(model, **changes) -> None:
-    """Merge ``changes`` into the FreeSwim options of a (cloned) ModelPatcher and hook it."""
+def install(model, node_name: str, **changes) -> None:
+    """Merge ``changes`` into the FreeSwim options of a (cloned) ModelPatcher and hook it; a model
+    no family knows is refused naming ``node_name``."""
+    family = family_of(model, node_name)
     to = model.model_options.setdefault("transformer_options", {})
     opts: FreeSwimOptions = options_of(to) or FreeSwimOptions()
     current = to.get(OVERRIDE_SLOT)
     inner = opts.inner_override if current is freeswim_attention_override else current
     dm = diffusion_model_of(model)
-    blocks = len(dm.blocks)
-    to[OPTIONS_KEY] = replace(opts, inner_override=inner, blocks=blocks, **changes)
+    blocks = family.blocks(dm)
+    to[OPTIONS_KEY] = replace(opts, inner_override=inner, blocks=blocks, family=family.name, **changes)
     to[OVERRIDE_SLOT] = freeswim_attention_override
     for kind, fn in ((WrappersMP.DIFFUSION_MODEL, diffusion_model_wrapper),
                      (WrappersMP.OUTER_SAMPLE, outer_sample_wrapper)):
         model.remove_wrappers_with_key(kind, WRAPPER_KEY)
         model.add_wrapper_with_key(kind, WRAPPER_KEY, fn)
-    install_chunked_ffn(model, dm)
-    install_token_major_embedding(model, dm)
-    replacements = to.get("patches_replace", {}).get(DIT, {})
+    family.install(model, dm)
+    group, block = family.replace_key
+    replacements = to.get("patches_replace", {}).get(group, {})
     for i in range(blocks):
-        existing = replacements.get((BLOCK, i))
+        existing = replacements.get((block, i))
         if not isinstance(existing, BlockReplacement):
-            model.set_model_patch_replace(BlockReplacement(i, existing), DIT, BLOCK, i)
+            model.set_model_patch_replace(BlockReplacement(i, existing), group, block, i)
 
 
 def _check_chain(opts: FreeSwimOptions) -> None:
@@ -141,8 +140,8 @@ def _uncond_runs(guider) -> bool:
     return not (cfg1 and not guider.model_options.get("disable_cfg1_optimization", False))
 
 
-def _start_run(guider, to: dict, opts: FreeSwimOptions) -> RunState:
-    run = RunState()
+def _start_run(guider, to: dict, opts: FreeSwimOptions) -> Run:
+    run = new_run(opts)
     _check_chain(opts)
     slot = to.get(OVERRIDE_SLOT)
     if slot is not freeswim_attention_override:
@@ -152,8 +151,9 @@ def _start_run(guider, to: dict, opts: FreeSwimOptions) -> RunState:
                 "this run and its dual path does not run. Apply the FreeSwim nodes after that node, which "
                 "keeps and calls it.", WINDOW_NODE, _name(slot))
         return run
-    ours = to.get("patches_replace", {}).get(DIT, {})
-    lost = [i for i in range(opts.blocks) if not isinstance(ours.get((BLOCK, i)), BlockReplacement)]
+    group, block = family_named(opts.family).replace_key
+    ours = to.get("patches_replace", {}).get(group, {})
+    lost = [i for i in range(opts.blocks) if not isinstance(ours.get((block, i)), BlockReplacement)]
     if lost:
         run.say("blocks-lost", logging.WARNING,
                 "%s: another node replaced FreeSwim's run of blocks %s; their attention calls are placed by "
@@ -188,61 +188,52 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     finally:
         guider.model_options = orig
-        release_run_caches()
         if run is not None:
-            if run.store is not None:
-                run.report.cache_bytes = run.store.nbytes()
-                run.store.clear()
-            run.store = None
-            run.report.attention_seconds = round(run.report.attention_seconds, 4)
-            publish(run.report)
+            publish(run.close())
 
 
-def _with_transformer_options(args, kwargs, to):
-    if "transformer_options" in kwargs or len(args) <= ARG_TRANSFORMER_OPTIONS:
+def _with_transformer_options(args, kwargs, to, at: int):
+    if "transformer_options" in kwargs or len(args) <= at:
         return args, {**kwargs, "transformer_options": to}
     args = list(args)
-    args[ARG_TRANSFORMER_OPTIONS] = to
+    args[at] = to
     return tuple(args), kwargs
 
 
-def _map_batch(args, kwargs, rows: int, fn):
+def _map_batch(args, kwargs, rows: int, fn, at: int):
     """Apply ``fn`` to every batch-sized (``rows``) tensor argument of the model call."""
     def one(v):
         return fn(v) if _batch_sized(v, rows) else v
-    args = tuple(one(a) if i != ARG_TRANSFORMER_OPTIONS else a for i, a in enumerate(args))
+    args = tuple(one(a) if i != at else a for i, a in enumerate(args))
     kwargs = {k: (v if k == "transformer_options" else one(v)) for k, v in kwargs.items()}
     return args, kwargs
 
 
-def _count(run: Optional[RunState], plan: CallPlan) -> None:
-    if run is None:
-        return
-    r = run.report
-    r.model_calls += 1
-    if plan.window is None:
-        return
-    r.windowed_calls += 1
-    grid = list(plan.window.grid.as_tuple())
-    if grid not in r.grids:
-        r.grids.append(grid)
-    r.window = [plan.window.window.h, plan.window.window.w]
-    r.dual_calls += plan.mode is Mode.DUAL
-    r.guide_calls += plan.mode is Mode.GUIDE
-    r.reuse_calls += plan.mode is Mode.REUSE
-
-
 def diffusion_model_wrapper(executor, *args, **kwargs):
-    to = kwargs.get("transformer_options", args[ARG_TRANSFORMER_OPTIONS] if len(args) > ARG_TRANSFORMER_OPTIONS else None)
-    opts = options_of(to)
-    run: Optional[RunState] = to.get(RUN_KEY) if opts is not None else None
-    if opts is None or (run is not None and run.bypass):
+    opts = None
+    for v in (kwargs.get("transformer_options"), *args):
+        if isinstance(v, dict) and OPTIONS_KEY in v:
+            to, opts = v, options_of(v)
+            break
+    if opts is None:
         return executor(*args, **kwargs)
-    plan = plan_call(opts, executor.class_obj, CallArgs.read(args, kwargs), to, run)
-    _count(run, plan)
-    args, kwargs = _with_transformer_options(args, kwargs, {**to, PLAN_KEY: plan, CURSOR_KEY: CallCursor()})
+    run: Optional[Run] = to.get(RUN_KEY)
+    if run is not None and run.bypass:
+        return executor(*args, **kwargs)
+    family = family_named(opts.family)
+    at = family.transformer_options_arg
+    dm = executor.class_obj
+    if run is None:                      # a model call outside a sampling run: planned alone, no cache
+        run = new_run(opts)
+        run.cache_allowed = False
+    ready(run, opts, family, dm)
+    plan: CallPlan = run.plan_call(call_facts(run, family.call_inputs(dm, args, kwargs), to))
+    args, kwargs = _with_transformer_options(args, kwargs, {**to, RUN_KEY: run, PLAN_KEY: plan,
+                                                            CURSOR_KEY: CallCursor()}, at)
     if not plan.twins:
         return executor(*args, **kwargs)
-    args, kwargs = _map_batch(args, kwargs, plan.layout.rows, plan.layout.expand)
+    args, kwargs = _map_batch(args, kwargs, plan.layout.rows, plan.layout.expand, at)
     out = executor(*args, **kwargs)
-    return out if to.get(KEEP_TWINS_KEY) else out[:plan.layout.rows]
+    if probes._probes:
+        probes.output(plan, out)
+    return out[:plan.layout.rows]

@@ -21,22 +21,24 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
-from ..freeswim_core import backend_for
 from ..freeswim_core.dual.calls import (WindowPlan, cross_rows, cross_rows_with_given, self_attention_rows,
-                                        split_heads, take_rows, window_rows)
+                                        take_rows, window_rows)
 from ..freeswim_core.log import log_once
-from .call_plan import CallPlan, Mode
-from .host_blocks import GRID_SIZES, writable_in_place
+from ..freeswim_core.planner import CallPlan, Mode
+from .families.base import GRID_SIZES
 from .options import CURSOR_KEY, PLAN_KEY, RUN_KEY, SCOPE_KEY, WINDOW_NODE, options_of
 
 
-
+def writable_in_place(t) -> bool:
+    """May a tensor the host dropped be overwritten now: not part of an autograd graph, and not an
+    inference tensor outside inference mode (which torch refuses to write)."""
+    return (isinstance(t, torch.Tensor) and not t.requires_grad
+            and (torch.is_inference_mode_enabled() or not t.is_inference()))
 
 @dataclass
 class BlockScope:
@@ -89,7 +91,7 @@ def _check_self(plan: CallPlan, cursor: CallCursor, q, to: dict, run) -> bool:
     if q.shape[1] != grid.tokens:
         problem = (f"self-attention has {q.shape[1]} tokens, not the {grid.tokens} of the "
                    f"{grid.t}x{grid.h}x{grid.w} grid (tokens that are not on the video grid)")
-    elif plan.check_grid and not cursor.grid_checked and to.get(GRID_SIZES) is not None:
+    elif plan.model.check_grid and not cursor.grid_checked and to.get(GRID_SIZES) is not None:
         cursor.grid_checked = True
         host_grid = tuple(int(n) for n in to[GRID_SIZES])
         if host_grid != (grid.t - plan.ref_frames, grid.h, grid.w):
@@ -105,23 +107,17 @@ def _check_self(plan: CallPlan, cursor: CallCursor, q, to: dict, run) -> bool:
 
 
 def _window(run, w: WindowPlan, q, k, v, heads, in_place: bool):
-    """The core's window rows, noting the backend used and the host time spent in the run report."""
+    """The core's window rows, through the run (which notes the backend and the time spent)."""
     if run is None:
         return window_rows(w, q, k, v, heads, in_place)
-    used = backend_for(split_heads(q, heads), w.grid, w.window, w.backend)
-    if used not in run.report.backends:
-        run.report.backends.append(used)
-    started = time.perf_counter()
-    out = window_rows(w, q, k, v, heads, in_place)
-    run.report.attention_seconds += time.perf_counter() - started
-    return out
+    return run.window_rows(w, q, k, v, heads, in_place)
 
 
 def queries_reusable(plan: CallPlan, to: dict, q) -> bool:
     """May FreeSwim overwrite the self-attention queries? Only where the host's own blocks run
-    (they drop q after attention: ``plan.host_frees_queries``), no ``attn1_patch`` reads q after
+    (they drop q after attention: ``plan.model.frees_queries``), no ``attn1_patch`` reads q after
     the call, and q is a plain dense tensor that may be written in this mode."""
-    return (plan.host_frees_queries and not (to.get("patches") or {}).get("attn1_patch")
+    return (plan.model.frees_queries and not (to.get("patches") or {}).get("attn1_patch")
             and q.is_contiguous() and writable_in_place(q))
 
 
@@ -175,8 +171,8 @@ def queries_dropped_after(plan: CallPlan, kind: str, to: dict, q) -> bool:
 
 
 def _note_handoff(run, nbytes: int) -> None:
-    if run is not None and nbytes > run.report.handoff_peak_bytes:
-        run.report.handoff_peak_bytes = nbytes
+    if run is not None:
+        run.note_handoff(nbytes)
 
 
 def _handle(plan: CallPlan, to: dict, call, args, kwargs):

@@ -60,10 +60,9 @@ class TokenMajorPatchEmbedding:
 
 
 def install_token_major_embedding(model, dm) -> None:
-    """Object-patch the patch embedding's ``forward`` of a (cloned) ModelPatcher whose model runs
-    ComfyUI's own ``WanModel.forward_orig`` (the loop this layout is known to suit); idempotent."""
-    from .host_blocks import host_frees_block_inputs
-    if not host_frees_block_inputs(dm) or not isinstance(getattr(dm, "patch_embedding", None), torch.nn.Conv3d):
+    """Object-patch the patch embedding's ``forward`` of a (cloned) ModelPatcher; idempotent. The
+    family installs it where the model's own loop suits this layout (Wan: ``WanModel.forward_orig``)."""
+    if not isinstance(getattr(dm, "patch_embedding", None), torch.nn.Conv3d):
         return
     current = model.object_patches.get(KEY)
     if isinstance(current, TokenMajorPatchEmbedding):

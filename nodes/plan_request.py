@@ -10,13 +10,16 @@ import math
 from dataclasses import replace
 
 from ..freeswim_core import TokenGrid, Window, attention_cost
-from ..freeswim_core.memory import EXECUTIONS, HEADROOM, HostTraits, WanArchitecture, plan_memory
-from ..freeswim_core.memory.architecture import DTYPE_BYTES, WAN_ARCHITECTURES
-from .host_blocks import host_level_traits
-from .wan import NATIVE_PRESETS
+from ..freeswim_core.families import VARIANTS, variant, variant_for_file
+from ..freeswim_core.families import wan
+from ..freeswim_core.families.wan import WanArchitecture
+from ..freeswim_core.memory import (EXECUTIONS, HEADROOM, HostTraits, choose_execution, free_beside_weights,
+                                    plan_memory)
+from ..freeswim_core.native import NATIVE_PRESETS
+from ..freeswim_core.units import DTYPE_BYTES
+from .families import host_level_traits
 
-MODELS = {"wan2.1-1.3b": "1.3b", "wan2.1-14b": "14b", "wan2.1-14b-i2v": "14b-i2v", "wan2.2-5b": "5b",
-          "wan2.2-a14b": "14b"}
+MODELS = tuple(v.name for v in VARIANTS)
 MODES = ("window", "dual", "cache")
 STORAGES = ("auto", "gpu", "cpu")
 PRECISIONS = ("model", "bf16", "fp8")
@@ -43,12 +46,18 @@ def _choice(body: dict, name: str, options, default):
 
 
 def _architecture(body: dict) -> tuple[str, WanArchitecture]:
-    model = body.get("model", "wan2.1-1.3b")
+    model = body.get("model")
+    if model is None:           # the panel names the loader's file; the registry knows its variant
+        file = body.get("model_file")
+        if file is not None and not isinstance(file, str):
+            raise BadRequest(f"model_file: expected a checkpoint's file name, got {file!r}")
+        v = variant_for_file(file)
+        return v.name, v.arch
     if isinstance(model, str):
         if model not in MODELS:
             raise BadRequest(f"model: expected one of {', '.join(MODELS)} or an object of architecture numbers "
                              f"({', '.join(ARCH_FIELDS)}), got {model!r}")
-        return model, WAN_ARCHITECTURES[MODELS[model]]
+        return model, variant(model).arch
     if not isinstance(model, dict):
         raise BadRequest(f"model: expected a model name or an object of architecture numbers, got {model!r}")
     numbers = {k: _int(model, k, None, 1, 1 << 20) for k in ARCH_FIELDS if k in model}
@@ -59,7 +68,7 @@ def _architecture(body: dict) -> tuple[str, WanArchitecture]:
         raise BadRequest(f"model.dim: {numbers['dim']} is not a multiple of head_dim {numbers.get('head_dim', 128)}")
     if numbers.get("vae", 8) not in (8, 16):
         raise BadRequest("model.vae: expected 8 (Wan 2.1 VAE) or 16 (Wan2.2 TI2V VAE)")
-    return "custom", WanArchitecture(**numbers, native=(1280, 704) if numbers.get("vae") == 16 else (832, 480))
+    return "custom", WanArchitecture(**numbers, native=wan.FALLBACK_NATIVE[numbers.get("vae", 8)][0])
 
 
 def _native(body: dict, arch: WanArchitecture, width: int, height: int) -> tuple[int, int]:
@@ -108,15 +117,12 @@ def plan_from_request(body) -> dict:
                         f" or {(width // multiple + 1) * multiple}x{(height // multiple + 1) * multiple}.")
     vram_bytes = int(vram * 1e9) if vram is not None else None
     cache_precision = "bf16" if precision == "model" else precision
-    chosen = execution
-    if execution == "auto":
-        batched = plan_memory(arch, width, height, frames, mode=mode, execution="batched", weight_dtype=weight_dtype,
-                              vram_bytes=vram_bytes, cache_storage=storage, cache_precision=cache_precision,
-                              host=host)
-        chosen = "batched" if batched.fits is not False else "sequential"
-    plan = plan_memory(arch, width, height, frames, mode=mode, execution=chosen, weight_dtype=weight_dtype,
-                       vram_bytes=vram_bytes, cache_storage=storage, cache_precision=cache_precision,
-                       host=host)
+
+    def plan_of(chosen: str):
+        return plan_memory(arch, width, height, frames, mode=mode, execution=chosen, weight_dtype=weight_dtype,
+                           vram_bytes=vram_bytes, cache_storage=storage, cache_precision=cache_precision, host=host)
+    # the rule a run applies (memory.execution), on an idle GPU of this size
+    _, plan = choose_execution(execution, plan_of, free_beside_weights(vram_bytes, arch.weights_bytes(weight_dtype)))
     out = plan.as_dict()
     out["model"] = name
     out["native_size"] = list(native)

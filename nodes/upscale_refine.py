@@ -33,10 +33,9 @@ from ..freeswim_core.settings import RefineOptions
 from . import vae_tiles
 from .checks import check_choice, check_number
 from .errors import InvalidInput
+from .families import ModelInfo, model_info
+from .options import REFINE_NODE as NODE_NAME
 from .options import options_of
-from .wan import WanInfo, wan_info
-
-NODE_NAME = "FreeSwim Latent Upscale Refine"
 UPSCALE_PATHS = ("pixel", "latent")
 RESIZE_METHODS = ("bilinear", "bicubic", "lanczos")
 # Conditioning entries that carry latents at the native size (I2V / FLF image latents, Fun reference).
@@ -49,7 +48,7 @@ _RECIPE = RefineOptions()
 EXPERT_BOUNDARIES = {"t2v": 0.875, "i2v": 0.9}
 
 
-def expert_boundary(info: WanInfo, boundary: float) -> float:
+def expert_boundary(info: ModelInfo, boundary: float) -> float:
     """The switch sigma: ``boundary``, or (0, auto) Wan2.2's own for the model type."""
     if boundary > 0:
         return boundary
@@ -68,9 +67,9 @@ def high_noise_steps(sigmas: list[float], boundary: float) -> int:
     return count
 
 
-def check_experts(low: WanInfo, high: WanInfo) -> None:
+def check_experts(low: ModelInfo, high: ModelInfo) -> None:
     """The two experts of a pair share one architecture; anything else is a wiring mistake."""
-    def describe(i: WanInfo) -> str:
+    def describe(i: ModelInfo) -> str:
         return (f"{i.model_type}, dim {i.dim}, {i.layers} blocks, {i.in_dim} input channels, "
                 f"{'Wan2.2 VAE' if i.vae_factor == 16 else 'Wan2.1 VAE'}")
     if describe(low) != describe(high) or low.patch_size != high.patch_size:
@@ -147,7 +146,7 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="FreeSwimLatentUpscaleRefine",
-            display_name="Latent Upscale Refine",
+            display_name=NODE_NAME,
             category="FreeSwim",
             description=(
                 "FreeSwim's coarse-to-fine stage: upscale a native-size video latent to the target size "
@@ -197,12 +196,12 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, width, height, scale_by, upscale_path,
                 resize_method, strength, steps, cfg, sampler_name, scheduler, shift, seed,
                 vae=None, model_high_noise=None, boundary=0.0) -> io.NodeOutput:
-        info = wan_info(model, NODE_NAME)
+        info = model_info(model, NODE_NAME)
         boundary = check_number(NODE_NAME, "boundary", boundary, minimum=0.0, below=1.0,
                                 why="It is the sigma where the high-noise expert hands over (0: auto, "
                                     "0.875 for T2V, 0.9 for I2V).")
         if model_high_noise is not None:
-            check_experts(info, wan_info(model_high_noise, NODE_NAME))
+            check_experts(info, model_info(model_high_noise, NODE_NAME))
             boundary = expert_boundary(info, boundary)
             _warn_unpatched(model, model_high_noise)
         check_choice(NODE_NAME, "upscale_path", upscale_path, UPSCALE_PATHS)

@@ -5,15 +5,15 @@ from comfy_api.latest import io
 
 from ..freeswim_core import BACKENDS, SCALE_MODES
 from ..freeswim_core.settings import WindowOptions
-from .hooks import install
-from .options import WindowSettings
+from ..freeswim_core.native import NATIVE_SIZE_OPTIONS
 from .checks import check_choice, check_number
 from .errors import InvalidInput
-from .wan import NATIVE_SIZE_OPTIONS, wan_info
+from .families import model_info
+from .hooks import install
+from .options import WINDOW_NODE as NODE_NAME
+from .options import WindowSettings
 
 _DEFAULT = WindowOptions()
-
-NODE_NAME = "FreeSwim Window Attention Patch"
 
 
 class FreeSwimWindowAttentionPatch(io.ComfyNode):
@@ -55,7 +55,7 @@ class FreeSwimWindowAttentionPatch(io.ComfyNode):
     @classmethod
     def execute(cls, model, native_size, custom_width, custom_height, inward, attention_scale,
                 backend) -> io.NodeOutput:
-        info = wan_info(model, NODE_NAME)
+        info = model_info(model, NODE_NAME)
         check_choice(NODE_NAME, "native_size", native_size, NATIVE_SIZE_OPTIONS)
         check_choice(NODE_NAME, "attention_scale", attention_scale, SCALE_MODES)
         check_choice(NODE_NAME, "backend", backend, BACKENDS)
@@ -70,5 +70,5 @@ class FreeSwimWindowAttentionPatch(io.ComfyNode):
                                           custom_height=int(custom_height), inward=bool(inward),
                                           scale_mode=attention_scale, backend=backend)
         m = model.clone()
-        install(m, window=settings)
+        install(m, NODE_NAME, window=settings)
         return io.NodeOutput(m)

@@ -487,7 +487,7 @@ def test_memory_is_reused_only_where_the_host_drops_it(comfy, variant):
     attention writes over its queries, only where the host's own code drops those tensors. VACE
     keeps the first block's input for its own blocks: there the sequential result must still be
     the batched one."""
-    host_blocks = comfy.pack_module("nodes.host_blocks")
+    host_blocks = comfy.pack_module("nodes.families.wan")
     model = comfy.load_tiny_wan(vace_layers=1 if variant == "vace" else 0, seed=41)
     dm = model.model.diffusion_model
     assert host_blocks.host_frees_block_inputs(dm) == (variant == "t2v")
@@ -532,7 +532,7 @@ def test_auto_execution_follows_the_memory_plan(comfy, wan, monkeypatch):
     """execution auto: batched while the planned call fits what the device has free, sequential
     when only that fits, and a warning naming the shortfall when neither does. The run report
     carries the plan."""
-    memory = comfy.pack_module("nodes.memory_plan")
+    memory = comfy.pack_module("nodes.planning")
     latent = torch.zeros(1, 16, 3, 24, 40)
     model = dual(comfy, windowed(comfy, wan), passes="cond", execution="auto")
     monkeypatch.setattr(memory, "free_device_bytes", lambda device: 10**15)
@@ -565,7 +565,7 @@ def test_a_node_that_replaces_the_cross_attention_keeps_its_queries(comfy):
     attention twice with the same q: FreeSwim must not write its output over that q, nor over the
     self-attention's queries of a module whose forward it does not know."""
     import comfy.ldm.modules.attention as attention
-    host_blocks = comfy.pack_module("nodes.host_blocks")
+    host_blocks = comfy.pack_module("nodes.families.wan")
     model = comfy.load_tiny_wan(seed=43)
     dm = model.model.diffusion_model
     assert host_blocks.host_frees_queries(dm)

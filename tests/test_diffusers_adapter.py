@@ -35,12 +35,12 @@ def tiny_transformer(seed=0, image_dim=None):
     return model.eval()
 
 
-def install(model, passes="cond_and_uncond", cache=None, override_image=False, keep_twins=False, backend="chunked"):
+def install(model, passes="cond_and_uncond", cache=None, override_image=False, backend="chunked", guidance_scale=None):
     from freeswim_core.diffusers import CacheOptions, DualOptions, FreeSwim, WindowOptions
     window = WindowOptions(native_size="custom", custom_width=NATIVE[0], custom_height=NATIVE[1], backend=backend)
     return FreeSwim(model, window=window, dual=DualOptions(passes=passes, override_image_cross=override_image),
                     cache=CacheOptions(interval=cache) if cache else None, vae_scale_factor=8,
-                    keep_twins=keep_twins)
+                    guidance_scale=guidance_scale)
 
 
 def _rope(x, cos, sin):                          # [B, L, H, D], pairs interleaved
@@ -182,6 +182,23 @@ def test_cond_and_uncond_batched_or_separate_agree(cache):
         fs.remove()
     for together, (uncond, cond) in zip(both, apart):
         assert err(together[:1], uncond) < 1e-5 and err(together[1:], cond) < 1e-5
+
+
+@pytest.mark.parametrize("guidance, passes_stored", [(1.0, 1), (5.0, 2)])
+def test_the_cache_is_sized_for_the_passes_that_run(guidance, passes_stored):
+    """At guidance 1 diffusers' Wan pipelines make no unconditional call, so with passes
+    cond_and_uncond the cache is planned for the conditional pass's features alone (one row of
+    blocks x tokens x width values, float32 here); with guidance both passes' rows are planned."""
+    model = tiny_transformer()
+    x, t, context = inputs(1, 3, 20, 28)
+    fs = install(model, passes="cond_and_uncond", cache=2, guidance_scale=guidance)
+    try:
+        run(model, x, t, context, "cond", 0, 0.9)
+        planned = fs.run.report.cache_bytes
+    finally:
+        fs.remove()
+    tokens = 3 * (20 // 2) * (28 // 2)
+    assert planned == len(model.blocks) * tokens * HEADS * HEAD_DIM * 4 * passes_stored
 
 
 def test_bad_inputs_are_refused_clearly():

@@ -85,7 +85,7 @@ def test_freeswim_follows_a_pipelines_steps_and_passes(model_dir):
              output_type="np")
         r = fs.report
         assert (r.model_calls, r.windowed_calls, r.guide_calls, r.reuse_calls, r.dual_calls) == (10, 10, 3, 2, 0)
-        assert fs._store is None
+        assert fs.run.store is None
     finally:
         fs.remove()
 
@@ -114,19 +114,15 @@ def test_active_range_is_the_same_schedule_points_as_in_comfyui(model_dir):
         FreeSwim(refine.transformer, window=window, dual=dual, cache=None)
     fs = FreeSwim(refine.transformer, window=window, dual=dual, cache=None, vae_scale_factor=8,
                   scheduler=refine.scheduler)
-    modes, plan = [], fs.plan
-
-    def recorded(*args):
-        call = plan(*args)
-        modes.append(call.mode)
-        return call
-
-    fs.plan = recorded
+    from freeswim_core import probes
+    modes = []
+    probe = probes.Probe(on_call=lambda call: modes.append(call.mode.value))
     prompt, negative = pipe.encode_prompt("a fox", negative_prompt="", device="cpu")   # (no ftfy here)
     video = [Image.new("RGB", (192, 128), (40 * i, 90, 160)) for i in range(5)]
     try:
-        refine(video=video, prompt_embeds=prompt, negative_prompt_embeds=negative, width=192, height=128, num_inference_steps=20, strength=0.5,
-               guidance_scale=5.0, output_type="np")
+        with probes.probing(probe):
+            refine(video=video, prompt_embeds=prompt, negative_prompt_embeds=negative, width=192, height=128,
+                   num_inference_steps=20, strength=0.5, guidance_scale=5.0, output_type="np")
     finally:
         fs.remove()
     timesteps = refine.scheduler.timesteps.tolist()[10:]                 # the refine's 10 steps

@@ -4,7 +4,8 @@ token-chunked FFN's effect on the traced FFN peak."""
 import pytest
 import torch
 
-from harness.memory_trace import ARCHS, trace
+from freeswim_core.families import variant
+from harness.memory_trace import trace
 
 GB = 1e9
 
@@ -14,8 +15,8 @@ def test_traced_weights_are_the_whole_models_parameters(comfy):
     30-block 1.3B model as ComfyUI builds it (here on the meta device, all 30 blocks)."""
     import comfy.model_detection
     from harness.tiny_wan import tiny_wan_state_dict
-    arch = ARCHS["1.3b"]
-    sd = tiny_wan_state_dict(dim=arch["dim"], layers=arch["layers"], ffn_dim=arch["ffn"], device="meta")
+    arch = variant("1.3b").arch
+    sd = tiny_wan_state_dict(dim=arch.dim, layers=arch.blocks, ffn_dim=arch.ffn_dim, device="meta")
     config = comfy.model_detection.model_config_from_unet(sd, "")
     config.set_inference_dtype(torch.bfloat16, None)
     full = config.get_model({}, "", device=torch.device("meta")).diffusion_model

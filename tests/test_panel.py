@@ -64,11 +64,25 @@ def test_plan_route_warns_in_plain_words(served):
     assert any("FreeSwim changes nothing" in w for w in plan["warnings"]) and plan["rows"] == 1
 
 
+@pytest.mark.parametrize("file,model", [
+    ("wan2.1_t2v_1.3B_bf16.safetensors", "wan2.1-1.3b"), ("wan2.2_ti2v_5B_fp16.safetensors", "wan2.2-5b"),
+    ("wan2.1_i2v_720p_14B_fp8_e4m3fn.safetensors", "wan2.1-14b-i2v"),
+    ("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2-a14b"),
+    ("wan2.1_t2v_14B_bf16.safetensors", "wan2.1-14b"), ("my_finetune.safetensors", "wan2.1-1.3b"),
+])
+def test_the_route_names_the_model_of_a_loaders_file(served, file, model):
+    """The panel sends the loader's file name; the route reads the variant off it (the registry's
+    file-name pieces), so the browser holds no table of models."""
+    status, plan = post_raw(served, "/freeswim/plan", json.dumps({"model_file": file}).encode())
+    assert status == 200 and plan["model"] == model
+
+
 @pytest.mark.parametrize("body,field", [
     (b"not json", "JSON"), (b"[1, 2]", "JSON object"), (b'{"width": "wide"}', "width"),
     (b'{"model": "sdxl"}', "model"), (b'{"mode": "fast"}', "mode"), (b'{"vram_gb": 0}', "vram_gb"),
     (b'{"frames": 1e9}', "frames"), (b'{"native_size": "big"}', "native_size"),
     (b'{"model": {"dim": 1000, "ffn_dim": 10, "blocks": 2}}', "model.dim"), (b'{"experts": 3}', "experts"),
+    (b'{"model_file": 7}', "model_file"),
 ])
 def test_bad_plan_requests_get_a_400_naming_the_field(served, body, field):
     status, answer = post_raw(served, "/freeswim/plan", body)
@@ -101,7 +115,7 @@ def _set_widget(fe, node_type, name, value):
 def _expected(p):
     """The Python planner's answer for the request the panel made."""
     r = p["request"]
-    model = {"wan2.1-1.3b": "1.3b", "wan2.1-14b": "14b", "wan2.2-5b": "5b"}[r["model"]]
+    model = p["plan"]["model"]          # the route's reading of the loader's file name
     precision = "bf16" if r["precision"] == "model" else r["precision"]
     return plan_memory(model, r["width"], r["height"], r["frames"], mode=r["mode"], execution=p["plan"]["execution"],
                        weight_dtype=r["weight_dtype"], host=HostTraits(**p["plan"]["host_traits"]),
@@ -114,7 +128,8 @@ def test_panel_shows_the_planners_numbers_live(frontend, tmp_path):
     workflow = json.loads(WORKFLOW.read_text())
     frontend.evaluate(f"(async () => {{ await window.app.loadGraphData({json.dumps(workflow)}); return true; }})()")
     p = _wait_panel(frontend, REFINE, lambda p: p["plan"]["width"] == 1920)
-    assert p["request"]["model"] == "wan2.1-1.3b" and p["request"]["mode"] == "cache"
+    assert p["plan"]["model"] == "wan2.1-1.3b" and p["request"]["mode"] == "cache"
+    assert p["request"]["model_file"] == "wan2.1_t2v_1.3B_fp16.safetensors"
     assert p["request"]["frames"] == 81 and p["request"]["weight_dtype"] == "bf16"
     expected = _expected(p)
     assert p["plan"]["peak_bytes"] == expected.peak_bytes and p["plan"]["grid"] == [21, 68, 120]
@@ -167,7 +182,7 @@ def test_the_a14b_workflow_plans_for_two_experts(frontend):
                                f"{weights / 1e9:.1f} GB of weights") for line in p["lines"])
     frontend.evaluate(f"(async () => {{ await window.app.loadGraphData({json.dumps(json.loads(WORKFLOW.read_text()))}); "
                       "return true; })()")
-    p = _wait_panel(frontend, REFINE, lambda p: p["request"]["model"] == "wan2.1-1.3b")
+    p = _wait_panel(frontend, REFINE, lambda p: p["plan"]["model"] == "wan2.1-1.3b")
     assert "experts" not in p["request"] and not any(line.startswith("two experts") for line in p["lines"])
 
 

@@ -45,8 +45,15 @@ def call(model, patched, x, t, context, to):
         return model.model.diffusion_model(x, t, context, transformer_options=to)
 
 
-def keep_twins(comfy):
-    return {comfy.pack_module("nodes.options").KEEP_TWINS_KEY: True}
+def with_twins(comfy, run_call):
+    """The output of ``run_call()`` with the full-attention twins' rows after the caller's, as the
+    pack's probe interface (freeswim_core.probes) shows a model call's output before they are cut."""
+    probes = comfy.pack_module("freeswim_core.probes")
+    seen = []
+    with probes.probing(probes.Probe(on_output=lambda plan, out: seen.append(out))):
+        run_call()
+    assert len(seen) == 1, "the call had no twin rows"
+    return seen[0]
 
 
 def close(a, b):
@@ -71,8 +78,8 @@ def test_nocache_variant(parity, kind, context_key, expected_key, execution):
     comfy, model, windowed, inp, out = parity
     patched = dual(comfy, windowed, "cond_and_uncond", execution)
     to = comfy.sampling_options(patched, cond_or_uncond=[kind], uuids=["a"], sigma=SET.sigma_guide,
-                                sample_sigmas=SCHEDULE, **keep_twins(comfy))
-    got = call(model, patched, inp["latent"], inp["timestep_guide"][:1], inp[context_key], to)
+                                sample_sigmas=SCHEDULE)
+    got = with_twins(comfy, lambda: call(model, patched, inp["latent"], inp["timestep_guide"][:1], inp[context_key], to))
     assert got.shape == out[expected_key].shape            # [window row, full row]
     assert close(got, out[expected_key]) < TOL
 
@@ -83,12 +90,12 @@ def test_cache_variant_guide_uncond_and_reuse(parity, execution):
     patched = cached(comfy, dual(comfy, windowed, "cond", execution))
     run = comfy.new_run()
 
-    def step(kind, sigma, x, t, context, **extra):
+    def step(kind, sigma, x, t, context):
         to = comfy.sampling_options(patched, cond_or_uncond=[kind], uuids=["pos" if kind == 0 else "neg"],
-                                    sigma=sigma, sample_sigmas=SCHEDULE, run=run, **extra)
+                                    sigma=sigma, sample_sigmas=SCHEDULE, run=run)
         return call(model, patched, x, t, context, to)
 
-    guide = step(0, SET.sigma_guide, inp["latent"], inp["timestep_guide"][:1], inp["context"], **keep_twins(comfy))
+    guide = with_twins(comfy, lambda: step(0, SET.sigma_guide, inp["latent"], inp["timestep_guide"][:1], inp["context"]))
     assert close(guide, out["cache_guide_out"]) < TOL
     for block in range(SET.blocks):
         feats = run.store.get(("pos", 0), ("block", block, "text"))
@@ -117,8 +124,9 @@ def test_cache_guide_equals_nocache_cond(parity):
     outs = []
     for patched in (a, b):
         to = comfy.sampling_options(patched, cond_or_uncond=[0], uuids=["x"], sigma=SET.sigma_guide,
-                                    sample_sigmas=SCHEDULE, **keep_twins(comfy))
-        outs.append(call(model, patched, inp["latent"], inp["timestep_guide"][:1], inp["context"], to))
+                                    sample_sigmas=SCHEDULE)
+        outs.append(with_twins(comfy, lambda: call(model, patched, inp["latent"], inp["timestep_guide"][:1],
+                                                   inp["context"], to)))
     assert torch.equal(outs[0], outs[1])
 
 

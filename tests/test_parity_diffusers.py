@@ -34,15 +34,21 @@ def install(model, passes, cache):
                            inward=True, scale_mode="reference", backend="chunked")
     return FreeSwim(model, window=window, dual=DualOptions(passes=passes),
                     cache=CacheOptions(interval=2) if cache else None,
-                    vae_scale_factor=SET.vae_factor, keep_twins=True)
+                    vae_scale_factor=SET.vae_factor)
 
 
 def call(model, x, t, context, name=None, step=None, sigma=None):
-    with torch.no_grad():
-        if name is None:
-            return model(x, t, context, return_dict=False)[0]
-        with model.cache_context(name, step_index=step, sigma=sigma):
-            return model(x, t, context, return_dict=False)[0]
+    """The transformer's output; where the call had full-attention twins, with their rows after the
+    caller's, as the pack's probe interface (freeswim_core.probes) shows them before they are cut."""
+    import contextlib
+
+    from freeswim_core import probes
+    seen = []
+    with torch.no_grad(), probes.probing(probes.Probe(on_output=lambda plan, out: seen.append(out))):
+        with (model.cache_context(name, step_index=step, sigma=sigma) if name is not None
+              else contextlib.nullcontext()):
+            out = model(x, t, context, return_dict=False)[0]
+    return seen[0] if seen else out
 
 
 def close(a, b):
@@ -78,7 +84,7 @@ def test_cache_variant_guide_uncond_and_reuse(parity):
         guide = call(model, inp["latent"], inp["timestep_guide"][:1], inp["context"], "cond", 0, SET.sigma_guide)
         assert close(guide, out["cache_guide_out"]) < TOL
         for block in range(SET.blocks):
-            feats = fs._store.get(("cond", 0), ("block", block, "text"))
+            feats = fs.run.store.get(("cond", 0), ("block", block, "text"))
             assert close(feats.reshape(1, SET.tokens, SET.heads, SET.head_dim),
                          out[f"cache_guide_cross_block{block}"]) < TOL
         uncond = call(model, inp["latent"], inp["timestep_guide"][:1], inp["negative_context"], "uncond", 0,

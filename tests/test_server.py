@@ -106,4 +106,4 @@ def test_node_errors_reach_the_ui_with_a_clean_type_and_the_node_named(server):
     (error,) = [body for kind, body in entry["status"]["messages"] if kind == "execution_error"]
     assert error["node_type"] == "FreeSwimLatentUpscaleRefine"
     assert error["exception_type"] == "freeswim.InvalidInput"
-    assert error["exception_message"].startswith("FreeSwim Latent Upscale Refine: cfg must be a finite number")
+    assert error["exception_message"].startswith("Latent Upscale Refine: cfg must be a finite number")

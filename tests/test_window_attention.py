@@ -264,11 +264,11 @@ def test_a_failure_after_writing_over_the_queries_is_marked_and_keeps_its_type(m
             raise torch.OutOfMemoryError("CUDA out of memory (test)")
         return torch.zeros_like(q)
 
-    monkeypatch.setattr(flex, "compiled_window_kernel", lambda *device: kernel)
+    from freeswim_core import probes
     for fail_at, partial in ((2, True), (1, False)):
         calls.clear()
         q, k, v = _qkv(1, 3, 720, 16, torch.float32)
-        with pytest.raises(torch.OutOfMemoryError) as info:
+        with pytest.raises(torch.OutOfMemoryError) as info, probes.probing(probes.Probe(window_kernel=lambda d: kernel)):
             flex.flex_window_attention(q, k, v, TokenGrid(3, 12, 20), Window(7, 11), out=q)
         assert getattr(info.value, flex.PARTIAL_OUTPUT, False) is partial
 

@@ -25,6 +25,7 @@ import threading
 
 import torch
 
+from .. import probes
 from ..geometry import TokenGrid, Window, axis_windows
 from ..log import logger
 from .blocks import window_block_lists
@@ -195,8 +196,10 @@ def flex_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     B, NH, L, D = q.shape
     T, H, W = grid.as_tuple()
     Lp = padded_length(L, block_size)
-    block_mask = window_block_mask(grid, window, inward, q.device, block_size)
-    kernel = compiled_window_kernel(q.device)
+    tables, stand_in = probes.block_tables_stand_in(), probes.window_kernel_stand_in()
+    block_mask = (tables(grid, window, inward, q.device, block_size) if tables is not None
+                  else window_block_mask(grid, window, inward, q.device, block_size))
+    kernel = stand_in(q.device) if stand_in is not None else compiled_window_kernel(q.device)
     if out is None:
         out = torch.empty((B, L, NH, D), dtype=q.dtype, device=q.device).transpose(1, 2)
 

@@ -18,9 +18,7 @@ passes are named with ``attention_kwargs={"freeswim_rows": ["uncond", "cond"]}``
 """
 from __future__ import annotations
 
-import logging
 import os
-from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Optional, Sequence
 
@@ -29,45 +27,18 @@ from diffusers import WanTransformer3DModel
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
-from ..attention import backend_for, release_run_caches
-from ..dual import (CacheAction, DualLayout, FeatureStore, cache_action_for_call, cached_rows, dual_active,
-                    dual_sigma_range, plan_store, step_index, twin_rows)
-from ..dual.calls import split_heads
+from .. import probes
+from ..dual import dual_sigma_range, step_index
+from ..families import detected_native
 from ..geometry import token_grid_from_latent
 from ..host_reads import HostReads
-from ..log import log_once, logger
-from ..native import detected_native
+from ..planner import CallFacts, CallPlan, HostServices, ModelFacts, Run, RunReport
 from ..settings import CacheOptions, DualOptions, WindowOptions
-from ..window_plan import WindowPlan, plan_window
 from .processors import FreeSwimCrossAttention, FreeSwimSelfAttention
 
 HOOK_NAME = "freeswim"
 ROWS_KEY = "freeswim_rows"
 KINDS = {"cond": 0, "uncond": 1}
-
-
-@dataclass(frozen=True)
-class DiffusersCall:
-    """What FreeSwim does in one transformer call (read by the processors)."""
-
-    window: Optional[WindowPlan]
-    mode: str = "off"                    # off (window attention only) | dual | guide | reuse
-    layout: Optional[DualLayout] = None  # dual/guide: twins appended after the caller's rows
-    keys: tuple = ()                     # cache key per caller row
-    reuse_rows: tuple = ()
-    store: Optional[FeatureStore] = None
-
-
-@dataclass
-class Report:
-    """What FreeSwim did since it was installed (calls by mode, backends used)."""
-
-    model_calls: int = 0
-    windowed_calls: int = 0
-    dual_calls: int = 0
-    guide_calls: int = 0
-    reuse_calls: int = 0
-    backends: tuple = ()
 
 
 def flow_shift_of(scheduler) -> Optional[float]:
@@ -79,6 +50,10 @@ def flow_shift_of(scheduler) -> Optional[float]:
     if config.get("shift") is not None and not config.get("use_dynamic_shifting", False):
         return float(config["shift"])
     return None
+
+
+def _free_device_bytes(device: torch.device) -> Optional[int]:
+    return int(torch.cuda.mem_get_info(device)[0]) if device.type == "cuda" else None
 
 
 def _free_host_bytes() -> int:
@@ -97,11 +72,15 @@ class FreeSwim:
     only a timestep (diffusers' flow schedulers round timesteps to integers), and it is needed
     where ``dual`` limits the active range: ``start_percent``/``end_percent`` are points of the
     flow schedule, as in ComfyUI, turned into sigmas under the scheduler's flow shift.
-    ``keep_twins`` (a diagnostic) returns the full-attention twin rows after the caller's rows."""
+    ``guidance_scale``: the pipeline call's; at 1 or below diffusers' Wan pipelines make no
+    unconditional call, so the cache keeps the conditional pass's features only.
+
+    Each pipeline run is planned by the core's planner (:class:`freeswim_core.planner.Run`), the
+    one the ComfyUI nodes use; :attr:`report` adds up the runs since FreeSwim was installed."""
 
     def __init__(self, transformer, window: WindowOptions = WindowOptions(),
                  dual: Optional[DualOptions] = DualOptions(), cache: Optional[CacheOptions] = CacheOptions(),
-                 vae_scale_factor: Optional[int] = None, scheduler=None, keep_twins: bool = False):
+                 vae_scale_factor: Optional[int] = None, scheduler=None, guidance_scale: Optional[float] = None):
         if not isinstance(transformer, WanTransformer3DModel):
             raise TypeError(f"FreeSwim: expected a diffusers WanTransformer3DModel (pipe.transformer of a Wan "
                             f"pipeline), got {type(transformer).__name__}; other model families are not supported.")
@@ -126,15 +105,19 @@ class FreeSwim:
         cfg = transformer.config
         self.transformer = transformer
         self.window, self.dual, self.cache = window, dual, cache
-        self.keep_twins = keep_twins
-        self.heads, self.head_dim = int(cfg.num_attention_heads), int(cfg.attention_head_dim)
+        self.uncond_runs = guidance_scale is None or guidance_scale > 1.0
+        heads, head_dim = int(cfg.num_attention_heads), int(cfg.attention_head_dim)
         self.patch = tuple(int(p) for p in cfg.patch_size)
         vae = int(vae_scale_factor or (16 if int(cfg.in_channels) == 48 else 8))
-        self.px_per_token = vae * self.patch[1]
-        self.native_px, self.native_label = detected_native(self.heads * self.head_dim, vae)
-        self.report = Report()
-        self.current_call: Optional[DiffusersCall] = None
-        self._store: Optional[FeatureStore] = None
+        native_px, native_label = detected_native("wan", heads * head_dim, vae)
+        self.model = ModelFacts(family="wan", blocks=len(transformer.blocks), dim=heads * head_dim, heads=heads,
+                                head_dim=head_dim, px_per_token=vae * self.patch[1], native_px=native_px,
+                                native_label=native_label,
+                                cross_per_block=2 if cfg.added_kv_proj_dim is not None else 1)
+        self.services = HostServices(free_device_bytes=_free_device_bytes, free_host_bytes=_free_host_bytes)
+        self.report = RunReport()
+        self.run = self._new_run()
+        self.current_call: Optional[CallPlan] = None
         self._last_step: Optional[int] = None
         self._reads = HostReads()
         self._timestep: Optional[float] = None      # the last call's timestep, its step, calls at it
@@ -147,6 +130,11 @@ class FreeSwim:
         HookRegistry.check_if_exists_or_initialize(transformer).register_hook(_FreeSwimHook(self), HOOK_NAME)
         transformer._freeswim = self
 
+    def _new_run(self) -> Run:
+        return Run(model=self.model, window=self.window, dual=self.dual, cache=self.cache, host=self.services,
+                   sigma_start=self._sigma_range[0], sigma_end=self._sigma_range[1], uncond_runs=self.uncond_runs,
+                   report=self.report)
+
     def remove(self) -> None:
         """Give the transformer back as it was."""
         HookRegistry.check_if_exists_or_initialize(self.transformer).remove_hook(HOOK_NAME, recurse=False)
@@ -157,12 +145,11 @@ class FreeSwim:
         self.transformer._freeswim = None
 
     def reset(self) -> None:
-        """Drop the run's state (the cached features): a sampling run ended."""
-        if self._store is not None:
-            self._store.clear()
-        self._store, self._last_step = None, None
+        """End the run (its cached features are dropped) and start the next one."""
+        self.run.close()
+        self.run = self._new_run()
+        self._last_step = None
         self._timestep, self._step, self._calls_at_step = None, -1, 0
-        release_run_caches()                    # the window backend's BlockMask tables and bounds
 
     def context_of(self, given, timestep: torch.Tensor):
         """The call's pass name, step index and sigma: as the pipeline gave them (``given``, a
@@ -198,56 +185,23 @@ class FreeSwim:
                 return self._reads.floats(sigmas)[at]
         return t / 1000.0
 
-    def note_backend(self, q: torch.Tensor, heads: int, w: WindowPlan) -> None:
-        used = backend_for(split_heads(q, heads), w.grid, w.window, w.backend)
-        if used not in self.report.backends:
-            self.report.backends += (used,)
-
     # --- planning one call --------------------------------------------------------------------
 
-    def plan(self, hidden_states: torch.Tensor, context, kinds: Optional[Sequence]) -> DiffusersCall:
-        grid = token_grid_from_latent(hidden_states.shape, self.patch)
-        w = plan_window(self.window, grid, self.head_dim, self.native_px, self.px_per_token)
-        if w.is_full:
-            log_once(f"diffusers-noop:{grid.as_tuple()}", logging.INFO, "FreeSwim: the %dx%dx%d token grid fits "
-                     "inside the %dx%d native window; window attention is a no-op.", *grid.as_tuple(), *w.window.as_tuple())
-            return DiffusersCall(window=None)
-        log_once(f"diffusers-plan:{grid.as_tuple()}:{w.window}", logging.INFO,
-                 "FreeSwim: grid %s tokens, window %dx%d (native %dx%d px), scale %.6f, backend %s.",
-                 grid.as_tuple(), w.window.h, w.window.w, *w.native_px, w.scale, w.backend)
-        base = DiffusersCall(window=w)
+    def plan(self, hidden_states: torch.Tensor, context, kinds: Optional[Sequence]) -> CallPlan:
+        """The core planner's plan for this call (its facts read off the pipeline's call)."""
         step = getattr(context, "step_index", None)
         if step is not None and self._last_step is not None and step < self._last_step:
             self.reset()                              # a new run (the last one was interrupted)
         if step is not None:
             self._last_step = step
-        if self.dual is None or not self._active(context):
-            return base
         rows = hidden_states.shape[0]
         name = getattr(context, "name", None) or "cond"
-        row_kinds = self._row_kinds(kinds, name, rows)
-        eligible = twin_rows(row_kinds, self.dual.passes)
-        if not eligible:
-            return base
-        keys = tuple((kinds[r] if kinds is not None else name, r) for r in range(rows))
-        twins = DualLayout(rows, eligible)
-        if self.cache is None:
-            return DiffusersCall(w, "dual", twins, keys)
-        image_too = self.dual.override_image_cross and self.transformer.config.added_kv_proj_dim is not None
-        stored = cached_rows(len(eligible), len(set(row_kinds)), self.dual.passes, 2 if image_too else 1)
-        store = self._store or self._open_store(grid, hidden_states, stored)
-        if store is None:
-            return DiffusersCall(w, "dual", twins, keys)
-        sigma = getattr(context, "sigma", None)
-        signature = (grid.as_tuple(), hidden_states.shape[1], str(hidden_states.dtype))
-        action = cache_action_for_call(store, keys, eligible, signature, sigma, step, self.cache.interval)
-        if action is CacheAction.GUIDE:
-            return DiffusersCall(w, "guide", twins, keys, store=store)
-        return DiffusersCall(w, "reuse", None, keys, reuse_rows=eligible, store=store)
-
-    def _active(self, context) -> bool:
-        """Whether the call's sigma is inside the dual path's active range (every call by default)."""
-        return dual_active(getattr(context, "sigma", None), *self._sigma_range)
+        facts = CallFacts(grid=token_grid_from_latent(hidden_states.shape, self.patch), rows=rows,
+                          kinds=tuple(self._row_kinds(kinds, name, rows)),
+                          keys=tuple((kinds[r] if kinds is not None else name, r) for r in range(rows)),
+                          sigma=getattr(context, "sigma", None), step=step, channels=int(hidden_states.shape[1]),
+                          dtype=hidden_states.dtype, device=hidden_states.device, shape=tuple(hidden_states.shape))
+        return self.run.plan_call(facts)
 
     @staticmethod
     def _row_kinds(kinds: Optional[Sequence], name: str, rows: int) -> list[int]:
@@ -257,29 +211,6 @@ class FreeSwim:
             raise ValueError(f"FreeSwim: attention_kwargs['{ROWS_KEY}'] must name each of the {rows} rows "
                              f"'cond' or 'uncond'; got {list(kinds)!r}")
         return [KINDS[k] for k in kinds]
-
-    def _open_store(self, grid, x: torch.Tensor, rows: int) -> Optional[FeatureStore]:
-        c = self.cache
-        free_accel = torch.cuda.mem_get_info(x.device)[0] if x.device.type == "cuda" else None
-        sp = plan_store(c.storage, c.precision, len(self.transformer.blocks), grid.tokens,
-                        self.heads * self.head_dim, rows, x.dtype, x.device, free_accel, _free_host_bytes())
-        if sp.where is None:
-            log_once(f"diffusers-cache-nofit:{grid.as_tuple()}", logging.WARNING,
-                     "FreeSwim: %.2f GB of cached features do not fit in %s memory; running without the cache. "
-                     "Try storage 'cpu' or precision 'fp8'.", sp.needed / 2**30, c.storage)
-            return None
-        self._store = FeatureStore(sp.where, c.precision, x.device, prefetch=sp.prefetch)
-        logger.info("FreeSwim: %.2f GB of cached features on %s (%s), guide every %d steps.",
-                    sp.needed / 2**30, sp.where, c.precision, c.interval)
-        return self._store
-
-    def count(self, call: DiffusersCall) -> None:
-        r = self.report
-        r.model_calls += 1
-        r.windowed_calls += call.window is not None
-        r.dual_calls += call.mode == "dual"
-        r.guide_calls += call.mode == "guide"
-        r.reuse_calls += call.mode == "reuse"
 
 
 class _NoState(BaseState):
@@ -310,7 +241,6 @@ class _FreeSwimHook(ModelHook):
         attention_kwargs = dict(attention_kwargs or {})
         kinds = attention_kwargs.pop(ROWS_KEY, None)
         call = fs.plan(hidden_states, fs.context_of(self.passes._context, timestep), kinds)
-        fs.count(call)
         rows = hidden_states.shape[0]
         if call.layout is not None:
             expand = call.layout.expand
@@ -328,7 +258,9 @@ class _FreeSwimHook(ModelHook):
                                                attention_kwargs=attention_kwargs or None)[0]
         finally:
             fs.current_call = None
-        if call.layout is not None and not fs.keep_twins:
+        if call.layout is not None:
+            if probes._probes:
+                probes.output(call, out)
             out = out[:rows]
         if not return_dict:
             return (out,)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..dual.calls import cross_rows, self_attention_rows, take_rows
+from ..planner import Mode
 
 if TYPE_CHECKING:
     from .install import FreeSwim
@@ -73,9 +74,8 @@ class FreeSwimSelfAttention(_Processor):
             q, k = _rotary(q, *rotary_emb), _rotary(k, *rotary_emb)
         q, k, v = (t.flatten(2, 3) for t in (q, k, v))
         count = call.layout.rows if call.layout is not None else q.shape[0]
-        self.fs.note_backend(q, attn.heads, call.window)
         out = self_attention_rows(call.window, count, lambda a, b, c: self._attend(attn, a, b, c), q, k, v,
-                                  attn.heads, in_place=q.is_contiguous())
+                                  attn.heads, in_place=q.is_contiguous(), window=self.fs.run.window_rows)
         out = attn.to_out[0](out.type_as(hidden_states))
         return attn.to_out[1](out)
 
@@ -87,7 +87,7 @@ class FreeSwimCrossAttention(_Processor):
     @torch.compiler.disable
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         call = self.fs.current_call
-        if call is None or call.mode == "off" or encoder_hidden_states is None or attention_mask is not None:
+        if call is None or call.mode is Mode.OFF or encoder_hidden_states is None or attention_mask is not None:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         from diffusers.models.transformers.transformer_wan import (_get_added_kv_projections,
                                                                    _get_qkv_projections)
@@ -101,7 +101,7 @@ class FreeSwimCrossAttention(_Processor):
         if image is not None:
             k_img, v_img = _get_added_kv_projections(attn, image)
             k_img = attn.norm_added_k(k_img)
-            if self.fs.dual.override_image_cross:
+            if call.override_image:
                 out = out + self._rows_of(call, "image", q, k_img, v_img, attn)
             else:
                 out = out + self._attend(attn, q, k_img, v_img)
@@ -112,9 +112,9 @@ class FreeSwimCrossAttention(_Processor):
         key = ("block", self.block, kind)
         compute = self._rows(attn, q, k, v)
         total = q.shape[0]
-        if call.mode == "reuse":
+        if call.mode is Mode.REUSE:
             out = cross_rows(total, compute, q, reuse_rows=call.reuse_rows,
                              read=lambda r: call.store.get(call.keys[r], key))
             return out if out is not None else compute(list(range(total)))   # a block without features
-        store = (lambda src, features: call.store.put(call.keys[src], key, features)) if call.mode == "guide" else None
+        store = (lambda src, features: call.store.put(call.keys[src], key, features)) if call.mode is Mode.GUIDE else None
         return cross_rows(total, compute, q, twin_of=call.layout.twin_of(), write=store)

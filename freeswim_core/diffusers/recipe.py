@@ -106,7 +106,8 @@ def generate(request: GenerateRequest, pipe) -> np.ndarray:
     refine.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=r.shift)
     refine.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
     fs = FreeSwim(refine.transformer, window=request.window, dual=request.dual, cache=request.cache,
-                  vae_scale_factor=pipe.vae_scale_factor_spatial, scheduler=refine.scheduler)
+                  vae_scale_factor=pipe.vae_scale_factor_spatial, scheduler=refine.scheduler,
+                  guidance_scale=r.cfg)
     logger.info("FreeSwim: refine pass at %dx%d, strength %.2f of %d steps, shift %.1f, cfg %.1f.",
                 *request.target, r.strength, r.steps, r.shift, r.cfg)
     try:

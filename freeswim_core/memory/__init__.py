@@ -1,7 +1,7 @@
-"""The memory planner: will this Wan model, at this size, with these FreeSwim options, fit?
+"""The memory planner: will this model, at this size, with these FreeSwim options, fit?
 
 Pure arithmetic, milliseconds per plan: the weights from the architecture
-(:mod:`.architecture`), the activations of one model call phase by phase from what
+(its family's architecture in :mod:`freeswim_core.families`), the activations of one model call phase by phase from what
 each step of ComfyUI's Wan code holds with FreeSwim's patches (:mod:`.phases`), the
 cross-attention cache's size and where it can live (:mod:`freeswim_core.dual.storage`).
 ``benchmarks/memory.py`` and the tests check it against a trace of the real model.
@@ -15,14 +15,16 @@ from typing import Optional
 
 from ..dual.storage import cache_bytes, choose_storage, host_cache_bytes
 from . import phases as P
-from .architecture import DTYPE_BYTES, WAN_ARCHITECTURES, WanArchitecture
+from ..families import variant
+from ..families.wan import WanArchitecture
+from ..units import DTYPE_BYTES
 from .phases import HostTraits
 from .vae import plan_vae
 
+from .execution import HEADROOM, activation_bytes, choose_execution, fits_beside_weights, free_beside_weights
+
 MODES = ("plain", "window", "dual", "cache")
 EXECUTIONS = ("batched", "sequential")
-# Allocator headroom on top of the planned peak (fragmentation, the CUDA context's workspace).
-HEADROOM = 1.10
 
 
 @dataclass
@@ -70,7 +72,7 @@ def plan_memory(arch: WanArchitecture | str, width: int, height: int, frames: in
     ``host_ram_bytes`` free host RAM, ``vram_bytes`` minus the call's peak on the GPU).
     """
     name = arch if isinstance(arch, str) else (arch.label or "custom")
-    arch = WAN_ARCHITECTURES[arch] if isinstance(arch, str) else arch
+    arch = variant(arch).arch if isinstance(arch, str) else arch
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
     if execution not in EXECUTIONS:
@@ -148,5 +150,6 @@ def plan_memory(arch: WanArchitecture | str, width: int, height: int, frames: in
                       None if vram_bytes is None else needed <= vram_bytes, vae)
 
 
-__all__ = ["EXECUTIONS", "HEADROOM", "MODES", "HostTraits", "MemoryPlan", "WAN_ARCHITECTURES", "WanArchitecture",
+__all__ = ["EXECUTIONS", "HEADROOM", "activation_bytes", "choose_execution", "fits_beside_weights",
+           "free_beside_weights", "MODES", "HostTraits", "MemoryPlan", "WanArchitecture",
            "plan_memory"]

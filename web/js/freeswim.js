@@ -33,16 +33,6 @@ function upstreamLoader(node) {
   return null;
 }
 
-function modelOf(name) {
-  const n = String(name || "").toLowerCase();
-  if (n.includes("1.3b")) return "wan2.1-1.3b";
-  if (n.includes("5b") && !n.includes("14b")) return "wan2.2-5b";
-  if (n.includes("14b") && n.includes("i2v")) return "wan2.1-14b-i2v";
-  if (n.includes("14b") && n.includes("wan2.2")) return "wan2.2-a14b";
-  if (n.includes("14b")) return "wan2.1-14b";
-  return "wan2.1-1.3b";
-}
-
 function vramGB() {
   const setting = app.ui?.settings?.getSettingValue?.(SETTING_VRAM, 0);
   return setting > 0 ? setting : systemVram;
@@ -68,7 +58,7 @@ export function planRequest(graph) {
   }
   const native = widget(patch, "native_size") || "auto";
   const request = {
-    model: modelOf(unet), width, height, frames: widget(latent, "length") ?? 81,
+    model_file: String(unet || ""), width, height, frames: widget(latent, "length") ?? 81,
     native_size: native === "custom" ? `${widget(patch, "custom_width")}x${widget(patch, "custom_height")}` : native,
     mode: cache ? "cache" : dual ? "dual" : "window",
     execution: widget(dual, "execution") || "auto",

@@ -1,14 +1,16 @@
-"""What the memory planner needs to know about a Wan DiT: its sizes, and its weights in bytes.
+"""The Wan family's facts: its architecture arithmetic and its released checkpoints.
 
 Pure arithmetic on the architecture (no model, no torch): the parameter count follows the
-layers of a Wan DiT (ComfyUI builds the same ones), so the weights of a checkpoint that is
-not on this machine are known exactly.
+layers of a Wan DiT (ComfyUI and diffusers build the same ones), so the weights of a
+checkpoint that is not on this machine are known exactly. :data:`VARIANTS` is the one
+table of Wan checkpoints in the repository (sizes, native resolution, what the panel
+recognises in a file name); the registry (:mod:`freeswim_core.families`) serves it.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
+from ..units import DTYPE_BYTES
 
 
 @dataclass(frozen=True)
@@ -80,12 +82,26 @@ class WanArchitecture:
         return asdict(self)
 
 
-# The released checkpoints.
-WAN_ARCHITECTURES = {
-    "1.3b": WanArchitecture(dim=1536, ffn_dim=8960, blocks=30, label="Wan2.1 T2V 1.3B"),
-    "14b": WanArchitecture(dim=5120, ffn_dim=13824, blocks=40, native=(1280, 720), label="Wan 14B"),
-    "14b-i2v": WanArchitecture(dim=5120, ffn_dim=13824, blocks=40, in_dim=36, i2v=True, native=(1280, 720),
-                               label="Wan2.1 I2V 14B 720p"),
-    "5b": WanArchitecture(dim=3072, ffn_dim=14336, blocks=30, in_dim=48, out_dim=48, vae=16,
-                          native=(1280, 704), label="Wan2.2 TI2V 5B"),
-}
+
+def _variants():
+    from .variant import Variant
+    w14 = WanArchitecture(dim=5120, ffn_dim=13824, blocks=40, native=(1280, 720), label="Wan 14B")
+    # In file-name order: the first variant whose pieces a file name holds is the panel's guess.
+    return (
+        Variant("wan2.1-1.3b", "1.3b", "wan", "Wan2.1 T2V 1.3B",
+                WanArchitecture(dim=1536, ffn_dim=8960, blocks=30, label="Wan2.1 T2V 1.3B"), files=("1.3b",)),
+        Variant("wan2.2-5b", "5b", "wan", "Wan2.2 TI2V 5B",
+                WanArchitecture(dim=3072, ffn_dim=14336, blocks=30, in_dim=48, out_dim=48, vae=16,
+                                native=(1280, 704), label="Wan2.2 TI2V 5B"), files=("5b",), not_files=("14b",)),
+        Variant("wan2.1-14b-i2v", "14b-i2v", "wan", "Wan2.1 I2V 14B 720p",
+                WanArchitecture(dim=5120, ffn_dim=13824, blocks=40, in_dim=36, i2v=True, native=(1280, 720),
+                                label="Wan2.1 I2V 14B 720p"), files=("14b", "i2v")),
+        Variant("wan2.2-a14b", "a14b", "wan", "Wan2.2 A14B", w14, files=("14b", "wan2.2"), experts=2),
+        Variant("wan2.1-14b", "14b", "wan", "Wan 14B", w14, files=("14b",)),
+    )
+
+
+VARIANTS = _variants()
+# A Wan whose width no variant has: the native size of the VAE's smallest released model.
+FALLBACK_NATIVE = {8: ((832, 480), "an unrecognised Wan size; assuming the 1.3B native 832x480"),
+                   16: ((1280, 704), "an unrecognised Wan2.2 size; assuming the TI2V-5B native 1280x704")}

@@ -1,0 +1,282 @@
+"""One sampling run's planner: every host's model calls are planned here, the same way.
+
+A host creates a :class:`Run` when a sampling run starts (the ComfyUI nodes' OUTER_SAMPLE
+wrapper; the diffusers adapter when a pipeline starts calling), gives it the model's facts
+once (:class:`~.facts.ModelFacts`), and asks :meth:`Run.plan_call` for each model call's
+:class:`~.call.CallPlan` with that call's facts. The run decides the window (once per grid),
+which rows get a full-attention twin, the dual path's execution (the memory planner's one
+rule), guide or reuse, and where the cache's features live; it keeps the run's report and
+drops the cache in :meth:`Run.close`. What only a host can answer (what memory is free,
+a memory plan for its model) it asks through :class:`HostServices`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional
+
+from .. import probes
+from ..attention import backend_for, release_run_caches
+from ..dual import (CacheAction, DualLayout, FeatureStore, cache_action_for_call, cached_rows, dual_active,
+                    plan_store, twin_rows)
+from ..dual.calls import split_heads, window_rows
+from ..geometry import TokenGrid, attention_cost
+from ..host_reads import HostReads
+from ..log import log_once, logger
+from ..memory.execution import activation_bytes, choose_execution, fits_beside_weights
+from ..settings import CacheOptions, DualOptions, WindowOptions
+from ..window_plan import WindowPlan, plan_window
+from .call import CallPlan, Mode
+from .facts import CallFacts, ModelFacts
+from .report import RunReport
+
+
+@dataclass(frozen=True)
+class Names:
+    """How the host's messages name each part (the ComfyUI nodes' names, or "FreeSwim")."""
+
+    window: str = "FreeSwim"
+    dual: str = "FreeSwim"
+    cache: str = "FreeSwim"
+
+
+@dataclass(frozen=True)
+class HostServices:
+    """What the planner asks its host.
+
+    ``free_device_bytes(device)``: memory free on the device now (the weights loaded), None where
+    there is nothing to ask. ``free_host_bytes()``: host RAM available. ``plan_memory(window,
+    facts, twins, mode, execution, cache_precision)``: the memory plan of one call of this model
+    on this host (:func:`freeswim_core.memory.plan_memory`), None where the host has none.
+    ``invalid``: the exception type for a setting the call cannot use (its message names the fix).
+    """
+
+    names: Names = Names()
+    free_device_bytes: Callable = lambda device: None
+    free_host_bytes: Callable = lambda: 1 << 62
+    plan_memory: Optional[Callable] = None
+    invalid: type = ValueError
+
+
+@dataclass
+class Run:
+    """Per sampling run: the settings, the model's facts, the cache's store, the report."""
+
+    model: Optional[ModelFacts] = None   # set once per run, before the first call is planned
+    window: Optional[WindowOptions] = None
+    dual: Optional[DualOptions] = None
+    cache: Optional[CacheOptions] = None
+    host: HostServices = HostServices()
+    sigma_start: float = float("inf")    # the dual path runs for sigma_end <= sigma <= sigma_start
+    sigma_end: float = 0.0
+    uncond_runs: bool = True             # False where no unconditional pass runs (cfg 1): the cache sizes for cond
+    cache_allowed: bool = True           # False for calls made outside a sampling run: no store to drop later
+    bypass: bool = False                 # FreeSwim's hooks were taken over: every call passes through
+    store: Optional[FeatureStore] = None
+    cache_off: bool = False              # the cache did not fit: full branch every step
+    report: RunReport = field(default_factory=RunReport)
+    reads: HostReads = field(default_factory=HostReads)   # sigmas and schedule read once each
+    said: set = field(default_factory=set)
+    _windows: dict = field(default_factory=dict)          # grid -> WindowPlan (None: a no-op)
+    _memory: dict = field(default_factory=dict)           # (shape, twins, execution asked) -> (execution, plan)
+
+    def say(self, key: str, level: int, msg: str, *args) -> None:
+        """Log once per run; warnings also go into the report."""
+        if key in self.said:
+            return
+        self.said.add(key)
+        logger.log(level, msg, *args)
+        if level >= logging.WARNING:
+            self.report.warnings.append(msg % args if args else msg)
+
+    # --- one model call -----------------------------------------------------------------------
+
+    def plan_call(self, f: CallFacts) -> CallPlan:
+        """What FreeSwim does in the call described by ``f``; counted in the report."""
+        plan = self._plan(f)
+        self._count(plan)
+        if probes._probes:
+            probes.planned(plan)
+        return plan
+
+    def _plan(self, f: CallFacts) -> CallPlan:
+        window = self.window_plan(f.grid, f.ambiguous) if self.window is not None else None
+        base = CallPlan(window=window, model=self.model, ref_frames=f.ref_frames)
+        if window is None:
+            return base
+        if self.dual is None:
+            self.execution_plan(f, window, 0)                    # for the run report
+            return base
+        if not dual_active(f.sigma, self.sigma_start, self.sigma_end):
+            return base
+        eligible = twin_rows(list(f.kinds), self.dual.passes)
+        if not eligible:
+            return base
+        execution, memory = self.execution_plan(f, window, len(eligible))
+        base = replace(base, keys=f.keys, execution=execution,
+                       override_image=self.dual.override_image_cross and self.model.cross_per_block == 2)
+        twins = DualLayout(f.rows, tuple(eligible))
+        if self.cache is None or not self.cache_allowed or self.cache_off:
+            return replace(base, mode=Mode.DUAL, layout=twins)
+        passes = self.dual.passes if self.uncond_runs else "cond"      # cfg 1: no unconditional calls to come
+        stored = cached_rows(len(eligible), len(set(f.kinds)), passes, 2 if base.override_image else 1)
+        store = self.store or self._open_store(f, stored, reserve=activation_bytes(memory) if memory else 0)
+        if store is None:
+            return replace(base, mode=Mode.DUAL, layout=twins)
+        action = cache_action_for_call(store, f.keys, eligible, f.signature, f.sigma, f.step, self.cache.interval)
+        if action is CacheAction.GUIDE:
+            return replace(base, mode=Mode.GUIDE, layout=twins, store=store)
+        return replace(base, mode=Mode.REUSE, reuse_rows=tuple(eligible), store=store)
+
+    def window_plan(self, grid: TokenGrid, ambiguous: bool = False) -> Optional[WindowPlan]:
+        """The window of calls on ``grid`` (planned once per grid and run), or None when window
+        attention does nothing for them. ``ambiguous``: some attention calls can only be placed by
+        shape (VACE blocks run outside the block replacement) and the grid has a conditioning's
+        token count."""
+        key = (grid, ambiguous)
+        if key not in self._windows:
+            self._windows[key] = self._new_window_plan(grid, ambiguous)
+        return self._windows[key]
+
+    def _new_window_plan(self, grid: TokenGrid, ambiguous: bool) -> Optional[WindowPlan]:
+        m, settings, name = self.model, self.window, self.host.names.window
+        try:
+            plan = plan_window(settings, grid, m.head_dim, m.native_px, m.px_per_token)
+        except ValueError as exc:
+            raise self.host.invalid(f"{name}: {exc}") from None
+        window, native_px = plan.window, plan.native_px
+        geometry = f"{grid.t}x{grid.h}x{grid.w}"
+        if plan.is_full:
+            self.say(f"noop:{geometry}:{window}", logging.INFO,
+                     "%s: the %s token grid fits inside the %dx%d native window (%dx%d px); window attention "
+                     "is a no-op for this run.", name, geometry, window.h, window.w, *native_px)
+            return None
+        if ambiguous:
+            self.say(f"ambiguous:{geometry}", logging.WARNING,
+                     "%s: the %s grid has %d tokens, the same count as the conditioning, and this model's VACE "
+                     "blocks can only be told apart by shape; window attention is skipped for this size. "
+                     "Change the width, height or frame count slightly.", name, geometry, grid.tokens)
+            return None
+        cost = attention_cost(grid, window, m.heads, m.head_dim, settings.inward)
+        self.say(f"plan:{geometry}:{window}", logging.INFO,
+                 "FreeSwim window attention: grid %s tokens, window %dx%d (native %dx%d px, %s), %s, scale %.6f "
+                 "(%s), backend %s; self-attention work %.1f%% of full attention.", geometry, window.h, window.w,
+                 native_px[0], native_px[1], m.native_label if settings.native_size == "auto" else settings.native_size,
+                 "inward" if settings.inward else "truncated", plan.scale, settings.scale_mode, settings.backend,
+                 100.0 * cost["fraction_of_full"])
+        return plan
+
+    def execution_plan(self, f: CallFacts, window: WindowPlan, twins: int):
+        """(execution, memory plan or None) of the run's calls of this size: the dual path's ``auto``
+        by the memory planner's rule (:func:`freeswim_core.memory.choose_execution`) against what
+        the device has free now. Planned once per latent size; a plan that does not fit is said once."""
+        requested = self.dual.execution if (self.dual is not None and twins) else "sequential"
+        key = (tuple(f.shape), twins, requested)
+        if key in self._memory:
+            return self._memory[key]
+        if self.host.plan_memory is None:
+            answer = ("batched" if requested == "auto" else requested), None
+            self._memory[key] = answer
+            return answer
+        mode = ("cache" if self.cache is not None else "dual") if twins else "window"
+        precision = {"model": "bf16"}.get(self.cache.precision, self.cache.precision) if self.cache else "bf16"
+        free = None if probes.device_memory_unknown() else self.host.free_device_bytes(f.device)
+        execution, plan = choose_execution(
+            requested, lambda e: self.host.plan_memory(window, f, twins, mode, e, precision), free)
+        execution = execution if twins else requested
+        self._memory[key] = (execution, plan)
+        fits = fits_beside_weights(plan, free)
+        self.report.memory = {**plan.as_dict(), "free_bytes": free, "activation_bytes": activation_bytes(plan),
+                              "fits_free": fits}
+        if twins:
+            self.report.execution = execution
+        if not fits:
+            self.say("memory:nofit", logging.WARNING,
+                     "%s: one model call at %dx%dx%d needs about %.1f GB beyond the weights (%s peak, "
+                     "execution %s, 10%% allocator headroom) but %.1f GB are free on %s. Expect an "
+                     "out-of-memory error or offloaded weights: use execution sequential, a "
+                     "smaller size, or fp8 weights.", self.host.names.dual if twins else self.host.names.window,
+                     plan.width, plan.height, plan.frames, activation_bytes(plan) / 1e9, plan.peak_phase, execution,
+                     free / 1e9, f.device)
+        return execution, plan
+
+    def _open_store(self, f: CallFacts, rows: int, reserve: int = 0) -> Optional[FeatureStore]:
+        """The run's feature store where the cache fits, or None (then the cache is off for the run).
+        ``reserve``: device bytes the model calls themselves need (the memory plan's activations),
+        which a cache on the device must leave free."""
+        cache, m, name = self.cache, self.model, self.host.names.cache
+        free = None
+        if f.device.type != "cpu" and not probes.device_memory_unknown():
+            now = self.host.free_device_bytes(f.device)
+            free = None if now is None else max(0, now - reserve)
+        sp = plan_store(cache.storage, cache.precision, m.blocks, f.grid.tokens, m.dim, rows, f.dtype, f.device,
+                        free, self.host.free_host_bytes())
+        report = self.report
+        report.cache_bytes, report.cache_precision = (sp.on_host if sp.where == "cpu" else sp.needed), cache.precision
+        if sp.where is None:
+            self.cache_off = True
+            report.cache_off_reason = (f"{sp.needed} bytes ({sp.on_host} in host RAM) do not fit in "
+                                       f"{cache.storage} memory")
+            self.say("cache:nofit", logging.WARNING,
+                     "%s: %.2f GB of features (%d blocks x %d tokens x %d x %d rows; %.2f GB as pinned host "
+                     "memory) do not fit in %s memory; running without the cache (full branch on every step). "
+                     "Try storage cpu or precision fp8.", name, sp.needed / 2**30, m.blocks, f.grid.tokens, m.dim,
+                     rows, sp.on_host / 2**30, cache.storage)
+            return None
+        self.store = FeatureStore(sp.where, cache.precision, f.device, prefetch=sp.prefetch)
+        report.cache_storage, report.cache_prefetch = sp.where, sp.prefetch
+        self.say("cache:open", logging.INFO, "%s: %.2f GB of features on %s (%s, storage %s), guide every %d steps.",
+                 name, sp.needed / 2**30, sp.where, cache.precision, cache.storage, cache.interval)
+        return self.store
+
+    def _count(self, plan: CallPlan) -> None:
+        r = self.report
+        r.model_calls += 1
+        if plan.window is None:
+            return
+        r.windowed_calls += 1
+        grid = list(plan.window.grid.as_tuple())
+        if grid not in r.grids:
+            r.grids.append(grid)
+        r.window = [plan.window.window.h, plan.window.window.w]
+        r.dual_calls += plan.mode is Mode.DUAL
+        r.guide_calls += plan.mode is Mode.GUIDE
+        r.reuse_calls += plan.mode is Mode.REUSE
+
+    # --- inside a call ------------------------------------------------------------------------
+
+    def window_rows(self, w: WindowPlan, q, k, v, heads: int, in_place: bool):
+        """The core's window rows, noting the backend used and the host time spent in the report."""
+        used = backend_for(split_heads(q, heads), w.grid, w.window, w.backend)
+        if used not in self.report.backends:
+            self.report.backends.append(used)
+        started = time.perf_counter()
+        out = window_rows(w, q, k, v, heads, in_place)
+        self.report.attention_seconds += time.perf_counter() - started
+        return out
+
+    def note_handoff(self, nbytes: int) -> None:
+        if nbytes > self.report.handoff_peak_bytes:
+            self.report.handoff_peak_bytes = nbytes
+
+    # --- the end ------------------------------------------------------------------------------
+
+    def close(self) -> RunReport:
+        """End the run: drop the cached features and the window backend's per-run tables; the
+        report is final."""
+        release_run_caches()
+        if self.store is not None:
+            self.report.cache_bytes = self.store.nbytes()
+            self.store.clear()
+        self.store = None
+        self.report.attention_seconds = round(self.report.attention_seconds, 4)
+        return self.report
+
+
+def say(run: Optional[Run], key: str, level: int, msg: str, *args) -> None:
+    """Once per run where there is one, else once per process."""
+    if run is not None:
+        run.say(key, level, msg, *args)
+    else:
+        log_once(key, level, msg, *args)

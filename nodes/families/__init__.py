@@ -1,0 +1,49 @@
+"""The model families the FreeSwim nodes run on, each behind :class:`~.base.Family`.
+
+:func:`family_of` finds a MODEL's family or refuses it with a message naming the node and
+the families supported. A new family adds a module beside ``wan.py`` and one entry here.
+"""
+from __future__ import annotations
+
+from ..errors import NotAWanModel
+from .base import CallInputs, Family, ModelInfo
+from .wan import WAN
+
+FAMILIES: tuple[Family, ...] = (WAN,)
+
+
+def diffusion_model_of(model):
+    """The torch module behind a ComfyUI MODEL (a ModelPatcher)."""
+    base = getattr(model, "model", None)
+    return getattr(base, "diffusion_model", None)
+
+
+def family_of(model, node_name: str) -> Family:
+    """The family of a MODEL; :class:`NotAWanModel` naming ``node_name`` when no family knows it."""
+    dm = diffusion_model_of(model)
+    for family in FAMILIES:
+        if dm is not None and family.recognises(dm):
+            return family
+    kind = type(dm).__name__ if dm is not None else type(model).__name__
+    raise NotAWanModel(
+        f"{node_name}: the connected model is a {kind}, not a Wan 2.1/2.2 video model. "
+        "Connect the MODEL output of a Wan loader (e.g. Load Diffusion Model with a "
+        "wan2.1_* or wan2.2_* file); other model families are not supported yet.")
+
+
+def model_info(model, node_name: str) -> ModelInfo:
+    """The node-time facts of a MODEL, its family found or refused (see :func:`family_of`)."""
+    return family_of(model, node_name).info(model)
+
+
+def family_named(name: str) -> Family:
+    return next(f for f in FAMILIES if f.name == name)
+
+
+def host_level_traits() -> dict:
+    """The panel's host traits (the default family's: plans made before a model is loaded)."""
+    return FAMILIES[0].host_level_traits()
+
+
+__all__ = ["FAMILIES", "CallInputs", "Family", "ModelInfo", "diffusion_model_of", "family_named", "family_of",
+           "host_level_traits", "model_info"]

@@ -1,0 +1,105 @@
+"""What the FreeSwim nodes need from a model family in ComfyUI: one small interface.
+
+Everything the nodes know about a family's ComfyUI classes sits behind it, in one module
+per family (``wan.py``): how its model is recognised, the facts the planner needs once
+per run, how a model call's arguments give its token grid, where the block replacement
+goes and in which order a block makes its attention calls, the object patches that bound
+its memory, the memory planner's view of it, and what it refuses. The hooks, the
+override and the nodes call only this interface.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ...freeswim_core.geometry import TokenGrid
+from ...freeswim_core.planner import ModelFacts
+
+
+# The transformer_options key where a model's forward publishes its token grid (ComfyUI 0.5+'s Wan).
+GRID_SIZES = "grid_sizes"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a node reads off a MODEL when it is applied (before sampling)."""
+
+    family: str
+    patch_size: tuple[int, int, int]
+    vae_factor: int                 # the VAE's spatial factor
+    vae_temporal: int               # the VAE's temporal factor
+    dim: int
+    heads: int
+    layers: int
+    native_px: tuple[int, int]      # (width, height) detected for "auto"
+    native_label: str
+    model_type: str = "t2v"         # the family's variant name as ComfyUI builds it
+    in_dim: int = 16                # latent channels the patch embedding takes
+
+    @property
+    def px_per_token(self) -> int:
+        return self.vae_factor * self.patch_size[1]
+
+    @property
+    def image_to_video(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class CallInputs:
+    """A model call's latent and token grid, read off the executor's arguments."""
+
+    x: torch.Tensor
+    grid: TokenGrid
+    ambiguous: bool = False         # some attention calls are placed by shape and the grid has a
+                                    # conditioning's token count: window attention is skipped
+    ref_frames: int = 0             # reference frames before the host's own grid
+
+
+class Family(abc.ABC):
+    """One model family's ComfyUI knowledge."""
+
+    name: str                       # the registry's family name (freeswim_core.families)
+    label: str                      # for messages: "Wan 2.1/2.2"
+    replace_key: tuple = ("dit", "double_block")    # patches_replace[...][(kind, i)] of its blocks
+    transformer_options_arg: int    # position of transformer_options in the forward the wrapper sees
+
+    @abc.abstractmethod
+    def recognises(self, dm) -> bool:
+        """Is ``dm`` (a ComfyUI diffusion model) of this family?"""
+
+    @abc.abstractmethod
+    def info(self, model) -> ModelInfo:
+        """The node-time facts of a MODEL of this family."""
+
+    @abc.abstractmethod
+    def blocks(self, dm) -> int:
+        """How many blocks carry FreeSwim's block replacement."""
+
+    @abc.abstractmethod
+    def model_facts(self, dm, info: ModelInfo) -> ModelFacts:
+        """The planner's facts, read once per run (with every object patch applied)."""
+
+    @abc.abstractmethod
+    def call_inputs(self, dm, args, kwargs) -> CallInputs:
+        """The latent and token grid of one model call."""
+
+    @abc.abstractmethod
+    def install(self, model, dm) -> None:
+        """Object patches FreeSwim adds to a (cloned) ModelPatcher of this family; idempotent."""
+
+    @abc.abstractmethod
+    def memory_plan(self, dm, info: ModelInfo, window, facts, twins: int, mode: str, execution: str,
+                    cache_precision: str):
+        """The memory planner's plan of one call (``freeswim_core.memory.plan_memory``)."""
+
+    @abc.abstractmethod
+    def host_level_traits(self) -> dict:
+        """The memory planner's host traits without a loaded model (the panel's)."""
+
+    def dual_path_refusal(self, dm) -> Optional[str]:
+        """Why the dual path cannot run on this model (None: it can)."""
+        return None
