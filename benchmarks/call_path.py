@@ -1,10 +1,13 @@
 """Which of this pack's files one ComfyUI sampling call runs through.
 
 A tiny random-weight Wan with window attention, the dual path and the cross-attention
-cache is sampled through ComfyUI's own KSampler (3 steps, cfg 5) in the newest built
-host; a profile hook records every function of this repository that runs, from the
-sampler's first model call to its end. The table lists the files and how many of their
-functions ran: the measure of how far one call's logic is spread.
+cache is sampled through ComfyUI's own KSampler (3 steps, cfg 5: on the CPU ComfyUI
+batches cond and uncond, so one model call per step: guide, reuse, guide) in the newest
+built host; a profile hook records every function of this repository that runs. The table
+lists the files and how many of their functions ran in the whole sampling run, and in its
+model calls after the first (whose one-time work, the model's facts, the window and the
+memory plan, the store's opening, is the run's): the measure of how far one call's logic
+is spread.
 
   python benchmarks/call_path.py [--host comfyui-0.33.0]
 """
@@ -34,6 +37,7 @@ def product_file(filename: str):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default=None, help="host id (default: the newest built)")
+    ap.add_argument("--verbose", action="store_true", help="also list the files of each model call")
     a = ap.parse_args()
     import torch
 
@@ -53,12 +57,17 @@ def main() -> None:
     latent = torch.zeros(1, 16, 3, 24, 40)
     comfy.ksample(model, latent, steps=1)             # warm: imports and first-call work out of the count
     seen: Counter = Counter()
+    calls: list[set] = []          # product files per model call (from one DIFFUSION_MODEL wrapper to the next)
 
     def profile(frame, event, arg):
         if event == "call":
             rel = product_file(frame.f_code.co_filename)
             if rel is not None:
                 seen[(rel, frame.f_code.co_name)] += 1
+                if frame.f_code.co_name == "diffusion_model_wrapper":
+                    calls.append(set())
+                if calls:
+                    calls[-1].add(rel)
 
     sys.setprofile(profile)
     threading.setprofile(profile)
@@ -73,8 +82,13 @@ def main() -> None:
     print(f"| file | functions run |\n|---|---|")
     for rel in sorted(files):
         print(f"| {rel} | {files[rel]} |")
+    later = set().union(*calls[1:]) if len(calls) > 1 else set()
+    if a.verbose:
+        for i, c in enumerate(calls):
+            print(f"model call {i}: " + ", ".join(sorted(c)))
     print(f"\n{len(files)} product files in one sampling call with window + dual path + cache "
-          f"({comfy.loaded.id}).")
+          f"({comfy.loaded.id}); {len(later)} in its model calls after the first "
+          f"({', '.join(str(len(c)) for c in calls)} per model call).")
 
 
 if __name__ == "__main__":

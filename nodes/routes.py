@@ -7,6 +7,9 @@ what a run did here instead of parsing the server log.
 ``POST /freeswim/plan``: the memory planner's answer for the UI's panel
 (``plan_request``); a bad request gets HTTP 400 with ``{"error": ...}`` naming the field.
 
+``GET /freeswim/families``: what the panel needs of each model family (the nodes that make
+its latent), so the browser holds no table of its own.
+
 Each run report is also sent to the browser as a ``freeswim.report`` event with the id of
 the node that ran it, for the panel to show on that node.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 
+from .families import families_payload
 from .plan_request import BadRequest, plan_from_request
 from .run_state import add_listener, recent_reports
 
@@ -40,6 +44,10 @@ def register() -> None:
     @server.routes.get("/freeswim/reports")
     async def reports(request):
         return web.json_response(recent_reports(request.query.get("prompt_id")))
+
+    @server.routes.get("/freeswim/families")
+    async def families(request):
+        return web.json_response(families_payload())
 
     @server.routes.post("/freeswim/plan")
     async def plan(request):

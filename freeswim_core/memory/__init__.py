@@ -62,7 +62,7 @@ def plan_memory(arch: WanArchitecture | str, width: int, height: int, frames: in
                 mode: str = "dual", execution: str = "sequential", weight_dtype: str = "bf16",
                 rows: int = 1, twins: Optional[int] = None, host: HostTraits = HostTraits(), vram_bytes: Optional[int] = None,
                 host_ram_bytes: Optional[int] = None, cache_storage: str = "auto",
-                cache_precision: str = "bf16", pinned: bool = True) -> MemoryPlan:
+                cache_precision: str = "bf16", pinned: bool = True, with_vae: bool = True) -> MemoryPlan:
     """Peak device memory of one model call of ``rows`` latent rows (1: the conditional call,
     which is the sampler's largest at sizes where memory matters; ``twins`` of them with a
     full-attention twin, all by default), and whether it fits ``vram_bytes``.
@@ -70,6 +70,8 @@ def plan_memory(arch: WanArchitecture | str, width: int, height: int, frames: in
     ``mode``: ``plain`` (no FreeSwim), ``window``, ``dual`` (each row with a full-attention twin),
     ``cache`` (the dual path's guide call, features stored where ``cache_storage`` allows:
     ``host_ram_bytes`` free host RAM, ``vram_bytes`` minus the call's peak on the GPU).
+    ``with_vae``: also plan the VAE's decode and encode at this size (the panel's; a sampling run
+    plans its model calls only).
     """
     name = arch if isinstance(arch, str) else (arch.label or "custom")
     arch = variant(arch).arch if isinstance(arch, str) else arch
@@ -140,7 +142,7 @@ def plan_memory(arch: WanArchitecture | str, width: int, height: int, frames: in
     peak = phase_bytes[peak_phase]
     needed = int(peak * HEADROOM)
     vae = None
-    if arch.vae == 8 and arch.out_dim == 16:       # the Wan 2.1 VAE's plan (the 2.2 VAE is not modelled)
+    if with_vae and arch.vae == 8 and arch.out_dim == 16:       # the Wan 2.1 VAE's plan (the 2.2 VAE is not modelled)
         vae = {kind: plan_vae(kind, width, height, frames, vram_bytes, streamed=host.vae_streamed,
                               headroom=HEADROOM).as_dict()
                for kind in ("decode", "encode")}

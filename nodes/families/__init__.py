@@ -26,9 +26,9 @@ def family_of(model, node_name: str) -> Family:
             return family
     kind = type(dm).__name__ if dm is not None else type(model).__name__
     raise NotAWanModel(
-        f"{node_name}: the connected model is a {kind}, not a Wan 2.1/2.2 video model. "
-        "Connect the MODEL output of a Wan loader (e.g. Load Diffusion Model with a "
-        "wan2.1_* or wan2.2_* file); other model families are not supported yet.")
+        f"{node_name}: the connected model is a {kind}, not a "
+        f"{' or '.join(f.label for f in FAMILIES)} video model. Connect the MODEL output of a loader of one "
+        f"({'; '.join(f.loader_hint for f in FAMILIES)}); other model families are not supported yet.")
 
 
 def model_info(model, node_name: str) -> ModelInfo:
@@ -40,10 +40,15 @@ def family_named(name: str) -> Family:
     return next(f for f in FAMILIES if f.name == name)
 
 
+def families_payload() -> list[dict]:
+    """What the panel needs of each family (served by ``GET /freeswim/families``)."""
+    return [{"name": f.name, "label": f.label, "latent_nodes": list(f.latent_nodes)} for f in FAMILIES]
+
+
 def host_level_traits() -> dict:
     """The panel's host traits (the default family's: plans made before a model is loaded)."""
     return FAMILIES[0].host_level_traits()
 
 
-__all__ = ["FAMILIES", "CallInputs", "Family", "ModelInfo", "diffusion_model_of", "family_named", "family_of",
-           "host_level_traits", "model_info"]
+__all__ = ["FAMILIES", "CallInputs", "Family", "ModelInfo", "diffusion_model_of", "families_payload",
+           "family_named", "family_of", "host_level_traits", "model_info"]

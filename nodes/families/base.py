@@ -64,6 +64,8 @@ class Family(abc.ABC):
 
     name: str                       # the registry's family name (freeswim_core.families)
     label: str                      # for messages: "Wan 2.1/2.2"
+    loader_hint: str                # how a user loads one, for messages
+    latent_nodes: tuple = ()        # ComfyUI nodes that make this family's video latent (the panel's size)
     replace_key: tuple = ("dit", "double_block")    # patches_replace[...][(kind, i)] of its blocks
     transformer_options_arg: int    # position of transformer_options in the forward the wrapper sees
 

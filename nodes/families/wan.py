@@ -53,6 +53,8 @@ class WanInfo(ModelInfo):
 class Wan(Family):
     name = "wan"
     label = "Wan 2.1/2.2"
+    loader_hint = "Load Diffusion Model with a wan2.1_* or wan2.2_* file"
+    latent_nodes = ("EmptyHunyuanLatentVideo", "WanImageToVideo", "EmptyLatentVideo", "Wan22ImageToVideoLatent")
     transformer_options_arg = ARG_TRANSFORMER_OPTIONS
 
     def recognises(self, dm) -> bool:
@@ -106,7 +108,8 @@ class Wan(Family):
                                label=info.native_label)
         return plan_memory(arch, w * info.vae_factor, h * info.vae_factor, (t - 1) * info.vae_temporal + 1,
                            mode=mode, execution=execution, weight_dtype=weight_dtype_of(dm), rows=facts.rows,
-                           twins=twins, host=HostTraits(**host_traits(dm)), cache_precision=cache_precision)
+                           twins=twins, host=HostTraits(**host_traits(dm)), cache_precision=cache_precision,
+                           with_vae=False)
 
     def host_level_traits(self) -> dict:
         """ComfyUI's own Wan classes, whose forwards drop q and block inputs."""

@@ -5,7 +5,7 @@ import { api } from "../../scripts/api.js";
 
 const NODES = new Set(["FreeSwimWindowAttentionPatch", "FreeSwimDualPathOverride", "FreeSwimCrossAttnCache",
                        "FreeSwimLatentUpscaleRefine"]);
-const LATENT_NODES = ["EmptyHunyuanLatentVideo", "WanImageToVideo", "EmptyLatentVideo", "Wan22ImageToVideoLatent"];
+let latentNodes = [];          // nodes that make a supported family's video latent, from /freeswim/families
 const SETTING_VRAM = "FreeSwim.VRAMGB";
 const POLL_MS = 400;
 const LINE_H = 15;
@@ -45,7 +45,7 @@ export function planRequest(graph) {
   if (!patch && !refine) return null;
   const dual = findNodes(graph, "FreeSwimDualPathOverride")[0];
   const cache = findNodes(graph, "FreeSwimCrossAttnCache")[0];
-  const latent = LATENT_NODES.map((t) => findNodes(graph, t)[0]).find(Boolean);
+  const latent = latentNodes.map((t) => findNodes(graph, t)[0]).find(Boolean);
   const loader = upstreamLoader(patch || dual || cache || refine) || findNodes(graph, "UNETLoader")[0];
   const unet = widget(loader, "unet_name");
   const loaded = String(widget(loader, "weight_dtype") || "default");
@@ -212,6 +212,12 @@ app.registerExtension({
       if (device && device.vram_total) systemVram = Math.round(device.vram_total / 1e8) / 10;
     } catch (e) {
       systemVram = null;
+    }
+    try {
+      const families = await (await api.fetchApi("/freeswim/families")).json();
+      latentNodes = families.flatMap((f) => f.latent_nodes || []);
+    } catch (e) {
+      latentNodes = [];
     }
     api.addEventListener("freeswim.report", (event) => {
       const { node, report } = event.detail || {};
