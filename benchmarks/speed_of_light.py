@@ -81,7 +81,7 @@ def main():
             full = step_flops(arch, grid, "full")
             cells = [f"{step_flops(arch, grid, m) / (a.peak * 1e12):.2f} ({step_flops(arch, grid, m) / full:.2f})"
                      for m in MODES]
-            print(f"| {arch} | {size} | {grid.tokens:,} | " + " | ".join(cells) + " |")
+            print(f"| {arch.upper()} | {size} | {grid.tokens:,} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ model call) or to replace what cannot run where it is measured (a memory trace o
 device cannot compile the window kernel nor ask the device what is free), it registers a
 :class:`Probe` for the duration of a ``with probing(...)`` block. Every host calls the same
 hooks, so a probe works the same on the ComfyUI nodes and the diffusers adapter. With no
-probe registered each hook is one empty-list check.
+probe registered each hook is one empty-list check. ComfyUI imports the pack under its
+folder's path, so a probe for the nodes is registered on that copy of this module
+(``harness.inprocess.pack_module("freeswim_core.probes")``).
 """
 from __future__ import annotations
 

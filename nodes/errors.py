@@ -2,7 +2,7 @@
 
 ComfyUI reports a failed node's exception type as ``module.qualname``, and it
 imports a pack's modules under their install path, so a plain class defined here
-would reach the UI as ``/home/.../custom_nodes/comfyui-freeswim.nodes.wan.NotAWanModel``.
+would reach the UI as ``/home/.../custom_nodes/comfyui-freeswim.nodes.errors.NotAWanModel``.
 These classes give ``freeswim`` as their module: the UI shows ``freeswim.NotAWanModel``.
 They are ValueErrors, as ComfyUI's own input errors are.
 """

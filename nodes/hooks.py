@@ -225,7 +225,7 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     dm = executor.class_obj
     if run is None:                      # a model call outside a sampling run: planned alone, no cache
         run = new_run(opts)
-        run.cache_allowed = False
+        run.cache_allowed, run.once_per_process = False, True
     ready(run, opts, family, dm)
     plan: CallPlan = run.plan_call(call_facts(run, family.call_inputs(dm, args, kwargs), to))
     args, kwargs = _with_transformer_options(args, kwargs, {**to, RUN_KEY: run, PLAN_KEY: plan,

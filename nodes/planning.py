@@ -41,7 +41,9 @@ def new_run(opts: FreeSwimOptions | None = None) -> Run:
 
 
 def ready(run: Run, opts: FreeSwimOptions, family: Family, dm) -> Run:
-    """``run`` with the model's facts and ComfyUI's services, read once per run."""
+    """``run`` with the model's facts and ComfyUI's services, read once per run: a sampling run
+    samples one model (Latent Upscale Refine's two experts are two sampling runs), whose object
+    patches ComfyUI applied when it loaded the model, before the first call."""
     if run.model is None:
         run.window, run.dual, run.cache = opts.window, opts.dual, opts.cache
         if opts.window is None:             # nothing windowed: nothing to plan (the chain check says why)
@@ -57,11 +59,14 @@ def call_facts(run: Run, inputs: CallInputs, to: dict) -> CallFacts:
     """The planner's facts of one model call."""
     x = inputs.x
     rows = x.shape[0]
-    chunks = to.get("cond_or_uncond") or [0]
-    sigma = first_value(to.get("sigmas"), run.reads)
-    schedule = to.get("sample_sigmas")
-    step = step_index(sigma, run.reads.floats(schedule)) if sigma is not None and schedule is not None else None
-    return CallFacts(grid=inputs.grid, rows=rows, kinds=tuple(row_kinds(chunks, rows)),
-                     keys=tuple(row_keys(to.get("uuids") or [None] * len(chunks), rows)), sigma=sigma, step=step,
+    kinds, keys, sigma, step = (), (), None, None
+    if run.dual is not None:          # what only the dual path reads (the sigma: a device read per step)
+        chunks = to.get("cond_or_uncond") or [0]
+        kinds = tuple(row_kinds(chunks, rows))
+        keys = tuple(row_keys(to.get("uuids") or [None] * len(chunks), rows))
+        sigma = first_value(to.get("sigmas"), run.reads)
+        schedule = to.get("sample_sigmas")
+        step = step_index(sigma, run.reads.floats(schedule)) if sigma is not None and schedule is not None else None
+    return CallFacts(grid=inputs.grid, rows=rows, kinds=kinds, keys=keys, sigma=sigma, step=step,
                      channels=int(x.shape[1]), dtype=x.dtype, device=x.device, shape=tuple(x.shape),
                      ambiguous=inputs.ambiguous, ref_frames=inputs.ref_frames)

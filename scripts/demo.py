@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from freeswim_core import TokenGrid, attention_cost, native_window  # noqa: E402
+from freeswim_core.families import variant  # noqa: E402
 from harness.comfy_server import ComfyServer, PromptRejected, prepare_base  # noqa: E402
 from harness.graphs import TEST_NODES, TEST_NODES_NAME  # noqa: E402
 from harness.model_files import missing_files_report  # noqa: E402
@@ -92,12 +93,14 @@ def main() -> int:
 
     refine = next(n for n in prompt.values() if n["class_type"] == "FreeSwimLatentUpscaleRefine")["inputs"]
     frames = next(n for n in prompt.values() if n["class_type"] == "EmptyHunyuanLatentVideo")["inputs"]["length"]
-    grid = TokenGrid((frames - 1) // 4 + 1, refine["height"] // 16, refine["width"] // 16)
+    arch = variant("1.3b").arch                       # the demo's graph: Wan2.1 T2V 1.3B
+    px = arch.vae * arch.patch[1]
+    grid = TokenGrid((frames - 1) // arch.vae_temporal + 1, refine["height"] // px, refine["width"] // px)
     window_node = next(n for n in prompt.values() if n["class_type"] == "FreeSwimWindowAttentionPatch")["inputs"]
     native = ((window_node["custom_width"], window_node["custom_height"]) if window_node["native_size"] == "custom"
-              else (832, 480))
-    window = native_window(native[0], native[1], 16)
-    cost = attention_cost(grid, window, heads=12, head_dim=128)
+              else arch.native)
+    window = native_window(native[0], native[1], px)
+    cost = attention_cost(grid, window, heads=arch.heads, head_dim=arch.head_dim)
     titles = {str(n["id"]): n.get("title", n["type"]) for n in workflow["nodes"]}
     nodes = [{"node": nid, "type": prompt[nid]["class_type"], "title": titles.get(nid, prompt[nid]["class_type"]),
               "seconds": round(sec, 2)} for nid, sec in timings if nid in prompt]

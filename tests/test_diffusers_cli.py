@@ -86,6 +86,11 @@ def test_freeswim_follows_a_pipelines_steps_and_passes(model_dir):
         r = fs.report
         assert (r.model_calls, r.windowed_calls, r.guide_calls, r.reuse_calls, r.dual_calls) == (10, 10, 3, 2, 0)
         assert fs.run.store is None
+        # a second pipeline call is a run of its own, with a report of its own
+        pipe(prompt="a fox", width=192, height=128, num_frames=5, num_inference_steps=3, guidance_scale=5.0,
+             output_type="np")
+        assert [(x.model_calls, x.guide_calls, x.reuse_calls) for x in fs.reports] == [(10, 3, 2), (6, 2, 1)]
+        assert fs.report is fs.reports[-1]
     finally:
         fs.remove()
 

@@ -14,7 +14,7 @@ from ..settings import CacheOptions, DualOptions, RefineOptions, WindowOptions
 
 
 def __getattr__(name):
-    if name in ("FreeSwim", "DiffusersCall"):
+    if name == "FreeSwim":
         from . import install
         return getattr(install, name)
     if name in ("generate", "GenerateRequest"):

@@ -18,6 +18,7 @@ passes are named with ``attention_kwargs={"freeswim_rows": ["uncond", "cond"]}``
 """
 from __future__ import annotations
 
+import collections
 import os
 from types import SimpleNamespace
 from typing import Optional, Sequence
@@ -76,7 +77,9 @@ class FreeSwim:
     unconditional call, so the cache keeps the conditional pass's features only.
 
     Each pipeline run is planned by the core's planner (:class:`freeswim_core.planner.Run`), the
-    one the ComfyUI nodes use; :attr:`report` adds up the runs since FreeSwim was installed."""
+    one the ComfyUI nodes use, and leaves its own :class:`~freeswim_core.planner.RunReport`:
+    :attr:`report` is the current run's (the last finished one's until a new run makes a call),
+    :attr:`reports` the finished runs' (the most recent 32)."""
 
     def __init__(self, transformer, window: WindowOptions = WindowOptions(),
                  dual: Optional[DualOptions] = DualOptions(), cache: Optional[CacheOptions] = CacheOptions(),
@@ -115,7 +118,7 @@ class FreeSwim:
                                 native_label=native_label,
                                 cross_per_block=2 if cfg.added_kv_proj_dim is not None else 1)
         self.services = HostServices(free_device_bytes=_free_device_bytes, free_host_bytes=_free_host_bytes)
-        self.report = RunReport()
+        self.reports: collections.deque[RunReport] = collections.deque(maxlen=32)
         self.run = self._new_run()
         self.current_call: Optional[CallPlan] = None
         self._last_step: Optional[int] = None
@@ -132,8 +135,14 @@ class FreeSwim:
 
     def _new_run(self) -> Run:
         return Run(model=self.model, window=self.window, dual=self.dual, cache=self.cache, host=self.services,
-                   sigma_start=self._sigma_range[0], sigma_end=self._sigma_range[1], uncond_runs=self.uncond_runs,
-                   report=self.report)
+                   sigma_start=self._sigma_range[0], sigma_end=self._sigma_range[1], uncond_runs=self.uncond_runs)
+
+    @property
+    def report(self) -> RunReport:
+        """The current run's report, or the last finished run's while the current one has made no call."""
+        if self.run.report.model_calls == 0 and self.reports:
+            return self.reports[-1]
+        return self.run.report
 
     def remove(self) -> None:
         """Give the transformer back as it was."""
@@ -146,7 +155,9 @@ class FreeSwim:
 
     def reset(self) -> None:
         """End the run (its cached features are dropped) and start the next one."""
-        self.run.close()
+        report = self.run.close()
+        if report.model_calls:
+            self.reports.append(report)
         self.run = self._new_run()
         self._last_step = None
         self._timestep, self._step, self._calls_at_step = None, -1, 0
@@ -196,9 +207,12 @@ class FreeSwim:
             self._last_step = step
         rows = hidden_states.shape[0]
         name = getattr(context, "name", None) or "cond"
+        row_kinds, keys = (), ()
+        if self.dual is not None:             # what only the dual path reads
+            row_kinds = tuple(self._row_kinds(kinds, name, rows))
+            keys = tuple((kinds[r] if kinds is not None else name, r) for r in range(rows))
         facts = CallFacts(grid=token_grid_from_latent(hidden_states.shape, self.patch), rows=rows,
-                          kinds=tuple(self._row_kinds(kinds, name, rows)),
-                          keys=tuple((kinds[r] if kinds is not None else name, r) for r in range(rows)),
+                          kinds=row_kinds, keys=keys,
                           sigma=getattr(context, "sigma", None), step=step, channels=int(hidden_states.shape[1]),
                           dtype=hidden_states.dtype, device=hidden_states.device, shape=tuple(hidden_states.shape))
         return self.run.plan_call(facts)

@@ -30,7 +30,3 @@ class Variant:
         n = filename.lower()
         return bool(self.files) and all(p in n for p in self.files) and not any(p in n for p in self.not_files)
 
-    def as_dict(self) -> dict:
-        return {"name": self.name, "short": self.short, "family": self.family, "label": self.label,
-                "files": list(self.files), "not_files": list(self.not_files), "experts": self.experts,
-                "features": sorted(self.features), "native": list(self.arch.native)}

@@ -4,8 +4,10 @@
 that call's activations, with the allocator headroom, fit the device memory free beside the
 model's loaded weights, and ``sequential`` (twins, then the caller's rows, per block) otherwise.
 A run asks the device what is free now (ComfyUI has loaded the weights); the panel has a
-GPU size, and counts the weights as the planner does (with the same headroom), so its
-choice is the one a run on an idle GPU of that size makes.
+GPU size and takes the weights off it with the same headroom, which is the planner's
+``fits`` (peak x headroom within the GPU) exactly. A real run has a little less free than
+that (the CUDA context, other models), so near the line the panel's batched can be a run's
+sequential.
 """
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ HEADROOM = 1.10       # allocator headroom on top of the planned peak (fragmenta
 
 
 def activation_bytes(plan) -> int:
-    """What a model call needs beyond the weights, allocator headroom included."""
-    return int((plan.peak_bytes - plan.weights_bytes) * HEADROOM)
+    """What a model call needs beyond the weights, allocator headroom included (the plan's
+    ``needed_bytes`` less the weights' share, so that :func:`free_beside_weights` of a GPU size
+    gives the planner's own ``fits``)."""
+    return int(plan.peak_bytes * HEADROOM) - int(plan.weights_bytes * HEADROOM)
 
 
 def fits_beside_weights(plan, free: Optional[int]) -> bool:

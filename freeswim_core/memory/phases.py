@@ -31,7 +31,7 @@ class HostTraits:
     """How the running ComfyUI's Wan code spends memory (the nodes read it from the host)."""
 
     rope_in_float32: bool = False     # ComfyUI 0.3.x: RoPE of q and k through float32 copies
-    frees_queries: bool = True        # attention outputs may be written over q (nodes/host_blocks.py)
+    frees_queries: bool = True        # attention outputs may be written over q (nodes/families/wan.py)
     frees_block_inputs: bool = True   # block outputs into their inputs; token-major patch embedding
     ffn_holds_hidden: bool = False    # ComfyUI 0.5+: the FFN keeps its hidden state through the down projection
     vae_streamed: bool = True         # ComfyUI 0.5+: the Wan VAE decoder streams its upsampling stages

@@ -7,6 +7,6 @@ guide/reuse, the cache's store), ``report`` (what the run did, as JSON).
 from .call import CallPlan, Mode
 from .facts import CallFacts, ModelFacts
 from .report import RunReport
-from .run import HostServices, Names, Run, say
+from .run import HostServices, Names, Run
 
-__all__ = ["CallFacts", "CallPlan", "HostServices", "Mode", "ModelFacts", "Names", "Run", "RunReport", "say"]
+__all__ = ["CallFacts", "CallPlan", "HostServices", "Mode", "ModelFacts", "Names", "Run", "RunReport"]

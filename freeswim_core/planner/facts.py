@@ -5,7 +5,7 @@ planner (:mod:`.run`) decides everything else from them, the same way for every 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Hashable, Optional
 
 import torch
@@ -47,7 +47,6 @@ class CallFacts:
     shape: tuple = ()                    # the latent's shape (the memory plan's size)
     ambiguous: bool = False              # the grid's token count equals a conditioning's (VACE): skip
     ref_frames: int = 0                  # reference frames before the host's own grid
-    extra: dict = field(default_factory=dict)
 
     @property
     def signature(self) -> tuple:

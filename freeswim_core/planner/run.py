@@ -72,6 +72,7 @@ class Run:
     sigma_end: float = 0.0
     uncond_runs: bool = True             # False where no unconditional pass runs (cfg 1): the cache sizes for cond
     cache_allowed: bool = True           # False for calls made outside a sampling run: no store to drop later
+    once_per_process: bool = False       # messages once per process (calls outside a sampling run each get a Run)
     bypass: bool = False                 # FreeSwim's hooks were taken over: every call passes through
     store: Optional[FeatureStore] = None
     cache_off: bool = False              # the cache did not fit: full branch every step
@@ -83,6 +84,9 @@ class Run:
 
     def say(self, key: str, level: int, msg: str, *args) -> None:
         """Log once per run; warnings also go into the report."""
+        if self.once_per_process:
+            log_once(key, level, msg, *args)
+            return
         if key in self.said:
             return
         self.said.add(key)
@@ -263,8 +267,8 @@ class Run:
     # --- the end ------------------------------------------------------------------------------
 
     def close(self) -> RunReport:
-        """End the run: drop the cached features and the window backend's per-run tables; the
-        report is final."""
+        """End the run: drop the cached features and the window backend's per-run tables, and
+        give the report, complete (the host publishes it)."""
         release_run_caches()
         if self.store is not None:
             self.report.cache_bytes = self.store.nbytes()
@@ -272,11 +276,3 @@ class Run:
         self.store = None
         self.report.attention_seconds = round(self.report.attention_seconds, 4)
         return self.report
-
-
-def say(run: Optional[Run], key: str, level: int, msg: str, *args) -> None:
-    """Once per run where there is one, else once per process."""
-    if run is not None:
-        run.say(key, level, msg, *args)
-    else:
-        log_once(key, level, msg, *args)
