@@ -9,7 +9,7 @@ COMFY_PYTHON ?= $(CURDIR)/$(PY)
 # A ComfyUI models folder with the real Wan, UMT5 and VAE files: make demo MODELS=/path/to/models
 MODELS ?=
 
-.PHONY: setup test demo bench gpu-kit clean
+.PHONY: setup test demo bench node-docs gpu-kit clean
 
 setup:
 	@bash scripts/setup.sh
@@ -24,6 +24,10 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/window_attention.py
+
+# The node help pages (English, Chinese), their pictures and locales/zh/ (README: Help inside ComfyUI)
+node-docs: setup
+	$(PY) -m scripts.make_node_docs
 
 # Wheels and a ComfyUI source tree for a GPU machine without ComfyUI's packages (README: GPU measurements)
 gpu-kit: setup

@@ -33,6 +33,27 @@ function upstreamLoader(node) {
   return null;
 }
 
+// Our nodes' translations by locale (the server's /i18n, from locales/<lang>/nodeDefs.json). The
+// frontend applies them itself; some frontends (1.32) drop a custom node's messages when they load
+// a locale lazily, so a new node's title and its widget and socket labels are also set here from
+// the same files.
+let nodeTranslations = {};
+
+function currentLocale() {
+  return app.extensionManager?.setting?.get?.("Comfy.Locale") || app.ui?.settings?.getSettingValue?.("Comfy.Locale")
+    || "en";
+}
+
+function translateLabels(node) {
+  const def = nodeTranslations[currentLocale()]?.[node.comfyClass || node.type];
+  if (!def) return;
+  if (def.display_name && node.title === node.constructor?.title) node.title = def.display_name;
+  for (const item of [...(node.widgets || []), ...(node.inputs || [])]) {
+    const name = def.inputs?.[item.name]?.name;
+    if (name) item.label = name;
+  }
+}
+
 function vramGB() {
   const setting = app.ui?.settings?.getSettingValue?.(SETTING_VRAM, 0);
   return setting > 0 ? setting : systemVram;
@@ -214,6 +235,15 @@ app.registerExtension({
       systemVram = null;
     }
     try {
+      const all = await (await api.fetchApi("/i18n")).json();
+      for (const [locale, messages] of Object.entries(all || {})) {
+        const defs = messages?.nodeDefs || {};
+        nodeTranslations[locale] = Object.fromEntries([...NODES].filter((t) => defs[t]).map((t) => [t, defs[t]]));
+      }
+    } catch (e) {
+      nodeTranslations = {};
+    }
+    try {
       const families = await (await api.fetchApi("/freeswim/families")).json();
       latentNodes = families.flatMap((f) => f.latent_nodes || []);
     } catch (e) {
@@ -231,6 +261,7 @@ app.registerExtension({
   },
   async nodeCreated(node) {
     if (!NODES.has(node.comfyClass) && !NODES.has(node.type)) return;
+    translateLabels(node);
     panel(node);
     const draw = node.onDrawForeground;
     node.onDrawForeground = function (ctx) {
