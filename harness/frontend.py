@@ -69,6 +69,8 @@ class Frontend:
                             msg = await ws.receive_json()
                             if msg.get("id") == 1:
                                 break
+                        if "error" in msg:       # e.g. the page is between two documents (a reload)
+                            raise RuntimeError(f"DevTools: {msg['error']}")
                         result = msg["result"]
                         if "exceptionDetails" in result:
                             raise RuntimeError(json.dumps(result["exceptionDetails"])[:2000])
@@ -77,6 +79,21 @@ class Frontend:
                             return value
                         await asyncio.sleep(0.5)
         return asyncio.run(run())
+
+    def reload(self, timeout: float = 120) -> None:
+        """Load the page again, as a user pressing F5 (settings kept by the server apply at start),
+        and wait until the app is up."""
+        self.evaluate("(() => { setTimeout(() => location.reload(), 50); return true; })()")
+        time.sleep(1)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if self.evaluate("!!(window.app && window.app.graph && window.app.extensionManager)"):
+                    return
+            except RuntimeError:                # between documents, or the app's scripts still loading
+                pass
+            time.sleep(0.5)
+        raise TimeoutError("the ComfyUI frontend did not start again after a reload")
 
     def screenshot(self, path) -> None:
         """Save a PNG of the page (the canvas as the user sees it)."""

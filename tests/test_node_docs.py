@@ -92,10 +92,7 @@ def _switch_to_chinese(fe):
     (a new node is titled with its Chinese display name)."""
     fe.evaluate("(async () => { await window.app.extensionManager.setting.set('Comfy.Locale', 'zh'); "
                 "return true; })()")
-    fe.evaluate("(() => { setTimeout(() => location.reload(), 50); return true; })()")
-    time.sleep(1)
-    assert fe.evaluate("(() => !!(window.app && window.app.graph && window.app.extensionManager))()",
-                       wait_for_truthy=90), "the frontend did not load again"
+    fe.reload()
     t, title = json.dumps(NODES[0]), json.dumps(DISPLAY_ZH[NODES[0]])
     deadline = time.time() + 60
     while time.time() < deadline:
