@@ -83,16 +83,18 @@ class Frontend:
     def reload(self, timeout: float = 120) -> None:
         """Load the page again, as a user pressing F5 (settings kept by the server apply at start),
         and wait until the app is up."""
-        self.evaluate("(() => { setTimeout(() => location.reload(), 50); return true; })()")
-        time.sleep(1)
+        # the old document is marked, so that its app is not taken for the new one's
+        self.evaluate("(() => { window.__beforeReload = true; setTimeout(() => location.reload(), 50); "
+                      "return true; })()")
         deadline = time.time() + timeout
         while time.time() < deadline:
+            time.sleep(0.5)
             try:
-                if self.evaluate("!!(window.app && window.app.graph && window.app.extensionManager)"):
+                if self.evaluate("!window.__beforeReload && !!(window.app && window.app.graph "
+                                 "&& window.app.extensionManager)"):
                     return
             except RuntimeError:                # between documents, or the app's scripts still loading
                 pass
-            time.sleep(0.5)
         raise TimeoutError("the ComfyUI frontend did not start again after a reload")
 
     def screenshot(self, path) -> None:

@@ -59,7 +59,7 @@ def _fresh_node(fe, node_type):
     fe.evaluate("(() => { document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true})); "
                 "for (const b of document.querySelectorAll('.p-dialog-close-button')) b.click(); return true; })()")
     fe.evaluate(f"""(() => {{ const app = window.app; app.graph.clear();
-        const n = LiteGraph.createNode({t}); n.pos = [320, 160]; app.graph.add(n);
+        const n = LiteGraph.createNode({t}); if (!n) return false; n.pos = [320, 160]; app.graph.add(n);
         app.canvas.deselectAll(); app.canvas.selectNode(n); app.canvas.setDirty(true, true); return true; }})()""")
 
 
@@ -96,9 +96,12 @@ def _switch_to_chinese(fe):
     t, title = json.dumps(NODES[0]), json.dumps(DISPLAY_ZH[NODES[0]])
     deadline = time.time() + 60
     while time.time() < deadline:
-        _fresh_node(fe, NODES[0])
-        if fe.evaluate(f"(() => window.app.graph._nodes.some(n => n.type === {t} && n.title === {title}))()"):
-            return
+        try:                                  # the app may still be registering its nodes
+            _fresh_node(fe, NODES[0])
+            if fe.evaluate(f"(() => window.app.graph._nodes.some(n => n.type === {t} && n.title === {title}))()"):
+                return
+        except RuntimeError:
+            pass
         time.sleep(1)
     raise AssertionError("the frontend did not start in Chinese")
 
