@@ -6,7 +6,7 @@ model call) or to replace what cannot run where it is measured (a memory trace o
 device cannot compile the window kernel nor ask the device what is free), it registers a
 :class:`Probe` for the duration of a ``with probing(...)`` block. Every host calls the same
 hooks, so a probe works the same on the ComfyUI nodes and the diffusers adapter. With no
-probe registered each hook is one empty-list check. ComfyUI imports the pack under its
+probe registered each hook is a loop over an empty list. ComfyUI imports the pack under its
 folder's path, so a probe for the nodes is registered on that copy of this module
 (``harness.inprocess.pack_module("freeswim_core.probes")``).
 """
@@ -55,12 +55,14 @@ def _first(name: str):
 
 
 def planned(plan) -> None:
+    """Every registered probe's ``on_call`` sees ``plan`` (hosts call this for each planned call)."""
     for p in list(_probes):
         if p.on_call is not None:
             p.on_call(plan)
 
 
 def output(plan, out) -> None:
+    """Every registered probe's ``on_output`` sees a call's output with its twin rows."""
     for p in list(_probes):
         if p.on_output is not None:
             p.on_output(plan, out)

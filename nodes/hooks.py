@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import replace
 from typing import Optional
@@ -96,7 +97,7 @@ def install(model, node_name: str, **changes) -> None:
     blocks = family.blocks(dm)
     to[OPTIONS_KEY] = replace(opts, inner_override=inner, blocks=blocks, family=family.name, **changes)
     to[OVERRIDE_SLOT] = freeswim_attention_override
-    for kind, fn in ((WrappersMP.DIFFUSION_MODEL, diffusion_model_wrapper),
+    for kind, fn in ((WrappersMP.DIFFUSION_MODEL, functools.partial(diffusion_model_wrapper, family)),
                      (WrappersMP.OUTER_SAMPLE, outer_sample_wrapper)):
         model.remove_wrappers_with_key(kind, WRAPPER_KEY)
         model.add_wrapper_with_key(kind, WRAPPER_KEY, fn)
@@ -141,7 +142,7 @@ def _uncond_runs(guider) -> bool:
 
 
 def _start_run(guider, to: dict, opts: FreeSwimOptions) -> Run:
-    run = new_run(opts)
+    run = new_run()
     _check_chain(opts)
     slot = to.get(OVERRIDE_SLOT)
     if slot is not freeswim_attention_override:
@@ -209,22 +210,17 @@ def _map_batch(args, kwargs, rows: int, fn, at: int):
     return args, kwargs
 
 
-def diffusion_model_wrapper(executor, *args, **kwargs):
-    opts = None
-    for v in (kwargs.get("transformer_options"), *args):
-        if isinstance(v, dict) and OPTIONS_KEY in v:
-            to, opts = v, options_of(v)
-            break
-    if opts is None:
-        return executor(*args, **kwargs)
-    run: Optional[Run] = to.get(RUN_KEY)
-    if run is not None and run.bypass:
-        return executor(*args, **kwargs)
-    family = family_named(opts.family)
+def diffusion_model_wrapper(family, executor, *args, **kwargs):
+    """The DIFFUSION_MODEL wrapper of a model of ``family`` (bound at install)."""
     at = family.transformer_options_arg
+    to = kwargs.get("transformer_options", args[at] if len(args) > at else None)
+    opts = options_of(to)
+    run: Optional[Run] = to.get(RUN_KEY) if opts is not None else None
+    if opts is None or (run is not None and run.bypass):
+        return executor(*args, **kwargs)
     dm = executor.class_obj
     if run is None:                      # a model call outside a sampling run: planned alone, no cache
-        run = new_run(opts)
+        run = new_run()
         run.cache_allowed, run.once_per_process = False, True
     ready(run, opts, family, dm)
     plan: CallPlan = run.plan_call(call_facts(run, family.call_inputs(dm, args, kwargs), to))
@@ -234,6 +230,5 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     args, kwargs = _map_batch(args, kwargs, plan.layout.rows, plan.layout.expand, at)
     out = executor(*args, **kwargs)
-    if probes._probes:
-        probes.output(plan, out)
+    probes.output(plan, out)
     return out[:plan.layout.rows]

@@ -15,7 +15,7 @@ from ..freeswim_core.families import wan
 from ..freeswim_core.families.wan import WanArchitecture
 from ..freeswim_core.memory import (EXECUTIONS, HEADROOM, HostTraits, choose_execution, free_beside_weights,
                                     plan_memory)
-from ..freeswim_core.native import NATIVE_PRESETS
+from ..freeswim_core.native import NATIVE_PRESETS, resolve_native
 from ..freeswim_core.units import DTYPE_BYTES
 from .families import host_level_traits
 
@@ -73,11 +73,8 @@ def _architecture(body: dict) -> tuple[str, WanArchitecture]:
 
 def _native(body: dict, arch: WanArchitecture, width: int, height: int) -> tuple[int, int]:
     native = body.get("native_size", "auto")
-    if native == "auto":
-        w, h = arch.native
-        return (h, w) if height > width and w > h else (w, h)
-    if native in NATIVE_PRESETS:
-        return NATIVE_PRESETS[native]
+    if native == "auto" or native in NATIVE_PRESETS:      # the nodes' rule (auto turns portrait with the video)
+        return resolve_native(native, tuple(arch.native), 0, 0, grid_hw=(height, width))
     if isinstance(native, str) and "x" in native:
         w, _, h = native.partition("x")
         if w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0:

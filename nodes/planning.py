@@ -31,13 +31,9 @@ def free_host_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def new_run(opts: FreeSwimOptions | None = None) -> Run:
-    """A sampling run's planner with the model's FreeSwim settings (the model's facts come at its
-    first call)."""
-    run = Run()
-    if opts is not None:
-        run.window, run.dual, run.cache = opts.window, opts.dual, opts.cache
-    return run
+def new_run() -> Run:
+    """A sampling run's planner; the model's settings and facts come at its first call (:func:`ready`)."""
+    return Run()
 
 
 def ready(run: Run, opts: FreeSwimOptions, family: Family, dm) -> Run:

@@ -170,8 +170,7 @@ def write(out: Path) -> list[Path]:
         written.append(path)
 
     for name, schema in all_schemas.items():
-        put(DOCS / f"{name}.md", page(name, schema, "en"))
-        put(DOCS / name / "en.md", page(name, schema, "en"))
+        put(DOCS / f"{name}.md", page(name, schema, "en"))       # English, and every locale without a page
         put(DOCS / name / "zh.md", page(name, schema, "zh"))
     dump = lambda d: json.dumps(d, ensure_ascii=False, indent=2, sort_keys=True) + "\n"  # noqa: E731
     put(LOCALES / "zh" / "nodeDefs.json", dump(node_defs_zh(all_schemas)))

@@ -273,8 +273,7 @@ class _FreeSwimHook(ModelHook):
         finally:
             fs.current_call = None
         if call.layout is not None:
-            if probes._probes:
-                probes.output(call, out)
+            probes.output(call, out)
             out = out[:rows]
         if not return_dict:
             return (out,)

@@ -100,8 +100,7 @@ class Run:
         """What FreeSwim does in the call described by ``f``; counted in the report."""
         plan = self._plan(f)
         self._count(plan)
-        if probes._probes:
-            probes.planned(plan)
+        probes.planned(plan)
         return plan
 
     def _plan(self, f: CallFacts) -> CallPlan:
