@@ -22,16 +22,19 @@ def entropy_scale(head_dim: int, native_tokens: int) -> float:
     return math.sqrt(math.log(2 * native_tokens) / math.log(native_tokens) / head_dim)
 
 
-def attention_scale(mode: str, head_dim: int, native_tokens: int | None = None) -> float:
+def attention_scale(mode: str, head_dim: int, native_tokens: int | None = None,
+                    reference_tokens: int | None = None) -> float:
     """Softmax scale for ``mode`` in :data:`SCALE_MODES`.
 
-    ``native_tokens`` is the per-frame token count of the model's native grid;
-    only the ``native`` mode reads it.
+    ``native_tokens`` is the per-frame token count of the chosen native grid; only the
+    ``native`` mode reads it. ``reference_tokens`` is the count the ``reference`` mode uses:
+    the official constant (Wan2.1 1.3B's 1560) unless a model family names its own (the per-frame
+    token count of its released native size: LTX-Video's).
     """
     if mode == "none":
         return 1.0 / math.sqrt(head_dim)
     if mode == "reference":
-        return entropy_scale(head_dim, REFERENCE_NATIVE_TOKENS)
+        return entropy_scale(head_dim, reference_tokens or REFERENCE_NATIVE_TOKENS)
     if mode == "native":
         if native_tokens is None:
             raise ValueError("attention scale mode 'native' needs the native grid's token count")

@@ -27,12 +27,14 @@ class WindowPlan:
 
 
 def plan_window(options: WindowOptions, grid: TokenGrid, head_dim: int, detected_px: tuple[int, int],
-                px_per_token: int) -> WindowPlan:
+                px_per_token: int, reference_tokens: int | None = None) -> WindowPlan:
     """The window plan for ``grid``: the native size (``options.native_size``; ``auto`` is
     ``detected_px`` in the grid's orientation) as tokens (``px_per_token``: VAE factor x patch),
-    and the softmax scale of ``options.scale_mode`` for that native size."""
+    and the softmax scale of ``options.scale_mode`` for that native size (``reference_tokens``: see
+    :func:`~freeswim_core.scale.attention_scale`)."""
     native_px = resolve_native(options.native_size, detected_px, options.custom_width, options.custom_height,
                                grid_hw=(grid.h, grid.w))
     window = native_window(native_px[0], native_px[1], px_per_token)
-    scale = attention_scale(options.scale_mode, head_dim, native_tokens_per_frame(native_px, px_per_token))
+    scale = attention_scale(options.scale_mode, head_dim, native_tokens_per_frame(native_px, px_per_token),
+                            reference_tokens)
     return WindowPlan(grid, window, options.inward, scale, options.backend, native_px)

@@ -83,6 +83,26 @@ def load_tiny_wan(**kwargs):
     return model
 
 
+def load_tiny_ltxv(**kwargs):
+    """A ComfyUI LTX-Video MODEL detected and built by comfy.sd from a tiny state dict (float32)."""
+    comfy_ready()
+    import comfy.sd
+    from harness.tiny_ltxv import tiny_ltxv_state_dict
+    model = comfy.sd.load_diffusion_model_state_dict(tiny_ltxv_state_dict(**kwargs),
+                                                     model_options={"dtype": torch.float32})
+    if model is None:
+        raise RuntimeError("ComfyUI did not recognise the tiny LTXV state dict")
+    return model
+
+
+def load_tiny_ltxv_vae(seed: int = 0):
+    """ComfyUI's VAE built from a tiny LTX VideoVAE (its configuration in the metadata, as the loader reads it)."""
+    comfy_ready()
+    import comfy.sd
+    from harness.tiny_ltxv import tiny_ltxv_vae_state_dict, vae_metadata
+    return comfy.sd.VAE(sd=tiny_ltxv_vae_state_dict(seed=seed), metadata=vae_metadata())
+
+
 def text_conditioning(seed: int, batch=1, tokens=512, text_dim=4096):
     g = torch.Generator().manual_seed(seed)
     return [[torch.randn(batch, tokens, text_dim, generator=g), {}]]

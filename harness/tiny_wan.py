@@ -82,8 +82,8 @@ def tiny_wan_vae_state_dict(dim: int = 8, seed: int = 0) -> dict[str, torch.Tens
     return _seeded_fill(vae, seed)
 
 
-def _save(path: Path, comfyui: Path, make_state_dict) -> Path:
-    """Write ``make_state_dict()`` to ``path`` as safetensors, unless the file exists."""
+def _save(path: Path, comfyui: Path, make_state_dict, metadata: dict | None = None) -> Path:
+    """Write ``make_state_dict()`` to ``path`` as safetensors (with ``metadata``), unless the file exists."""
     path = Path(path)
     if path.exists():
         return path
@@ -98,7 +98,7 @@ def _save(path: Path, comfyui: Path, make_state_dict) -> Path:
     from safetensors.torch import save_file
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file(make_state_dict(), str(tmp))
+    save_file(make_state_dict(), str(tmp), metadata=metadata)
     tmp.replace(path)
     return path
 

@@ -49,7 +49,8 @@ class ChunkedFFN(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ffn = self._original[0]
-        hidden = self._original[0][0].out_features
+        first = self._original[0][0]
+        hidden = getattr(first, "out_features", None) or first.proj.out_features   # LTX: GELU_approx(proj)
         step = ffn_chunk_tokens(hidden, x.element_size(), self.budget)
         tokens = x.shape[1]
         if tokens <= step:
@@ -108,11 +109,12 @@ def _slice_runner(ffn: torch.nn.Module, sample: torch.Tensor):
     return run
 
 
-def install_chunked_ffn(model, dm, groups) -> None:
-    """Object-patch the FFN (``ffn``) of every block of the block lists ``groups`` (Wan: ``blocks``,
-    ``vace_blocks``) of a (cloned) ModelPatcher; idempotent."""
+def install_chunked_ffn(model, dm, groups, attr: str = "ffn") -> None:
+    """Object-patch the FFN (``attr``: Wan's ``ffn``, LTX's ``ff.net``) of every block of the block
+    lists ``groups`` (Wan: ``blocks``, ``vace_blocks``; LTX: ``transformer_blocks``) of a (cloned)
+    ModelPatcher; idempotent."""
     for group in groups:
         for i in range(len(getattr(dm, group, None) or [])):
-            key = f"diffusion_model.{group}.{i}.ffn"
+            key = f"diffusion_model.{group}.{i}.{attr}"
             if not isinstance(model.object_patches.get(key), ChunkedFFN):
                 model.add_object_patch(key, ChunkedFFN(model.get_model_object(key)))

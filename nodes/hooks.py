@@ -223,7 +223,12 @@ def diffusion_model_wrapper(family, executor, *args, **kwargs):
         run = new_run()
         run.cache_allowed, run.once_per_process = False, True
     ready(run, opts, family, dm)
-    plan: CallPlan = run.plan_call(call_facts(run, family.call_inputs(dm, args, kwargs), to))
+    inputs = family.call_inputs(dm, args, kwargs)
+    if inputs.skip is not None:
+        run.say(f"skip:{inputs.skip}", logging.WARNING, "%s: %s; FreeSwim leaves such calls alone (full attention, "
+                "no dual path).", WINDOW_NODE, inputs.skip)
+        return executor(*args, **kwargs)
+    plan: CallPlan = run.plan_call(call_facts(run, inputs, to))
     args, kwargs = _with_transformer_options(args, kwargs, {**to, RUN_KEY: run, PLAN_KEY: plan,
                                                             CURSOR_KEY: CallCursor()}, at)
     if not plan.twins:

@@ -100,10 +100,16 @@ def _check_self(plan: CallPlan, cursor: CallCursor, q, to: dict, run) -> bool:
             run.report.host_grid_confirmed = True
     if problem is None:
         return True
+    _unplaceable(cursor, problem)
+    return False
+
+
+def _unplaceable(cursor: CallCursor, problem: str) -> None:
+    """The call does not fit the plan: FreeSwim steps aside for the rest of the model call, loudly."""
     cursor.disabled = True
     log_once(f"mismatch:{problem}", logging.WARNING, "%s: %s; this model call runs without FreeSwim. This "
-             "Wan variant is not supported by the window patch yet.", WINDOW_NODE, problem)
-    return False
+             "model variant is not supported by the window patch yet.", WINDOW_NODE, problem)
+    return None
 
 
 def _window(run, w: WindowPlan, q, k, v, heads, in_place: bool):
@@ -130,8 +136,19 @@ def _self_attention(plan: CallPlan, role: str, call, q, k, v, heads, kwargs, run
                                window=functools.partial(_window, run))
 
 
+def _rows_of_kwargs(kwargs: dict, total: int, rows) -> dict:
+    """The call's keyword arguments for some of its rows: a per-row attention mask (LTX's text mask,
+    ``[rows, 1, 1, keys]``) is cut to those rows; a shared one is kept."""
+    mask = kwargs.get("mask")
+    if isinstance(mask, torch.Tensor) and mask.dim() >= 3 and mask.shape[0] == total and total > 1:
+        return {**kwargs, "mask": take_rows(mask, rows)}
+    return kwargs
+
+
 def _compute_rows(call, q, k, v, kwargs):
-    return lambda rows: call(take_rows(q, rows), take_rows(k, rows), take_rows(v, rows), **kwargs)
+    total = q.shape[0]
+    return lambda rows: call(take_rows(q, rows), take_rows(k, rows), take_rows(v, rows),
+                             **_rows_of_kwargs(kwargs, total, rows))
 
 
 def _cross_attention(plan: CallPlan, kind: str, role: str, scope, call, q, k, v, kwargs, key, run,
@@ -183,7 +200,7 @@ def _handle(plan: CallPlan, to: dict, call, args, kwargs):
     q, k, v = args[:3]
     heads = kwargs.get("heads", args[3] if len(args) > 3 else None)
     mask = kwargs.get("mask", args[4] if len(args) > 4 else None)
-    if (heads is None or mask is not None or q.dim() != 3 or k.dim() != 3
+    if (heads is None or (len(args) > 4 and mask is not None) or q.dim() != 3 or k.dim() != 3
             or kwargs.get("skip_reshape") or kwargs.get("skip_output_reshape")):
         return None
     rest = {**kwargs, "heads": heads}      # heads may have come positionally
@@ -191,6 +208,8 @@ def _handle(plan: CallPlan, to: dict, call, args, kwargs):
     kind, block, role = _place(plan, cursor, scope, q, k, v)
     run = to.get(RUN_KEY)
     if kind == "self":
+        if mask is not None:
+            return _unplaceable(cursor, "self-attention carries a mask")
         if not _check_self(plan, cursor, q, to, run):
             return None
         return _self_attention(plan, role, call, q, k, v, heads, rest, run, queries_reusable(plan, to, q))

@@ -71,7 +71,7 @@ def window_override(grid, window, scale, inward=True, every_other_call=False):
 
     def override(func, *args, **kwargs):
         q, k, v = args[:3]
-        heads = kwargs["heads"]
+        heads = kwargs["heads"] if "heads" in kwargs else args[3]
         if every_other_call:
             is_self = (calls["self"] + calls["other"]) % 2 == 0
         else:
@@ -115,7 +115,7 @@ def dual_path_reference(model, grid, window, scale, inward=True, image_tokens=No
 
     def override(func, *args, **kwargs):
         q, k, v = args[:3]
-        heads = kwargs["heads"]
+        heads = kwargs["heads"] if "heads" in kwargs else args[3]
         B2, Lq, C = q.shape
         half = B2 // 2
         d = C // heads

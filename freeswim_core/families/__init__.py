@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from . import wan
+from . import ltxv, wan
 from .variant import FEATURES, Variant
 
-FAMILIES = {"wan": wan}
+FAMILIES = {"wan": wan, "ltxv": ltxv}
 VARIANTS: tuple[Variant, ...] = tuple(v for module in FAMILIES.values() for v in module.VARIANTS)
 DEFAULT = "wan2.1-1.3b"
 

@@ -29,6 +29,7 @@ class ModelFacts:
     check_grid: bool = False             # the host's forward publishes its token grid: confirm FreeSwim's
     frees_queries: bool = False          # the host drops q after its last attention call of a block
     frees_block_inputs: bool = False     # the host drops a block's input once the block returns
+    reference_tokens: Optional[int] = None   # the "reference" scale's token count (None: the official 1560)
 
 
 @dataclass(frozen=True)

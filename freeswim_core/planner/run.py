@@ -145,7 +145,7 @@ class Run:
     def _new_window_plan(self, grid: TokenGrid, ambiguous: bool) -> Optional[WindowPlan]:
         m, settings, name = self.model, self.window, self.host.names.window
         try:
-            plan = plan_window(settings, grid, m.head_dim, m.native_px, m.px_per_token)
+            plan = plan_window(settings, grid, m.head_dim, m.native_px, m.px_per_token, m.reference_tokens)
         except ValueError as exc:
             raise self.host.invalid(f"{name}: {exc}") from None
         window, native_px = plan.window, plan.native_px

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from ..errors import NotAWanModel
 from .base import CallInputs, Family, ModelInfo
+from .ltxv import LTXV_FAMILY
 from .wan import WAN
 
-FAMILIES: tuple[Family, ...] = (WAN,)
+FAMILIES: tuple[Family, ...] = (WAN, LTXV_FAMILY)
 
 
 def diffusion_model_of(model):
@@ -23,6 +24,9 @@ def family_of(model, node_name: str) -> Family:
     dm = diffusion_model_of(model)
     for family in FAMILIES:
         if dm is not None and family.recognises(dm):
+            refusal = family.refusal(dm)
+            if refusal is not None:
+                raise NotAWanModel(f"{node_name}: {refusal}")
             return family
     kind = type(dm).__name__ if dm is not None else type(model).__name__
     raise NotAWanModel(

@@ -21,6 +21,18 @@ from ...freeswim_core.planner import ModelFacts
 
 # The transformer_options key where a model's forward publishes its token grid (ComfyUI 0.5+'s Wan).
 GRID_SIZES = "grid_sizes"
+DTYPE_NAMES = {torch.float8_e4m3fn: "fp8", torch.float8_e5m2: "fp8", torch.bfloat16: "bf16",
+               torch.float16: "fp16", torch.float32: "fp32"}
+
+
+def weight_dtype_name(weight) -> str:
+    """The memory planner's name of the dtype a block weight is stored in (fp8 checkpoints keep fp8
+    on the device); by the bytes per value for layouts the planner does not name (quantised tensors)."""
+    dtype = getattr(weight, "dtype", torch.bfloat16)
+    if dtype in DTYPE_NAMES:
+        return DTYPE_NAMES[dtype]
+    size = torch.empty((), dtype=dtype).element_size() if isinstance(dtype, torch.dtype) else 2
+    return {1: "fp8", 4: "fp32"}.get(size, "bf16")
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,7 @@ class CallInputs:
     ambiguous: bool = False         # some attention calls are placed by shape and the grid has a
                                     # conditioning's token count: window attention is skipped
     ref_frames: int = 0             # reference frames before the host's own grid
+    skip: Optional[str] = None      # why FreeSwim leaves this call alone (logged once per run), if it does
 
 
 class Family(abc.ABC):
@@ -101,6 +114,10 @@ class Family(abc.ABC):
     @abc.abstractmethod
     def host_level_traits(self) -> dict:
         """The memory planner's host traits without a loaded model (the panel's)."""
+
+    def refusal(self, dm) -> Optional[str]:
+        """Why no FreeSwim node runs on this model of the family (None: they do)."""
+        return None
 
     def dual_path_refusal(self, dm) -> Optional[str]:
         """Why the dual path cannot run on this model (None: it can)."""

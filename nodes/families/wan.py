@@ -30,7 +30,7 @@ from ...freeswim_core.memory import HostTraits, plan_memory
 from ...freeswim_core.planner import ModelFacts
 from ..ffn_chunks import install_chunked_ffn
 from ..patch_embedding import install_token_major_embedding
-from .base import GRID_SIZES, CallInputs, Family, ModelInfo
+from .base import GRID_SIZES, CallInputs, Family, ModelInfo, weight_dtype_name
 
 # Positions of WanModel.forward's arguments as ComfyUI's executor passes them.
 ARG_X, ARG_CONTEXT, ARG_CLIP_FEA, ARG_TIME_DIM_CONCAT, ARG_TRANSFORMER_OPTIONS = 0, 2, 3, 4, 5
@@ -38,8 +38,6 @@ BLOCK_GROUPS = ("blocks", "vace_blocks")
 # Wan variants whose blocks make exactly one self-attention call followed by their cross-attention
 # call(s); S2V, HuMo and Animate add audio/face attention in between.
 DUAL_PATH_MODELS = (WanModel, VaceWanModel, CameraWanModel)
-DTYPE_NAMES = {torch.float8_e4m3fn: "fp8", torch.float8_e5m2: "fp8", torch.bfloat16: "bf16",
-               torch.float16: "fp16", torch.float32: "fp32"}
 
 
 class WanInfo(ModelInfo):
@@ -210,11 +208,5 @@ def host_traits(dm) -> dict:
 
 
 def weight_dtype_of(dm) -> str:
-    """The dtype the block weights are stored in (fp8 checkpoints keep fp8 on the device); by the
-    bytes per value for layouts the planner does not name (quantised tensors)."""
-    weight = getattr(getattr(dm.blocks[0].self_attn, "q", None), "weight", None)
-    dtype = getattr(weight, "dtype", torch.bfloat16)
-    if dtype in DTYPE_NAMES:
-        return DTYPE_NAMES[dtype]
-    size = torch.empty((), dtype=dtype).element_size() if isinstance(dtype, torch.dtype) else 2
-    return {1: "fp8", 4: "fp32"}.get(size, "bf16")
+    """The dtype Wan's block weights are stored in (see :func:`.base.weight_dtype_name`)."""
+    return weight_dtype_name(getattr(getattr(dm.blocks[0].self_attn, "q", None), "weight", None))

@@ -1,0 +1,128 @@
+"""LTX-Video in ComfyUI (``comfy.ldm.lightricks.model.LTXVModel``): everything the nodes know about its classes.
+
+* Recognised by ComfyUI's own class. LTX-2 (``LTXAVModel``, audio and video in one model) is
+  refused by name: its blocks take the video and audio streams together (a tuple of hidden
+  states, compressed timesteps) and interleave six attention calls per block, so neither the
+  twin rows nor the placement of attention calls by their order carries over.
+* Tokens: ``SymmetricPatchifier(1)``, one token per latent pixel, frame-major, so the token grid
+  of a call is the latent's ``(T, H, W)``. Guide frames that LTXVAddGuide and LTXVImgToVideo
+  append to the latent are latent frames of the same height and width: they are frames of that
+  grid, windowed like the video frames (every query sees every frame, inside its spatial window).
+* Calls FreeSwim leaves alone (logged once per run): ComfyUI 0.33's guide attention masks
+  (LTXVAddGuide with a strength other than 1 or a pixel mask split a block's self-attention into
+  masked calls by rows) and guides that drop tokens from the grid (dilated IC-LoRA guides).
+* A block (``patches_replace["dit"][("double_block", i)]``) makes its self-attention call
+  (``attn1``), then its text cross-attention call (``attn2``, also under ``cross_attention_adaln``),
+  then its feed-forward; the cross call may carry the text's attention mask.
+* Object patches: the token-chunked feed-forward (``ff.net``) on every block.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from comfy.ldm.lightricks.model import LTXVModel
+
+from ...freeswim_core.families import detected_native
+from ...freeswim_core.families.ltxv import LTXVArchitecture
+from ...freeswim_core.geometry import TokenGrid
+from ...freeswim_core.memory import HostTraits, plan_memory
+from ...freeswim_core.planner import ModelFacts
+from ...freeswim_core.native import native_tokens_per_frame
+from ..ffn_chunks import install_chunked_ffn
+from .base import CallInputs, Family, ModelInfo, weight_dtype_name
+
+ARG_X, ARG_TRANSFORMER_OPTIONS = 0, 5        # LTXVModel.forward(x, timestep, context, attention_mask, frame_rate, transformer_options)
+BLOCKS = "transformer_blocks"
+VAE_FACTOR, VAE_TEMPORAL = 32, 8
+SUPPORTED = "LTX-Video 0.9.x (2B, 13B)"
+
+
+def _is_ltx2(dm) -> bool:
+    return type(dm).__name__ == "LTXAVModel"
+
+
+class LTXV(Family):
+    name = "ltxv"
+    label = "LTX-Video"
+    loader_hint = "Load Diffusion Model or Load Checkpoint with an ltxv-2b-* or ltxv-13b-* file"
+    latent_nodes = ("EmptyLTXVLatentVideo", "LTXVImgToVideo")
+    transformer_options_arg = ARG_TRANSFORMER_OPTIONS
+
+    def recognises(self, dm) -> bool:
+        return isinstance(dm, LTXVModel)
+
+    def refusal(self, dm) -> Optional[str]:
+        if _is_ltx2(dm):
+            return (f"the connected model is LTX-2 ({type(dm).__name__}, audio and video in one model), which "
+                    f"FreeSwim does not support: its blocks run the audio and video streams together. Use an "
+                    f"{SUPPORTED} model.")
+        return None
+
+    def info(self, model) -> ModelInfo:
+        dm = model.model.diffusion_model
+        attn = dm.transformer_blocks[0].attn1
+        dim = attn.heads * attn.dim_head
+        native_px, label = detected_native(self.name, dim, VAE_FACTOR)
+        return ModelInfo(family=self.name, patch_size=(1, 1, 1), vae_factor=VAE_FACTOR, vae_temporal=VAE_TEMPORAL,
+                         dim=dim, heads=attn.heads, layers=len(dm.transformer_blocks), native_px=native_px,
+                         native_label=label, model_type="t2v",
+                         in_dim=int(getattr(dm.patchify_proj, "in_features", 128)))
+
+    def blocks(self, dm) -> int:
+        return len(dm.transformer_blocks)
+
+    def model_facts(self, dm, info: ModelInfo) -> ModelFacts:
+        return ModelFacts(family=self.name, blocks=len(dm.transformer_blocks), dim=info.dim, heads=info.heads,
+                          head_dim=info.dim // info.heads, px_per_token=info.px_per_token, native_px=info.native_px,
+                          native_label=info.native_label, cross_per_block=1,
+                          reference_tokens=native_tokens_per_frame(info.native_px, info.px_per_token))
+
+    def call_inputs(self, dm, args, kwargs) -> CallInputs:
+        x = kwargs["x"] if "x" in kwargs else args[ARG_X]
+        _, _, t, h, w = x.shape
+        return CallInputs(x, TokenGrid(t, h, w), skip=_skip_reason(kwargs))
+
+    def install(self, model, dm) -> None:
+        install_chunked_ffn(model, dm, (BLOCKS,), attr="ff.net")
+
+    def memory_plan(self, dm, info, window, facts, twins, mode, execution, cache_precision):
+        _, _, t, h, w = facts.shape
+        arch = architecture_of(dm, info, tuple(window.native_px))
+        return plan_memory(arch, w * VAE_FACTOR, h * VAE_FACTOR, (t - 1) * VAE_TEMPORAL + 1, mode=mode,
+                           execution=execution, weight_dtype=weight_dtype_name(dm.transformer_blocks[0].attn1.to_q.weight), rows=facts.rows, twins=twins,
+                           host=HostTraits(**self.host_level_traits()), cache_precision=cache_precision,
+                           with_vae=False)
+
+    def host_level_traits(self) -> dict:
+        """ComfyUI's LTX block keeps q until its attention returns and adds its outputs into the block's
+        input in place; its feed-forward is a plain sequence."""
+        return dict(rope_in_float32=False, frees_queries=False, frees_block_inputs=False, ffn_holds_hidden=False,
+                    vae_streamed=False)
+
+
+LTXV_FAMILY = LTXV()
+
+
+def architecture_of(dm, info: ModelInfo, native: tuple) -> LTXVArchitecture:
+    attn = dm.transformer_blocks[0].attn1
+    ffn_in = dm.transformer_blocks[0].ff.net[0]
+    hidden = getattr(getattr(ffn_in, "proj", ffn_in), "out_features", 4 * info.dim)
+    return LTXVArchitecture(dim=info.dim, blocks=len(dm.transformer_blocks), head_dim=attn.dim_head,
+                            ffn_mult=max(1, hidden // info.dim), in_dim=info.in_dim, out_dim=info.in_dim,
+                            native=native, label=info.native_label)
+
+
+def _skip_reason(kwargs) -> Optional[str]:
+    """Why FreeSwim leaves this model call alone (None: it runs)."""
+    entries = kwargs.get("guide_attention_entries") or ()
+    if any(e.get("strength", 1.0) != 1.0 or e.get("pixel_mask") is not None for e in entries
+           if isinstance(e, dict)):
+        return ("this LTX model call carries a guide attention mask (LTXVAddGuide with a strength other than 1 "
+                "or with a mask), which splits self-attention into masked calls")
+    keyframes, denoise = kwargs.get("keyframe_idxs"), kwargs.get("denoise_mask")
+    if (isinstance(keyframes, torch.Tensor) and keyframes.dim() >= 3 and keyframes.shape[2] > 0
+            and isinstance(denoise, torch.Tensor) and bool((denoise < 0).any())):
+        return ("this LTX model call's guides drop tokens from the video grid (a dilated IC-LoRA guide), so its "
+                "tokens are not a grid")
+    return None
