@@ -1,6 +1,6 @@
-"""GPU memory of one model call at real Wan sizes, traced on a CPU without allocating anything.
+"""GPU memory of one model call at real sizes (Wan, LTX-Video), traced on a CPU without allocating anything.
 
-ComfyUI's real Wan model is built inside ``FakeTensorMode`` on a fake ``cuda``
+ComfyUI's real model (``WanModel``, ``LTXVModel``) is built inside ``FakeTensorMode`` on a fake ``cuda``
 device, detected and wrapped by ComfyUI as it would load a checkpoint, patched by
 the FreeSwim nodes, and called once the way the sampler calls it, while
 ``torch.distributed._tools.mem_tracker.MemTracker`` counts the live bytes on the
@@ -20,6 +20,7 @@ is the weights of every block plus the traced activation peak.
 """
 from __future__ import annotations
 
+import unittest.mock
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -52,8 +53,9 @@ class Trace:
         return asdict(self)
 
 
-def _stub_attention(func, q, k, v, heads=None, **kwargs):
-    """The host's attention as a flash kernel allocates: its output only."""
+def _stub_attention(func, q, k, v, heads=None, mask=None, **kwargs):
+    """The host's attention as a flash kernel allocates: its output only (LTX's text mask, positional
+    on ComfyUI 0.3.x, is an additive bias the kernel reads)."""
     return torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype, device=q.device)
 
 
@@ -61,18 +63,86 @@ def _stub_flex(q, k, v, *args, **kwargs):
     return torch.empty_like(q)
 
 
-def _latent(arch: dict, width: int, height: int, frames: int, device) -> torch.Tensor:
-    t = (frames - 1) // 4 + 1
-    return torch.zeros(1, arch.in_dim, t, height // arch.vae, width // arch.vae,
-                       dtype=torch.bfloat16, device=device)
+_dropout = torch.nn.functional.dropout
 
 
-def _block_params(dm) -> tuple[int, int]:
+def _eager_dropout(input, p=0.5, training=True, inplace=False):
+    """``F.dropout`` as eager torch runs it outside training: the input itself. Under FakeTensorMode
+    ``aten.dropout`` allocates a new output, which a GPU never does for ComfyUI's models (built in
+    ``eval()`` mode): LTX's ``to_out`` and ``FeedForward.net`` end in a Dropout."""
+    if not training or p == 0:
+        return input
+    return _dropout(input, p, training, inplace)
+
+
+def _latent(arch, width: int, height: int, frames: int, device) -> torch.Tensor:
+    """The latent of one row as the family's empty-latent node makes it (its architecture's shape)."""
+    return torch.zeros(1, *arch.latent_shape(width, height, frames), dtype=torch.bfloat16, device=device)
+
+
+class _Wan:
+    """What the trace needs of ComfyUI's ``WanModel``: its state dict, block list, call and module names."""
+
+    blocks_attr = "blocks"
+    phase_modules = {"self_attn": "self_attn", "cross_attn": "cross_attn", "ffn": "ffn"}
+
+    @staticmethod
+    def state_dict(arch, blocks: int) -> dict:
+        from harness.tiny_wan import tiny_wan_state_dict
+        return tiny_wan_state_dict(dim=arch.dim, layers=blocks, ffn_dim=arch.ffn_dim, in_dim=arch.in_dim,
+                                   out_dim=arch.out_dim, i2v=arch.i2v, device="meta")
+
+    @staticmethod
+    def inputs(arch, dev) -> tuple[tuple, dict]:
+        """The call's arguments after the latent: timestep, T5 text (512 tokens), I2V's CLIP image."""
+        t = torch.full((1,), 900.0, device=dev)
+        ctx = torch.zeros(1, 512, 4096, dtype=torch.bfloat16, device=dev)
+        extra = {"clip_fea": torch.zeros(1, 257, 1280, dtype=torch.bfloat16, device=dev)} if arch.i2v else {}
+        return (t, ctx), extra
+
+    @staticmethod
+    def host_traits(host, dm) -> dict:
+        return host.pack_module("nodes.families.wan").host_traits(dm)
+
+
+class _LTXV:
+    """ComfyUI's ``LTXVModel``: T5 text of ``text_len`` tokens with its (all ones) mask, sigma timesteps."""
+
+    blocks_attr = "transformer_blocks"
+    phase_modules = {"self_attn": "attn1", "cross_attn": "attn2", "ffn": "ff"}
+
+    @staticmethod
+    def state_dict(arch, blocks: int) -> dict:
+        from harness.tiny_ltxv import HEADS, tiny_ltxv_state_dict
+        if arch.dim != HEADS * arch.head_dim:
+            raise ValueError(f"ComfyUI reads LTXV checkpoints as {HEADS} heads: dim {arch.dim} with head width "
+                             f"{arch.head_dim} cannot be built")
+        return tiny_ltxv_state_dict(dim=arch.dim, layers=blocks, device="meta")
+
+    @staticmethod
+    def inputs(arch, dev) -> tuple[tuple, dict]:
+        """The call's arguments after the latent: sigma, T5 text and its mask (1: keep; the forward
+        requires one), the frame rate."""
+        t = torch.full((1,), 0.9, device=dev)
+        ctx = torch.zeros(1, arch.text_len, arch.text_dim, dtype=torch.bfloat16, device=dev)
+        mask = torch.ones(1, arch.text_len, dtype=torch.int64, device=dev)
+        return (t, ctx, mask), {"frame_rate": 25}
+
+    @staticmethod
+    def host_traits(host, dm) -> dict:
+        return dict(host.pack_module("nodes.families.ltxv").LTXV_FAMILY.host_level_traits())
+
+
+FAMILIES = {"wan": _Wan, "ltxv": _LTXV}
+
+
+def _block_params(dm, blocks_attr: str) -> tuple[int, int]:
     """(bytes of one block's parameters, bytes of everything else)."""
     def size(m):
         return sum(p.numel() * p.element_size() for p in m.parameters())
-    block = size(dm.blocks[0])
-    return block, size(dm) - block * len(dm.blocks)
+    blocks = getattr(dm, blocks_attr)
+    block = size(blocks[0])
+    return block, size(dm) - block * len(blocks)
 
 
 def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "dual", *,
@@ -87,13 +157,12 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
     from torch.distributed._tools.mem_tracker import MemTracker
 
     import harness.inprocess as host
-    from harness.tiny_wan import tiny_wan_state_dict
 
-    arch = variant(model).arch
+    v = variant(model)
+    arch, family = v.arch, FAMILIES[v.family]
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
-    sd = tiny_wan_state_dict(dim=arch.dim, layers=blocks, ffn_dim=arch.ffn_dim, in_dim=arch.in_dim,
-                             out_dim=arch.out_dim, i2v=arch.i2v, device="meta")
+    sd = family.state_dict(arch, blocks)
     config = comfy.model_detection.model_config_from_unet(sd, "")
     weights_dtype = WEIGHT_DTYPES[weight_dtype]
     # as ComfyUI loads fp8 checkpoints: fp8 storage, layers cast to bf16 one at a time to compute
@@ -105,7 +174,8 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
     # and has no allocator to ask (the planner sees no free-memory limit)
     probe = probes.Probe(window_kernel=lambda device: _stub_flex,
                          block_tables=_block_tables(flex, unset_fake_temporarily), device_memory_unknown=True)
-    with FakeTensorMode(allow_non_fake_inputs=True), probes.probing(probe):
+    with (FakeTensorMode(allow_non_fake_inputs=True), probes.probing(probe),
+          unittest.mock.patch.object(torch.nn.functional, "dropout", _eager_dropout)):
         base = config.get_model({}, "", device=dev)
         dm = base.diffusion_model
         patcher = comfy.model_patcher.ModelPatcher(base, load_device=dev, offload_device=dev)
@@ -123,25 +193,23 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
         if mode == "cache":       # the features live in host RAM at these sizes (see the planner)
             store_mod = host.pack_module("freeswim_core.dual.store")
             run.store = store_mod.FeatureStore("cpu", "bf16", dev)
-        t = torch.full((1,), 900.0, device=dev)
-        ctx = torch.zeros(1, 512, 4096, dtype=torch.bfloat16, device=dev)
-        extra = {"clip_fea": torch.zeros(1, 257, 1280, dtype=torch.bfloat16, device=dev)} if arch.i2v else {}
+        args, kwargs = family.inputs(arch, dev)
         for p in dm.parameters():      # MemTracker hooks every parameter (ComfyUI builds them frozen)
             p.requires_grad_(True)
         tracker = MemTracker()
         tracker.track_external(dm)
         with tracker, torch.inference_mode():
-            dm(x, t, ctx, transformer_options=to, **extra)
+            dm(x, *args, transformer_options=to, **kwargs)
         peak = tracker.get_tracker_snapshot("peak")
-        phases = _phase_peaks(tracker, dm)
-        block_bytes, other_bytes = _block_params(dm)
-        traits = host.pack_module("nodes.families.wan").host_traits(dm)
+        phases = _phase_peaks(tracker, getattr(dm, family.blocks_attr)[0], family.phase_modules)
+        block_bytes, other_bytes = _block_params(dm, family.blocks_attr)
+        traits = family.host_traits(host, dm)
     device_peak = _device_total(peak)
     traced_weights = block_bytes * blocks + other_bytes
     weights = block_bytes * arch.blocks + other_bytes
     activations = device_peak - traced_weights
-    grid_t = (frames - 1) // 4 + 1
-    tokens = grid_t * (height // arch.vae // 2) * (width // arch.vae // 2)
+    grid = arch.token_grid(width, height, frames)
+    tokens = grid[0] * grid[1] * grid[2]
     rows = 2 if mode in ("dual", "cache") else 1
     extra = weights - traced_weights
     return Trace(model, width, height, frames, mode, execution if rows == 2 else "-", weight_dtype, tokens, rows,
@@ -192,13 +260,13 @@ def _device_total(snapshot) -> int:
     return 0
 
 
-def _phase_peaks(tracker, dm) -> dict:
+def _phase_peaks(tracker, block, modules: dict) -> dict:
     """Device bytes at the peak of each kind of module of the first block (its self-attention,
-    cross-attention and FFN), as the tracker saw them."""
+    cross-attention and FFN: the planner's phase names, ``modules`` gives the block's attribute
+    for each), as the tracker saw them."""
     out = {}
-    block = dm.blocks[0]
-    for kind in ("self_attn", "cross_attn", "ffn"):
-        module = getattr(block, kind, None)
+    for kind, attr in modules.items():
+        module = getattr(block, attr, None)
         stats = tracker.memory_tracking.get(module) if module is not None else None
         if stats is None:
             continue

@@ -78,9 +78,19 @@ def _batch_sized(v, rows: int) -> bool:
     return isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == rows
 
 
+def _rows_of(v, total: int, rows: slice):
+    """``v`` for some rows: a per-row tensor sliced, a tuple or list of them (LTX's RoPE ``pe`` on
+    ComfyUI 0.33 is ``(per-row table, flag)``) sliced element by element, anything else shared."""
+    if _batch_sized(v, total):
+        return v[rows]
+    if isinstance(v, (tuple, list)):
+        return type(v)(_rows_of(x, total, rows) for x in v)
+    return v
+
+
 def _block_rows(args: dict, total: int, rows: slice, to: dict) -> dict:
     """The block's arguments for a contiguous range of rows (no copies: slices)."""
-    out = {k: (v[rows] if _batch_sized(v, total) else v) for k, v in args.items()}
+    out = {k: _rows_of(v, total, rows) for k, v in args.items()}
     out["transformer_options"] = to
     return out
 

@@ -200,10 +200,12 @@ def _handle(plan: CallPlan, to: dict, call, args, kwargs):
     q, k, v = args[:3]
     heads = kwargs.get("heads", args[3] if len(args) > 3 else None)
     mask = kwargs.get("mask", args[4] if len(args) > 4 else None)
-    if (heads is None or (len(args) > 4 and mask is not None) or q.dim() != 3 or k.dim() != 3
+    if (heads is None or len(args) > 5 or q.dim() != 3 or k.dim() != 3
             or kwargs.get("skip_reshape") or kwargs.get("skip_output_reshape")):
         return None
-    rest = {**kwargs, "heads": heads}      # heads may have come positionally
+    rest = {**kwargs, "heads": heads}      # heads (and ComfyUI 0.3's masked attention's mask) may come positionally
+    if mask is not None:
+        rest["mask"] = mask
     scope = to.get(SCOPE_KEY)
     kind, block, role = _place(plan, cursor, scope, q, k, v)
     run = to.get(RUN_KEY)

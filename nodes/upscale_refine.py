@@ -4,7 +4,10 @@ Native-size latent -> upscale (pixel space through the VAE, the reference path,
 or directly in latent space) -> re-noise to ``strength`` -> denoise the last
 ``round(steps * strength)`` steps of a ``steps``-step schedule with the (normally
 FreeSwim-patched) model under flow shift ``shift``. Reference recipe: 50 steps x
-0.7 = 35 steps run, shift 9.0, cfg 5.0, bilinear pixel upscale.
+0.7 = 35 steps run, shift 9.0, cfg 5.0, bilinear pixel upscale. ``shift`` 0 is the
+model family's own: Wan the reference's 9.0, LTX-Video the model's own sampling
+(``Family.refine_sampling``). A latent's noise mask (LTX image-to-video frames,
+SetLatentNoiseMask) goes through resized, as LatentUpscale and KSampler carry it.
 
 Wan2.2 A14B is a pair of experts: with ``model_high_noise`` connected, the steps
 whose sigma is at or above ``boundary`` run the high-noise expert and the rest the
@@ -27,13 +30,12 @@ import comfy.utils
 import latent_preview
 import torch
 from comfy_api.latest import io
-from comfy_extras.nodes_model_advanced import ModelSamplingSD3
 
 from ..freeswim_core.settings import RefineOptions
 from . import vae_tiles
 from .checks import check_choice, check_number
 from .errors import InvalidInput
-from .families import ModelInfo, model_info
+from .families import ModelInfo, family_of, model_info
 from .options import REFINE_NODE as NODE_NAME
 from .options import options_of
 UPSCALE_PATHS = ("pixel", "latent")
@@ -123,6 +125,14 @@ def _upscale_pixel_space(vae, samples, width, height, method, pbar) -> tuple[tor
     return torch.cat(out, dim=0), plans
 
 
+def _resize_mask(mask, w_lat: int, h_lat: int):
+    """A latent's noise mask at the target size: one value per frame (``[B, 1, T, 1, 1]``, LTX's
+    image-to-video) stays as it is; a spatial one is resized as LatentUpscale's sampler sees it."""
+    if not isinstance(mask, torch.Tensor) or tuple(mask.shape[-2:]) in ((1, 1), (h_lat, w_lat)):
+        return mask
+    return comfy.utils.common_upscale(mask, w_lat, h_lat, "bilinear", "disabled")
+
+
 def _resize_conditioning(conditioning, w_lat, h_lat):
     """Resize the native-size latents a conditioning carries (I2V image, masks) to the target."""
     out = []
@@ -158,7 +168,7 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
                 io.Conditioning.Input("negative"),
                 io.Latent.Input("latent", tooltip="The native-size video latent to refine."),
                 io.Int.Input("width", default=1920, min=16, max=16384, step=16,
-                             tooltip="Target width in pixels (multiple of 16; 32 for Wan2.2 TI2V-5B)."),
+                             tooltip="Target width in pixels (multiple of 16; 32 for Wan2.2 TI2V-5B and LTX-Video)."),
                 io.Int.Input("height", default=1088, min=16, max=16384, step=16,
                              tooltip="Target height in pixels (1088, not 1080)."),
                 io.Float.Input("scale_by", default=0.0, min=0.0, max=8.0, step=0.05,
@@ -177,8 +187,10 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
                 io.Float.Input("cfg", default=_RECIPE.cfg, min=0.0, max=100.0, step=0.1),
                 io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="euler"),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="simple"),
-                io.Float.Input("shift", default=_RECIPE.shift, min=0.01, max=100.0, step=0.1,
-                               tooltip="Flow shift applied to the model's sampling (as ModelSamplingSD3)."),
+                io.Float.Input("shift", default=0.0, min=0.0, max=100.0, step=0.1,
+                               tooltip="Flow shift of the refine's schedule (as ModelSamplingSD3). 0: auto, "
+                                       "the model family's: Wan 9.0 (reference), LTX-Video the model's own "
+                                       "sampling (flow shift 10.7 unless a ModelSamplingLTXV node set another)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
                 io.Vae.Input("vae", optional=True, tooltip="Needed by the pixel path."),
                 io.Model.Input("model_high_noise", optional=True,
@@ -216,28 +228,29 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
                                 why="It is the part of the schedule run again (reference 0.7).")
         steps = check_number(NODE_NAME, "steps", steps, minimum=1, maximum=1000, integer=True)
         cfg = check_number(NODE_NAME, "cfg", cfg, minimum=0.0, maximum=100.0)
-        shift = check_number(NODE_NAME, "shift", shift, above=0.0, maximum=100.0,
-                             why="A shift of 0 collapses the noise schedule (reference 9.0).")
+        shift = check_number(NODE_NAME, "shift", shift, minimum=0.0, maximum=100.0,
+                             why="0 is auto (Wan 9.0, the reference; LTX-Video its own sampling).")
         seed = check_number(NODE_NAME, "seed", seed, minimum=0, maximum=0xFFFFFFFFFFFFFFFF, integer=True)
         samples = latent["samples"]
         if samples.dim() != 5:
             raise InvalidInput(f"{NODE_NAME}: expected a video latent [batch, channels, frames, height, width], "
-                             f"got shape {tuple(samples.shape)}. Connect the LATENT of a Wan video sampler.")
+                             f"got shape {tuple(samples.shape)}. Connect the LATENT of a video sampler.")
         vf = info.vae_factor
         in_h, in_w = samples.shape[-2] * vf, samples.shape[-1] * vf
         width, height = resolve_target(width, height, scale_by, in_w, in_h, info.px_per_token)
         w_lat, h_lat = width // vf, height // vf
         if upscale_path == "pixel" and vae is None:
             raise InvalidInput(f"{NODE_NAME}: the pixel upscale path decodes and re-encodes the video and needs "
-                             "a VAE. Connect the Wan VAE to the vae input, or set upscale_path to latent.")
+                             "a VAE. Connect the model's VAE to the vae input, or set upscale_path to latent.")
         if upscale_path == "latent" and resize_method == "lanczos":
             raise InvalidInput(f"{NODE_NAME}: lanczos resizes images; with upscale_path latent use bilinear "
                              "or bicubic.")
         run_steps = max(1, round(steps * strength))
         pbar = comfy.utils.ProgressBar(2 * samples.shape[0])    # decode + encode per video
-        log.info("%s: %dx%d -> %dx%d px (%s, %s), %d of %d steps (strength %.2f), shift %.2f, cfg %.2f.",
+        log.info("%s: %dx%d -> %dx%d px (%s, %s), %d of %d steps (strength %.2f), shift %s, cfg %.2f.",
                  NODE_NAME, in_w, in_h, width, height, upscale_path, resize_method, run_steps, steps,
-                 strength, shift, cfg)
+                 strength, f"{shift:.2f}" if shift else f"auto ({family_of(model, NODE_NAME).refine_shift_auto})",
+                 cfg)
         started = time.perf_counter()
         vae_plans = []
         if upscale_path == "pixel":
@@ -248,16 +261,18 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
         comfy.model_management.throw_exception_if_processing_interrupted()
         upscaled = time.perf_counter()
 
-        (shifted,) = ModelSamplingSD3().patch(model, shift)
+        family = family_of(model, NODE_NAME)
+        shifted = family.refine_sampling(model, shift)
         up = comfy.sample.fix_empty_latent_channels(shifted, up)
         sigmas = comfy.samplers.KSampler(shifted, steps=steps, device=shifted.load_device,
                                          sampler=sampler_name, scheduler=scheduler, denoise=1.0,
                                          model_options=shifted.model_options).sigmas
         sigmas = sigmas[-(run_steps + 1):]
         noise = comfy.sample.prepare_noise(up, seed, latent.get("batch_index"))
+        noise_mask = _resize_mask(latent.get("noise_mask"), w_lat, h_lat)
         stages = [(shifted, 0, run_steps)]                 # (model, first step, end step) of the run
         if model_high_noise is not None:
-            (shifted_high,) = ModelSamplingSD3().patch(model_high_noise, shift)
+            shifted_high = family.refine_sampling(model_high_noise, shift)
             high = high_noise_steps([float(s) for s in sigmas], boundary)
             stages = [st for st in ((shifted_high, 0, high), (shifted, high, run_steps)) if st[2] > st[1]]
             log.info("%s: steps 1-%d with model_high_noise (sigma >= %.3f), %d-%d with model.", NODE_NAME, high,
@@ -272,7 +287,8 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
             callback = latent_preview.prepare_callback(stage_model, end - first)   # progress + previews
             out = comfy.sample.sample_custom(
                 stage_model, stage_noise, cfg, comfy.samplers.sampler_object(sampler_name), sigmas[first:end + 1],
-                pos, neg, out, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+                pos, neg, out, noise_mask=noise_mask, callback=callback,
+                disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
         phases = {"upscale_path": upscale_path, "upscale_s": round(upscaled - started, 3),
                   "sampling_s": round(time.perf_counter() - upscaled, 3), "steps_run": run_steps,
                   "target_px": [width, height], "vae": vae_plans}
@@ -282,7 +298,8 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
                  phases["upscale_s"], run_steps, phases["sampling_s"])
         # The phases also go to the prompt's history (outputs of this node id): a structured record
         # for the demo and for scripts, where log text is not an interface.
-        return io.NodeOutput({"samples": out}, ui={"freeswim_refine": [phases]})
+        result = {"samples": out} if noise_mask is None else {"samples": out, "noise_mask": noise_mask}
+        return io.NodeOutput(result, ui={"freeswim_refine": [phases]})
 
 
 def _warn_unpatched(model, model_high_noise) -> None:

@@ -1,10 +1,11 @@
 """The refine node's VAE decode and encode: every frame in one piece, spatial tiles only when needed.
 
 Wan's VAE is causal in time: a temporal tile restarts its frame cache and the clip
-jumps at the tile boundary. So the refine node never tiles in time; it decodes or
-encodes the whole frame when the memory plan (``freeswim_core.memory.vae``) fits the
-device, else in the largest spatial tiles that fit, with at least ComfyUI's default
-64 px overlap.
+jumps at the tile boundary (LTX-Video's VAE packs 8 frames per latent frame, so a
+temporal tile seam shows the same way). So the refine node never tiles in time; it
+decodes or encodes the whole frame when the memory plan fits the device (Wan's:
+``freeswim_core.memory.vae``, traced; any other VAE's: ComfyUI's own estimate for it),
+else in the largest spatial tiles that fit, with at least ComfyUI's default 64 px overlap.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from ..freeswim_core.memory.vae import BASE_DIM, VaePlan, plan_vae
+from ..freeswim_core.memory.vae import BASE_DIM, VaePlan, plan_tiles, plan_vae
 
 log = logging.getLogger("freeswim")
 
@@ -39,8 +40,26 @@ def vae_budget_bytes(vae) -> Optional[int]:
     return int(mm.get_total_memory(device) - mm.minimum_inference_memory())
 
 
+def _is_wan_vae(vae) -> bool:
+    return type(vae.first_stage_model).__module__.startswith("comfy.ldm.wan.")
+
+
+def _host_estimate(vae, kind: str, frames: int):
+    """Bytes of one call on a ``w x h`` tile by ComfyUI's own estimate for this VAE (what it loads
+    the VAE against), plus its weights: the VAEs FreeSwim has no trace of (LTX-Video's)."""
+    weights = sum(p.numel() * p.element_size() for p in vae.first_stage_model.parameters())
+    factor = vae.spacial_compression_decode()
+    if kind == "decode":
+        t = vae.downscale_ratio[0](frames) if callable(vae.downscale_ratio[0]) else frames
+        return lambda w, h: weights + int(vae.memory_used_decode((1, vae.latent_channels, t, h // factor, w // factor),
+                                                                 vae.vae_dtype))
+    return lambda w, h: weights + int(vae.memory_used_encode((1, 3, frames, h, w), vae.vae_dtype))
+
+
 def _plan(vae, kind: str, width: int, height: int, frames: int) -> VaePlan:
-    return plan_vae(kind, width, height, frames, vae_budget_bytes(vae), **vae_traits(vae))
+    if _is_wan_vae(vae):
+        return plan_vae(kind, width, height, frames, vae_budget_bytes(vae), **vae_traits(vae))
+    return plan_tiles(kind, width, height, frames, _host_estimate(vae, kind, frames), vae_budget_bytes(vae))
 
 
 def decode(vae, latent: torch.Tensor, node_name: str) -> tuple[torch.Tensor, VaePlan]:

@@ -18,7 +18,7 @@ upsampling stages (``Decoder3d.run_up``), 0.3.x does not.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 KINDS = ("decode", "encode")
 WEIGHTS_BYTES = 253_785_062                 # 126.9M parameters in bf16, 96 base channels
@@ -74,11 +74,18 @@ def _count(size: int, tile: int, overlap: int) -> int:
 def plan_vae(kind: str, width: int, height: int, frames: int = 81, budget_bytes: Optional[int] = None,
              streamed: bool = True, headroom: float = 1.10, dim: int = BASE_DIM,
              weights_bytes: Optional[int] = None) -> VaePlan:
-    """The whole frame when it fits ``budget_bytes`` (with ``headroom``), else the largest square-ish
-    spatial tile that does (fewer tiles: fewer seams), every frame in one piece."""
+    """The Wan 2.1 VAE's plan (see :func:`plan_tiles`)."""
     def cost(w, h):
         return vae_call_bytes(kind, w, h, frames, streamed, dim, weights_bytes)
+    return plan_tiles(kind, width, height, frames, cost, budget_bytes, headroom)
 
+
+def plan_tiles(kind: str, width: int, height: int, frames: int, cost: Callable[[int, int], int],
+               budget_bytes: Optional[int] = None, headroom: float = 1.10) -> VaePlan:
+    """The whole frame when it fits ``budget_bytes`` (with ``headroom``), else the largest square-ish
+    spatial tile that does (fewer tiles: fewer seams), every frame in one piece. ``cost(w, h)``: the
+    device bytes of one VAE call on a ``w x h`` tile of every frame (the Wan VAE's traced
+    coefficients, or a host's own estimate for another VAE)."""
     whole = cost(width, height)
     if budget_bytes is None or whole * headroom <= budget_bytes:
         return VaePlan(kind, width, height, frames, None, 0, 1, whole, budget_bytes,

@@ -17,6 +17,7 @@ import torch
 
 from ...freeswim_core.geometry import TokenGrid
 from ...freeswim_core.planner import ModelFacts
+from ...freeswim_core.settings import RefineOptions
 
 
 # The transformer_options key where a model's forward publishes its token grid (ComfyUI 0.5+'s Wan).
@@ -114,6 +115,16 @@ class Family(abc.ABC):
     @abc.abstractmethod
     def host_level_traits(self) -> dict:
         """The memory planner's host traits without a loaded model (the panel's)."""
+
+    def refine_sampling(self, model, shift: float):
+        """The model sampling the refine runs under: flow shift ``shift`` (sigma -> s*sigma / (1 + (s-1)*sigma)),
+        or, for 0 (auto), the family's default. Returns a (cloned) ModelPatcher."""
+        from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+        (shifted,) = ModelSamplingSD3().patch(model, shift or self.refine_shift)
+        return shifted
+
+    refine_shift: float = RefineOptions.shift     # the refine's flow shift for "auto" (the reference recipe's 9)
+    refine_shift_auto: str = "9.0, the reference recipe's"
 
     def refusal(self, dm) -> Optional[str]:
         """Why no FreeSwim node runs on this model of the family (None: they do)."""

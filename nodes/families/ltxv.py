@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -82,6 +83,25 @@ class LTXV(Family):
         x = kwargs["x"] if "x" in kwargs else args[ARG_X]
         _, _, t, h, w = x.shape
         return CallInputs(x, TokenGrid(t, h, w), skip=_skip_reason(kwargs))
+
+    refine_shift_auto = "the model's own sampling (ComfyUI's LTXV: log-shift 2.37, a flow shift of 10.7)"
+
+    def refine_sampling(self, model, shift: float):
+        """LTX samples as a Flux-type flow model (``ModelSamplingFlux``: the model takes sigma, not
+        sigma x 1000), whose shift ``mu`` is a log: flow shift ``s`` is ``mu = ln s``, the same curve
+        as Wan's. 0 (auto) keeps the model's own sampling: ComfyUI's default for LTXV, or what a
+        ModelSamplingLTXV node upstream set."""
+        import comfy.model_sampling
+        if not shift:
+            return model
+
+        class FluxSampling(comfy.model_sampling.ModelSamplingFlux, comfy.model_sampling.CONST):
+            pass
+        sampling = FluxSampling(model.model.model_config)
+        sampling.set_parameters(shift=math.log(shift))
+        m = model.clone()
+        m.add_object_patch("model_sampling", sampling)
+        return m
 
     def install(self, model, dm) -> None:
         install_chunked_ffn(model, dm, (BLOCKS,), attr="ff.net")
