@@ -103,6 +103,26 @@ def load_tiny_ltxv_vae(seed: int = 0):
     return comfy.sd.VAE(sd=tiny_ltxv_vae_state_dict(seed=seed), metadata=vae_metadata())
 
 
+def load_tiny_hunyuan_video():
+    """ComfyUI's HunyuanVideo DiT, tiny, as comfy.sd loads it: a video model family FreeSwim does not
+    support, for the refusals."""
+    comfy_ready()
+    import dataclasses
+
+    from comfy.ldm.hunyuan_video.model import HunyuanVideo, HunyuanVideoParams
+    from comfy.ops import disable_weight_init
+    from comfy.sd import load_diffusion_model_state_dict
+    newer = {"byt5": False, "meanflow": False, "use_cond_type_embedding": False, "vision_in_dim": None,
+             "meanflow_sum": False}      # fields later ComfyUIs added; this host's subset
+    extra = {f.name: newer[f.name] for f in dataclasses.fields(HunyuanVideoParams) if f.name in newer}
+    dit = HunyuanVideo(image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=768,
+                       context_in_dim=4096, hidden_size=256, mlp_ratio=4.0, num_heads=2, depth=1,
+                       depth_single_blocks=1, axes_dim=[16, 56, 56], theta=256, patch_size=[1, 2, 2], qkv_bias=True,
+                       guidance_embed=False, operations=disable_weight_init, device="cpu", dtype=torch.float32,
+                       **extra)
+    return load_diffusion_model_state_dict({k: torch.randn(v.shape) * 0.02 for k, v in dit.state_dict().items()})
+
+
 def text_conditioning(seed: int, batch=1, tokens=512, text_dim=4096):
     g = torch.Generator().manual_seed(seed)
     return [[torch.randn(batch, tokens, text_dim, generator=g), {}]]

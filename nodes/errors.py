@@ -2,8 +2,8 @@
 
 ComfyUI reports a failed node's exception type as ``module.qualname``, and it
 imports a pack's modules under their install path, so a plain class defined here
-would reach the UI as ``/home/.../custom_nodes/comfyui-freeswim.nodes.errors.NotAWanModel``.
-These classes give ``freeswim`` as their module: the UI shows ``freeswim.NotAWanModel``.
+would reach the UI as ``/home/.../custom_nodes/comfyui-freeswim.nodes.errors.UnsupportedFamily``.
+These classes give ``freeswim`` as their module: the UI shows ``freeswim.UnsupportedFamily``.
 They are ValueErrors, as ComfyUI's own input errors are.
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ class InvalidInput(FreeSwimError):
     __module__ = "freeswim"
 
 
-class NotAWanModel(FreeSwimError):
-    """The connected MODEL is not a Wan 2.1/2.2 DiT."""
+class UnsupportedFamily(FreeSwimError):
+    """The connected MODEL is not of a model family FreeSwim supports (Wan 2.1/2.2, LTX-Video 0.9.x)."""
 
     __module__ = "freeswim"
 

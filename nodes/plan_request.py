@@ -17,7 +17,7 @@ from ..freeswim_core.memory import (EXECUTIONS, HEADROOM, HostTraits, choose_exe
                                     plan_memory)
 from ..freeswim_core.native import NATIVE_PRESETS, resolve_native
 from ..freeswim_core.units import DTYPE_BYTES
-from .families import host_level_traits
+from .families import family_named
 
 MODELS = tuple(v.name for v in VARIANTS)
 MODES = ("window", "dual", "cache")
@@ -103,7 +103,7 @@ def plan_from_request(body) -> dict:
         raise BadRequest(f"vram_gb: expected a number of GB above 0, got {vram!r}")
     native = _native(body, arch, width, height)
     arch = replace(arch, native=native)
-    traits = host_level_traits()
+    traits = family_named(getattr(arch, "family", "wan")).host_level_traits()     # the variant's family's host
     host = HostTraits(**traits)
 
     warnings = []

@@ -1,4 +1,4 @@
-"""FreeSwim Window Attention Patch: inward sliding-window self-attention for Wan."""
+"""FreeSwim Window Attention Patch: inward sliding-window self-attention for Wan and LTX-Video."""
 from __future__ import annotations
 
 from comfy_api.latest import io
@@ -24,16 +24,17 @@ class FreeSwimWindowAttentionPatch(io.ComfyNode):
             display_name=NODE_NAME,
             category="FreeSwim",
             description=(
-                "Sample a Wan video model above its native size without repetition: every video "
+                "Sample a Wan or LTX-Video model above its native size without repetition: every video "
                 "token attends to all frames but only to keys inside a spatial window the size of "
                 "the model's native token grid, shifted inward at the borders (FreeSwim). "
                 "No effect when the video is not larger than the native size."),
             inputs=[
-                io.Model.Input("model", tooltip="A Wan 2.1 / 2.2 model (T2V, I2V, FLF, VACE, Fun, A14B, 5B)."),
+                io.Model.Input("model", tooltip="A Wan 2.1 / 2.2 model (T2V, I2V, FLF, VACE, Fun, A14B, 5B) "
+                                                "or an LTX-Video 0.9.x model (2B, 13B)."),
                 io.Combo.Input("native_size", options=NATIVE_SIZE_OPTIONS, default=_DEFAULT.native_size,
                                tooltip="Native resolution (width x height) the model was trained at; sets "
-                                       "the window. auto: 1.3B 832x480, 14B 1280x720, TI2V-5B 1280x704, "
-                                       "turned portrait for portrait videos."),
+                                       "the window. auto: Wan 1.3B 832x480, 14B 1280x720, TI2V-5B 1280x704, "
+                                       "LTX-Video 2B 768x512, 13B 1216x704; turned portrait for portrait videos."),
                 io.Int.Input("custom_width", default=_DEFAULT.custom_width, min=16, max=8192, step=16,
                              tooltip="Native width in pixels when native_size is custom."),
                 io.Int.Input("custom_height", default=_DEFAULT.custom_height, min=16, max=8192, step=16,
@@ -43,8 +44,9 @@ class FreeSwimWindowAttentionPatch(io.ComfyNode):
                                          "full window (paper). Off: truncate them (ablation)."),
                 io.Combo.Input("attention_scale", options=list(SCALE_MODES), default=_DEFAULT.scale_mode,
                                tooltip="Softmax scale of self-attention. reference: the official "
-                                       "sqrt(log 3120 / log 1560 / d); native: same formula with this "
-                                       "model's native grid; none: 1/sqrt(d)."),
+                                       "sqrt(log 3120 / log 1560 / d) (LTX-Video: the same formula with its "
+                                       "released native frame's tokens); native: the formula with the chosen "
+                                       "native grid; none: 1/sqrt(d)."),
                 io.Combo.Input("backend", options=list(BACKENDS), default=_DEFAULT.backend,
                                tooltip="auto: FlexAttention on CUDA (compiled, block-sparse), exact "
                                        "chunked attention elsewhere or if flex fails."),

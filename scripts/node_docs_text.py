@@ -18,7 +18,7 @@ DISPLAY_ZH = {
 
 DESCRIPTION_ZH = {
     "FreeSwimWindowAttentionPatch": (
-        "让 Wan 视频模型在高于原生分辨率时采样而不出现重复：每个视频 token 关注所有帧，但只关注一个空间"
+        "让 Wan 或 LTX-Video 模型在高于原生分辨率时采样而不出现重复：每个视频 token 关注所有帧，但只关注一个空间"
         "窗口内的键，窗口大小等于模型原生的 token 网格，在边界处向内平移（FreeSwim）。视频不大于原生尺寸时不起作用。"),
     "FreeSwimDualPathOverride": (
         "FreeSwim 的双路径：条件分支同时从同一潜变量运行一个全注意力分支，在每个块中用它的文本交叉注意力输出"
@@ -34,11 +34,11 @@ DESCRIPTION_ZH = {
 # Per node input: (Chinese name, Chinese tooltip or None, when to change it: English, Chinese).
 INPUTS = {
     "FreeSwimWindowAttentionPatch": {
-        "model": ("模型", "Wan 2.1 / 2.2 模型（T2V、I2V、FLF、VACE、Fun、A14B、5B）。",
-                  "Connect the Wan loader's MODEL (or another patch node's).",
-                  "连接 Wan 加载器（或其他补丁节点）的 MODEL。"),
-        "native_size": ("原生尺寸", "模型训练时的原生分辨率（宽 x 高），决定窗口大小。auto：1.3B 为 832x480，14B 为 "
-                        "1280x720，TI2V-5B 为 1280x704，竖屏视频自动转为竖向。",
+        "model": ("模型", "Wan 2.1 / 2.2 模型（T2V、I2V、FLF、VACE、Fun、A14B、5B）或 LTX-Video 0.9.x 模型（2B、13B）。",
+                  "Connect the loader's MODEL (or another patch node's).",
+                  "连接加载器（或其他补丁节点）的 MODEL。"),
+        "native_size": ("原生尺寸", "模型训练时的原生分辨率（宽 x 高），决定窗口大小。auto：Wan 1.3B 为 832x480，14B 为 "
+                        "1280x720，TI2V-5B 为 1280x704，LTX-Video 2B 为 768x512，13B 为 1216x704；竖屏视频自动转为竖向。",
                         "Keep auto. Pick a preset or custom only for a fine-tune trained at another size.",
                         "保持 auto。只有在模型是以其他尺寸训练的微调模型时，才选择预设或 custom。"),
         "custom_width": ("自定义宽度", "native_size 为 custom 时的原生宽度（像素）。",
@@ -48,8 +48,9 @@ INPUTS = {
         "inward": ("向内平移", "在边界处把窗口向内平移，使每个 token 都有完整窗口（论文做法）。关闭：截断窗口（消融实验）。",
                    "Keep on (the paper's method); off is the paper's ablation and shows seams at the borders.",
                    "保持开启（论文方法）；关闭是论文的消融实验，边界处会出现接缝。"),
-        "attention_scale": ("注意力缩放", "自注意力的 softmax 缩放。reference：官方的 sqrt(log 3120 / log 1560 / d)；"
-                            "native：用本模型原生网格的同一公式；none：1/sqrt(d)。",
+        "attention_scale": ("注意力缩放", "自注意力的 softmax 缩放。reference：官方的 sqrt(log 3120 / log 1560 / d)"
+                            "（LTX-Video：同一公式，用其发布的原生帧的 token 数）；native：用所选原生网格的同一公式；"
+                            "none：1/sqrt(d)。",
                             "Keep reference (the official code's); native follows this model's own grid.",
                             "保持 reference（官方代码的设置）；native 使用本模型自己的网格。"),
         "backend": ("后端", "auto：CUDA 上使用 FlexAttention（编译、块稀疏），其他情况或 flex 失败时使用精确的分块注意力。",
@@ -97,7 +98,7 @@ INPUTS = {
         "negative": ("负向", None, "The negative conditioning, as for KSampler.", "负向条件，与 KSampler 相同。"),
         "latent": ("潜变量", "要精修的原生尺寸视频潜变量。", "The native pass's LATENT (a KSampler's output).",
                    "原生尺寸采样的 LATENT（KSampler 的输出）。"),
-        "width": ("宽度", "目标宽度（像素，16 的倍数；Wan2.2 TI2V-5B 为 32 的倍数）。",
+        "width": ("宽度", "目标宽度（像素，16 的倍数；Wan2.2 TI2V-5B 和 LTX-Video 为 32 的倍数）。",
                   "The output size: 1920x1088 for 1080p, 3840x2176 for 4K.",
                   "输出尺寸：1080p 用 1920x1088，4K 用 3840x2176。"),
         "height": ("高度", "目标高度（像素；用 1088，而不是 1080）。", "Use 1088, not 1080 (a multiple of 16).",
@@ -119,10 +120,13 @@ INPUTS = {
                 "5 为参考值；1 会跳过负向分支（调用次数减半）。"),
         "sampler_name": ("采样器", None, "As for KSampler; euler is the reference.", "与 KSampler 相同；euler 为参考值。"),
         "scheduler": ("调度器", None, "As for KSampler; simple is the reference.", "与 KSampler 相同；simple 为参考值。"),
-        "shift": ("偏移", "应用于模型采样的流偏移（同 ModelSamplingSD3）。",
-                  "9 is the reference at high resolution.", "9 为高分辨率下的参考值。"),
+        "shift": ("偏移", "精修调度的流偏移（同 ModelSamplingSD3）。0：自动，按模型家族：Wan 为 9.0（参考值），"
+                           "LTX-Video 为模型自身的采样（流偏移 10.7，除非上游的 ModelSamplingLTXV 节点另有设置）。",
+                  "Keep 0 (auto): Wan's reference 9, LTX-Video's own schedule.",
+                  "保持 0（自动）：Wan 用参考值 9，LTX-Video 用其自身的调度。"),
         "seed": ("种子", None, "The noise of the refine; change it for another variation.", "精修所用噪声；修改它可得到另一种变化。"),
-        "vae": ("VAE", "像素路径需要它。", "Connect the Wan VAE for the pixel path.", "像素路径需连接 Wan VAE。"),
+        "vae": ("VAE", "像素路径需要它。", "Connect the model's VAE (Wan or LTX-Video) for the pixel path.",
+                "像素路径需连接模型的 VAE（Wan 或 LTX-Video）。"),
         "model_high_noise": ("高噪声模型", "Wan2.2 A14B：高噪声专家（与 model 一样经 FreeSwim 补丁）。边界及以上的步由它运行，"
                              "其余由 model（低噪声专家）运行，如同两个串联的 KSamplerAdvanced。",
                              "Wan2.2 A14B only: connect the patched high-noise expert.",
@@ -231,7 +235,7 @@ PAGES = {
             panel="The panel shows the refine's size and memory, and after a run the time of each phase (decode, "
                   "resize, encode, sampling) and the VAE's tiles.",
             errors=[("target ... is not a multiple of 16 px", "Use the nearest valid size the message names."),
-                    ("the pixel upscale path ... needs a VAE", "Connect the Wan VAE, or set upscale_path to latent."),
+                    ("the pixel upscale path ... needs a VAE", "Connect the model's VAE, or set upscale_path to latent."),
                     ("model_high_noise (...) and model (...) are not the two experts of one Wan2.2 A14B pair",
                      "Connect the two files of one pair (T2V with T2V, I2V with I2V).")],
             picture=("refine.png", "The phases: the native clip (small), upscaled to the target (large), noised to "
@@ -243,7 +247,7 @@ PAGES = {
                   "Wan2.2 A14B 需连接两个专家：model（低噪声）与 model_high_noise。",
             panel="面板显示精修的尺寸与显存；运行后显示各阶段（解码、缩放、编码、采样）的耗时以及 VAE 的分块。",
             errors=[("target ... is not a multiple of 16 px", "使用报错信息给出的最接近的有效尺寸。"),
-                    ("the pixel upscale path ... needs a VAE", "连接 Wan VAE，或把 upscale_path 设为 latent。"),
+                    ("the pixel upscale path ... needs a VAE", "连接模型的 VAE，或把 upscale_path 设为 latent。"),
                     ("model_high_noise (...) and model (...) are not the two experts of one Wan2.2 A14B pair",
                      "连接同一对中的两个文件（T2V 配 T2V，I2V 配 I2V）。")],
             picture=("refine.png", "各阶段：原生视频（小）放大到目标尺寸（大），按强度加噪，并在调度尾段去噪（进度条的彩色部分）。")),

@@ -96,7 +96,7 @@ def test_sizes_off_the_grid_are_rejected_with_nearest_valid(comfy, wan):
 
 
 def test_pixel_path_without_vae_names_the_fix(comfy, wan):
-    with pytest.raises(ValueError, match="Connect the Wan VAE to the vae input, or set upscale_path to latent"):
+    with pytest.raises(ValueError, match="Connect the model's VAE to the vae input, or set upscale_path to latent"):
         refine(comfy, wan, NATIVE, upscale_path="pixel")
 
 

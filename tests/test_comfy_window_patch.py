@@ -116,18 +116,13 @@ def test_batch_of_two_with_odd_latent_size(comfy, wan):
     assert (got - expected).abs().max().item() < 1e-4 * max(1.0, expected.abs().max().item())
 
 
-def test_non_wan_model_is_rejected_naming_the_node(comfy):
-    from comfy.ldm.lightricks.model import LTXVModel
-    from comfy.ops import disable_weight_init
-    from comfy.sd import load_diffusion_model_state_dict
-    ltx = LTXVModel(in_channels=128, cross_attention_dim=128, attention_head_dim=64, num_attention_heads=2,
-                    num_layers=1, operations=disable_weight_init, device="cpu", dtype=torch.float32)
-    model = load_diffusion_model_state_dict(
-        {k: torch.randn(v.shape) * 0.02 for k, v in ltx.state_dict().items()})
-    with pytest.raises(ValueError, match="FreeSwim Window Attention Patch: the connected model is a LTXVModel") as err:
+def test_unsupported_model_family_is_rejected_naming_the_node(comfy):
+    model = comfy.load_tiny_hunyuan_video()
+    with pytest.raises(ValueError, match="FreeSwim Window Attention Patch: the connected model is a HunyuanVideo, "
+                                         "not a Wan 2.1/2.2 or LTX-Video video model") as err:
         patch(comfy, model)
     # ComfyUI shows module.qualname as the error's type: not the pack's install path
-    assert f"{type(err.value).__module__}.{type(err.value).__qualname__}" == "freeswim.NotAWanModel"
+    assert f"{type(err.value).__module__}.{type(err.value).__qualname__}" == "freeswim.UnsupportedFamily"
 
 
 def test_custom_native_size_below_one_token_is_rejected(comfy, wan):

@@ -5,7 +5,7 @@ the families supported. A new family adds a module beside ``wan.py`` and one ent
 """
 from __future__ import annotations
 
-from ..errors import NotAWanModel
+from ..errors import UnsupportedFamily
 from .base import CallInputs, Family, ModelInfo
 from .ltxv import LTXV_FAMILY
 from .wan import WAN
@@ -20,16 +20,16 @@ def diffusion_model_of(model):
 
 
 def family_of(model, node_name: str) -> Family:
-    """The family of a MODEL; :class:`NotAWanModel` naming ``node_name`` when no family knows it."""
+    """The family of a MODEL; :class:`UnsupportedFamily` naming ``node_name`` when no family knows it."""
     dm = diffusion_model_of(model)
     for family in FAMILIES:
         if dm is not None and family.recognises(dm):
             refusal = family.refusal(dm)
             if refusal is not None:
-                raise NotAWanModel(f"{node_name}: {refusal}")
+                raise UnsupportedFamily(f"{node_name}: {refusal}")
             return family
     kind = type(dm).__name__ if dm is not None else type(model).__name__
-    raise NotAWanModel(
+    raise UnsupportedFamily(
         f"{node_name}: the connected model is a {kind}, not a "
         f"{' or '.join(f.label for f in FAMILIES)} video model. Connect the MODEL output of a loader of one "
         f"({'; '.join(f.loader_hint for f in FAMILIES)}); other model families are not supported yet.")
@@ -49,10 +49,5 @@ def families_payload() -> list[dict]:
     return [{"name": f.name, "label": f.label, "latent_nodes": list(f.latent_nodes)} for f in FAMILIES]
 
 
-def host_level_traits() -> dict:
-    """The panel's host traits (the default family's: plans made before a model is loaded)."""
-    return FAMILIES[0].host_level_traits()
-
-
 __all__ = ["FAMILIES", "CallInputs", "Family", "ModelInfo", "diffusion_model_of", "families_payload",
-           "family_named", "family_of", "host_level_traits", "model_info"]
+           "family_named", "family_of", "model_info"]
