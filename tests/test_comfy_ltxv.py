@@ -157,6 +157,23 @@ def test_calls_with_guide_attention_masks_are_left_alone_and_said(comfy, ltxv, v
     assert any("guide attention mask" in r.getMessage() for r in caplog.records)
 
 
+def test_calls_whose_guides_drop_tokens_are_left_alone_and_said(comfy, ltxv, vae, caplog):
+    """ComfyUI 0.33 drops guide tokens whose noise mask is negative (dilated IC-LoRA guides): the
+    tokens are no longer a grid, so FreeSwim leaves such calls to the model, and says so."""
+    if not comfy.pack_module("nodes.families.ltxv").drops_guide_tokens(ltxv.model.diffusion_model):
+        pytest.skip("this ComfyUI's LTX forward keeps every guide token")
+    image = torch.rand(1, 192, 320, 3, generator=torch.Generator().manual_seed(1))
+    pos, neg, latent = run_ltx("LTXVAddGuide", positive=text(1), negative=text(2), vae=vae,
+                               latent={"samples": LATENT.clone()}, image=image, frame_idx=8, strength=1.0)
+    mask = latent["noise_mask"].clone()
+    mask[:, :, GRID[0]:] = -1.0                         # the guide frame's tokens dropped
+    latent = {**latent, "noise_mask": mask}
+    with caplog.at_level(logging.WARNING, logger="freeswim"):
+        got = sample_latent(dual(comfy, windowed(comfy, ltxv)), latent, pos, neg, steps=2)
+    assert torch.equal(got, sample_latent(ltxv, latent, pos, neg, steps=2))
+    assert any("drop tokens from the video grid" in r.getMessage() for r in caplog.records)
+
+
 # --- dual path and cache ---------------------------------------------------------------------------
 
 def ltx_dual_path_reference(model, grid, window, scale):

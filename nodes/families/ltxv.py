@@ -33,7 +33,8 @@ from ...freeswim_core.native import native_tokens_per_frame
 from ..ffn_chunks import install_chunked_ffn
 from .base import CallInputs, Family, ModelInfo, weight_dtype_name
 
-ARG_X, ARG_TRANSFORMER_OPTIONS = 0, 5        # LTXVModel.forward(x, timestep, context, attention_mask, frame_rate, transformer_options)
+# LTXVModel.forward(x, timestep, context, attention_mask, frame_rate, transformer_options, keyframe_idxs, ...)
+ARG_X, ARG_TRANSFORMER_OPTIONS, ARG_KEYFRAME_IDXS = 0, 5, 6
 BLOCKS = "transformer_blocks"
 VAE_FACTOR, VAE_TEMPORAL = 32, 8
 SUPPORTED = "LTX-Video 0.9.x (2B, 13B)"
@@ -82,7 +83,8 @@ class LTXV(Family):
     def call_inputs(self, dm, args, kwargs) -> CallInputs:
         x = kwargs["x"] if "x" in kwargs else args[ARG_X]
         _, _, t, h, w = x.shape
-        return CallInputs(x, TokenGrid(t, h, w), skip=_skip_reason(kwargs))
+        keyframes = kwargs.get("keyframe_idxs", args[ARG_KEYFRAME_IDXS] if len(args) > ARG_KEYFRAME_IDXS else None)
+        return CallInputs(x, TokenGrid(t, h, w), skip=_skip_reason(dm, keyframes, kwargs))
 
     refine_shift_auto = "the model's own sampling (ComfyUI's LTXV: log-shift 2.37, a flow shift of 10.7)"
 
@@ -115,10 +117,23 @@ class LTXV(Family):
                            with_vae=False)
 
     def host_level_traits(self) -> dict:
-        """ComfyUI's LTX block keeps q until its attention returns and adds its outputs into the block's
-        input in place; its feed-forward is a plain sequence."""
-        return dict(rope_in_float32=False, frees_queries=False, frees_block_inputs=False, ffn_holds_hidden=False,
-                    vae_streamed=False)
+        """How the running ComfyUI's LTX code spends memory (``freeswim_core.memory.ltxv``), read off its
+        classes. Its ``CrossAttention`` keeps q, k and v until ``to_out`` and the nodes never write over q
+        (``frees_queries``); the block adds its outputs into its input in place and the sequential dual
+        path joins the halves into a new tensor (``frees_block_inputs``). The memory trace
+        (``harness/memory_trace.py``) holds the planner to these on both built hosts."""
+        import comfy.ldm.lightricks.model as ltx
+        ffn_names = ltx.FeedForward.forward.__code__.co_names
+        # 0.33: linear_input_act(net[2], net[0].proj(x)): past the chunked ff.net, the projection kept
+        # through the activation and the down projection; 0.3.x: self.net(x)
+        layers_called = "linear_input_act" in ffn_names or "proj" in ffn_names
+        table = getattr(ltx, "precompute_freqs_cis", None)      # 0.3.x: float32 cos, sin at full width
+        return dict(rope_in_float32=table is not None and "repeat_interleave" in table.__code__.co_names,
+                    frees_queries=False, frees_block_inputs=False, ffn_holds_hidden=layers_called,
+                    vae_streamed=False, ffn_chunked=not layers_called,
+                    keeps_block_norm="norm_x" in ltx.BasicTransformerBlock.forward.__code__.co_varnames,
+                    # 0.33: the loop in _process_transformer_blocks, _forward holding its input
+                    keeps_first_input=hasattr(ltx.LTXVModel, "_process_transformer_blocks"))
 
 
 LTXV_FAMILY = LTXV()
@@ -133,16 +148,23 @@ def architecture_of(dm, info: ModelInfo, native: tuple) -> LTXVArchitecture:
                             native=native, label=info.native_label)
 
 
-def _skip_reason(kwargs) -> Optional[str]:
+def drops_guide_tokens(dm) -> bool:
+    """Does this host's LTX forward drop guide tokens whose noise mask is negative (ComfyUI 0.33's
+    ``grid_mask`` for dilated IC-LoRA guides)? Read off its code, not a version number."""
+    code = getattr(getattr(type(dm), "_process_input", None), "__code__", None)
+    return code is not None and "grid_mask" in code.co_consts + code.co_names + code.co_varnames
+
+
+def _skip_reason(dm, keyframes, kwargs) -> Optional[str]:
     """Why FreeSwim leaves this model call alone (None: it runs)."""
     entries = kwargs.get("guide_attention_entries") or ()
     if any(e.get("strength", 1.0) != 1.0 or e.get("pixel_mask") is not None for e in entries
            if isinstance(e, dict)):
         return ("this LTX model call carries a guide attention mask (LTXVAddGuide with a strength other than 1 "
                 "or with a mask), which splits self-attention into masked calls")
-    keyframes, denoise = kwargs.get("keyframe_idxs"), kwargs.get("denoise_mask")
+    denoise = kwargs.get("denoise_mask")
     if (isinstance(keyframes, torch.Tensor) and keyframes.dim() >= 3 and keyframes.shape[2] > 0
-            and isinstance(denoise, torch.Tensor) and bool((denoise < 0).any())):
+            and isinstance(denoise, torch.Tensor) and drops_guide_tokens(dm) and bool((denoise < 0).any())):
         return ("this LTX model call's guides drop tokens from the video grid (a dilated IC-LoRA guide), so its "
                 "tokens are not a grid")
     return None
