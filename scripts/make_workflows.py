@@ -234,6 +234,80 @@ unloads the idle expert when the running one needs the room.
 VAE: every frame at once (Wan's VAE is causal in time); only space is tiled."""
 
 
+LTXV_UNET = "ltxv-2b-0.9.6-dev-04-25.safetensors"
+LTXV_TEXT_ENCODER = "t5xxl_fp16.safetensors"
+LTXV_VAE = "LTX-Video-0.9.6-VAE-BF16.safetensors"
+LTXV_PROMPT = ("A lighthouse on a rocky cliff at dawn. Waves crash against the rocks below and burst into white spray "
+          "while seabirds circle the tower. The camera glides slowly towards the cliff from the sea, low over the "
+          "water. Warm golden light from the rising sun catches the spray and the wet stone; thin clouds drift "
+          "across a pale sky. Cinematic, natural colors, realistic detail.")
+LTXV_NEGATIVE = ("low quality, worst quality, deformed, distorted, disfigured, motion smear, motion artifacts, "
+            "fused fingers, bad anatomy, weird hand, ugly, blurry, static, watermark, subtitles, repeated objects")
+
+LTXV_NOTE = """FreeSwim: LTX-Video 2B (0.9.6 dev), 768x512 -> 3840x2176 (4K), 97 frames at 25 fps
+
+1. Native pass at the model's training size: Empty LTXV Latent Video 768x512, 97 frames; LTXV
+   Conditioning frame_rate 25; SamplerCustom cfg 3, euler, LTXVScheduler 30 steps (max_shift 2.05,
+   base_shift 0.95, stretch, terminal 0.1), seed 42.
+2. FreeSwim on the model: window attention at the native receptive field (native_size auto: 768x512
+   for LTXV 2B, a 17x25 token window, inward, reference scale), dual-path cross-attention override
+   (cond pass, execution auto), cross-attention cache (guide every 2 steps, storage auto).
+3. Latent Upscale Refine to 3840x2176: pixel path with the LTX VAE (decode, bilinear resize, encode),
+   re-noise to strength 0.7 and run 21 of 30 steps, cfg 3, euler / simple, shift 0 (auto: the LTX
+   model's own sampling), seed 42.
+4. VAE Decode (Tiled): 768 px tiles with 128 px overlap in space; temporal_size 4096 (above the 97
+   frames) so time is never tiled (a tile boundary in time shows as a jump). Create Video 25 fps.
+
+LTX sizes are multiples of 32 px (2176, not 2160) and frame counts 8n+1 (97).
+
+Memory (traced: ComfyUI's own LTXVModel with the FreeSwim nodes under FakeTensorMode,
+harness/memory_trace.py): the bf16 weights take 3.8 GB; one model call at 3840x2176x97 (106,080
+tokens) with the dual path peaks at 11.8 GB batched and 10.9 GB sequential on ComfyUI 0.3.75, 16.1 GB
+and 12.6 GB on ComfyUI 0.33 (weights included). Execution auto runs both rows in one batch where
+FreeSwim's memory plan fits the free GPU memory, else one after the other per block. The cache holds
+12.2 GB of features in bf16 (28 blocks x 106,080 tokens x 2048); storage auto keeps it on the GPU
+when it fits beside the activations, else in CPU RAM, else runs without it (logged).
+
+Files: models/diffusion_models/ltxv-2b-0.9.6-dev-04-25.safetensors (Lightricks/LTX-Video; Load
+Diffusion Model reads its transformer), models/text_encoders/t5xxl_fp16.safetensors (CLIP type ltxv),
+models/vae/LTX-Video-0.9.6-VAE-BF16.safetensors (the 0.9.6 VAE on its own, from
+city96/LTX-Video-0.9.6-dev-gguf)."""
+
+
+def ltxv_t2v(info):
+    """LTX-Video 2B: native 768x512x97 pass, FreeSwim refine to 4K, spatial-only decode, video."""
+    g = UIGraph(info)
+    g.note(LTXV_NOTE, column=1)
+    unet = g.add("UNETLoader", {"unet_name": LTXV_UNET, "weight_dtype": "default"})
+    clip = g.add("CLIPLoader", {"clip_name": LTXV_TEXT_ENCODER, "type": "ltxv"})
+    pos = g.add("CLIPTextEncode", {"text": LTXV_PROMPT}, {"clip": (clip, 0)}, title="Positive prompt")
+    neg = g.add("CLIPTextEncode", {"text": LTXV_NEGATIVE}, {"clip": (clip, 0)}, title="Negative prompt")
+    vae = g.add("VAELoader", {"vae_name": LTXV_VAE})
+    cond = g.add("LTXVConditioning", {"frame_rate": 25.0}, {"positive": (pos, 0), "negative": (neg, 0)}, column=1)
+    empty = g.add("EmptyLTXVLatentVideo", {"width": 768, "height": 512, "length": 97, "batch_size": 1}, column=1)
+    sched = g.add("LTXVScheduler", {"steps": 30, "max_shift": 2.05, "base_shift": 0.95, "stretch": True,
+                                    "terminal": 0.1}, {"latent": (empty, 0)}, column=1)
+    sampler = g.add("KSamplerSelect", {"sampler_name": "euler"}, column=1)
+    native = g.add("SamplerCustom", {"add_noise": True, "noise_seed": 42, "cfg": 3.0},
+                   {"model": (unet, 0), "positive": (cond, 0), "negative": (cond, 1), "sampler": (sampler, 0),
+                    "sigmas": (sched, 0), "latent_image": (empty, 0)}, column=1, title="Native-size pass")
+    w = g.add("FreeSwimWindowAttentionPatch", {"native_size": "auto"}, {"model": (unet, 0)}, column=2)
+    d = g.add("FreeSwimDualPathOverride", {"passes": "cond", "execution": "auto"}, {"model": (w, 0)}, column=2)
+    c = g.add("FreeSwimCrossAttnCache", {"guide_interval": 2, "storage": "auto", "precision": "model"},
+              {"model": (d, 0)}, column=2)
+    r = g.add("FreeSwimLatentUpscaleRefine",
+              {"width": 3840, "height": 2176, "upscale_path": "pixel", "resize_method": "bilinear",
+               "strength": 0.7, "steps": 30, "cfg": 3.0, "sampler_name": "euler", "scheduler": "simple",
+               "shift": 0.0, "seed": 42, "boundary": 0.0},
+              {"model": (c, 0), "positive": (cond, 0), "negative": (cond, 1), "latent": (native, 0),
+               "vae": (vae, 0)}, column=3)
+    dec = g.add("VAEDecodeTiled", {"tile_size": 768, "overlap": 128, "temporal_size": 4096, "temporal_overlap": 4},
+                {"samples": (r, 0), "vae": (vae, 0)}, column=3)
+    vid = g.add("CreateVideo", {"fps": 25.0}, {"images": (dec, 0)}, column=3)
+    g.add("SaveVideo", {"filename_prefix": "freeswim/ltxv_2b_4k"}, {"video": (vid, 0)}, column=3)
+    return g.to_json()
+
+
 def main():
     out = REPO / "workflows"
     out.mkdir(exist_ok=True)
@@ -252,6 +326,7 @@ def main():
         "wan2.1_i2v_14B_freeswim_1440p.json": i2v(info),
         "wan2.2_a14b_t2v_freeswim_1088p.json": a14b(info),
         "wan2.2_a14b_i2v_freeswim_1088p.json": a14b(info, kind="i2v"),
+        "ltxv_t2v_freeswim_4k.json": ltxv_t2v(info),
     }
     for name, graph in graphs.items():
         (out / name).write_text(json.dumps(graph, indent=1) + "\n")

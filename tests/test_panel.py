@@ -186,6 +186,28 @@ def test_the_a14b_workflow_plans_for_two_experts(frontend):
     assert "experts" not in p["request"] and not any(line.startswith("two experts") for line in p["lines"])
 
 
+def test_the_ltxv_workflow_plans_for_ltx_video(frontend):
+    """The LTX-Video workflow: the loader's file names LTXV 2B, the frames come from Empty LTXV Latent
+    Video, and the plan is the planner's for LTX's grid (32 px tokens, 8 frames a latent frame)."""
+    workflow = json.loads((REPO / "workflows" / "ltxv_t2v_freeswim_4k.json").read_text())
+    frontend.evaluate(f"(async () => {{ await window.app.loadGraphData({json.dumps(workflow)}); return true; }})()")
+    p = _wait_panel(frontend, REFINE, lambda p: p["plan"]["model"] == "ltxv-2b" and p["plan"]["width"] == 3840)
+    assert p["request"]["model_file"] == "ltxv-2b-0.9.6-dev-04-25.safetensors"
+    assert p["request"]["frames"] == 97 and p["request"]["weight_dtype"] == "bf16"
+    assert p["request"]["mode"] == "cache" and p["plan"]["height"] == 2176
+    assert p["plan"]["grid"] == [13, 68, 120] and p["plan"]["window"] == [17, 25]
+    assert p["plan"]["native_size"] == [768, 512]
+    expected = _expected(p)
+    assert p["plan"]["peak_bytes"] == expected.peak_bytes
+    assert f"{expected.peak_bytes / 1e9:.1f} GB peak" in p["lines"][1]
+    for node_type in ("FreeSwimWindowAttentionPatch", "FreeSwimDualPathOverride", "FreeSwimCrossAttnCache"):
+        assert _panel(frontend, node_type)["plan"]["peak_bytes"] == expected.peak_bytes
+
+    _set_widget(frontend, "EmptyLTXVLatentVideo", "length", 49)
+    p = _wait_panel(frontend, REFINE, lambda p: p["plan"]["frames"] == 49)
+    assert p["plan"]["grid"] == [7, 68, 120] and p["plan"]["peak_bytes"] == _expected(p).peak_bytes
+
+
 def test_each_freeswim_node_added_by_hand_gets_the_panel(frontend):
     """A FreeSwim node added to an empty graph gets the panel; other nodes do not."""
     added = json.loads(frontend.evaluate("""(async () => {

@@ -1,11 +1,13 @@
 """Every workflow in workflows/ runs in the real ComfyUI server.
 
 Each UI-format file is converted to the API format with the server's own
-object_info and queued over HTTP. Stand-ins: small random-weight Wan models and
-a small random-weight Wan VAE saved under the file names the workflow expects;
+object_info and queued over HTTP. Stand-ins: small random-weight Wan and LTX-Video
+models and small random-weight VAEs saved under the file names the workflow expects;
 the text encoder and CLIP vision nodes (which cannot be stood in at their real
-size) are swapped for the test-only nodes in harness/host_nodes. Sizes, frame
-counts and steps are reduced; everything else runs as the file says.
+size) are swapped for the test-only nodes in harness/host_nodes, and on a host whose
+Load VAE reads no file metadata the tiny LTX VAE comes from Load Checkpoint
+(harness/stand_ins.py says why). Sizes, frame counts and steps are reduced;
+everything else runs as the file says.
 """
 import json
 from pathlib import Path
@@ -27,11 +29,12 @@ def server(tmp_path_factory, comfy, comfy_host):
     install_stand_in_models(base, comfy_host.path)
     with host_server(comfy_host, base) as srv:
         srv.object_info = srv.get("/object_info")
+        srv.comfyui = comfy_host.path
         yield srv
 
 
-def test_there_are_five_workflows_and_each_uses_freeswim():
-    assert len(WORKFLOWS) == 5
+def test_there_are_six_workflows_and_each_uses_freeswim():
+    assert len(WORKFLOWS) == 6
     for path in WORKFLOWS:
         types = {n["type"] for n in json.loads(path.read_text())["nodes"]}
         assert {"FreeSwimWindowAttentionPatch", "FreeSwimDualPathOverride", "FreeSwimCrossAttnCache",
@@ -44,7 +47,7 @@ def test_workflow_runs_in_the_server(server, path):
     api = ui_to_api(ui, server.object_info)
     # the conversion keeps every real node and its settings
     assert {n["class_type"] for n in api.values()} == {n["type"] for n in ui["nodes"]} - {"Note"}
-    entry = server.run_prompt(stand_ins(api), timeout=600)
+    entry = server.run_prompt(stand_ins(api, comfyui=server.comfyui), timeout=600)
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
     videos = [item for out in entry["outputs"].values() for item in out.get("images", []) + out.get("videos", [])]
     assert videos, f"no video saved: {entry['outputs']}"

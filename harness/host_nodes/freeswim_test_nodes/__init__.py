@@ -25,14 +25,22 @@ class FreeSwimTestTextConditioning(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
                 io.Int.Input("tokens", default=512, min=1, max=4096),
                 io.Int.Input("dim", default=4096, min=1, max=8192),
+                io.Boolean.Input("attention_mask", default=False, optional=True,
+                                 tooltip="Add the text's attention mask, as LTX-Video's T5 encoder does: 1 for "
+                                         "the prompt's tokens (one a word, and the end token), 0 for the padding."),
             ],
             outputs=[io.Conditioning.Output()],
         )
 
     @classmethod
-    def execute(cls, text, seed, tokens, dim) -> io.NodeOutput:
+    def execute(cls, text, seed, tokens, dim, attention_mask=False) -> io.NodeOutput:
         g = torch.Generator().manual_seed((zlib.crc32(text.encode()) ^ seed) & 0x7FFFFFFF)
-        return io.NodeOutput([[torch.randn(1, tokens, dim, generator=g), {}]])
+        extra = {}
+        if attention_mask:
+            mask = torch.zeros(1, tokens, dtype=torch.long)
+            mask[:, :min(tokens, len(text.split()) + 1)] = 1
+            extra["attention_mask"] = mask
+        return io.NodeOutput([[torch.randn(1, tokens, dim, generator=g), extra]])
 
 
 class FreeSwimTestClipVision(io.ComfyNode):
