@@ -1,10 +1,12 @@
-"""Peak GPU memory of one model call at real Wan sizes, traced on a CPU (nothing is allocated).
+"""Peak GPU memory of one model call at real sizes (Wan, LTX-Video), traced on a CPU (nothing is allocated).
 
   python benchmarks/memory.py --model 14b --width 3840 --height 2160 --mode dual --weight-dtype fp8
   python benchmarks/memory.py --model 1.3b --width 1920 --height 1088 --mode cache --json
+  python benchmarks/memory.py --model ltxv-13b --width 3840 --height 2176 --frames 97 --mode dual
   python benchmarks/memory.py --table --host 0.3.75   # the table in docs/benchmarks.md, one host a run
+  python benchmarks/memory.py --table --family ltxv --host 0.3.75   # its LTX-Video rows only
 
-The trace runs ComfyUI's real Wan model under FakeTensorMode on a fake CUDA device
+The trace runs ComfyUI's real model (WanModel, LTXVModel) under FakeTensorMode on a fake CUDA device
 with the FreeSwim nodes applied (harness/memory_trace.py says what is counted and
 how). The peak is the whole model's weights plus the traced activations of one
 conditional call: with the dual path, that call carries the window row and its
@@ -26,7 +28,18 @@ from harness.memory_trace import GB, MODES, trace  # noqa: E402
 from freeswim_core.memory import HostTraits, plan_memory  # noqa: E402
 
 TABLE_SIZES = [(832, 480), (1280, 720), (1920, 1088), (2560, 1440), (3840, 2160)]
-TABLE_CASES = [("1.3b", "bf16"), ("14b", "fp8"), ("5b", "bf16")]
+# LTX-Video's sizes are multiples of 32 pixels (its VAE): 4K is 3840x2176
+LTXV_SIZES = [(1920, 1088), (2560, 1440), (3840, 2176)]
+TABLE_CASES = [("1.3b", "bf16"), ("14b", "fp8"), ("5b", "bf16"), ("ltxv-2b", "bf16"), ("ltxv-13b", "fp8")]
+FRAMES = {"wan": 81, "ltxv": 97}      # a family's default clip (LTX-Video: 8k + 1 frames, its nodes' 97)
+
+
+def table_sizes(model: str) -> list[tuple[int, int]]:
+    return LTXV_SIZES if variant(model).family == "ltxv" else TABLE_SIZES
+
+
+def default_frames(model: str) -> int:
+    return FRAMES[variant(model).family]
 
 
 def host_by_version(version: str | None):
@@ -49,6 +62,7 @@ def traced_and_planned(model, width, height, frames, mode, execution, weight_dty
 
 def one(a) -> int:
     budget = int(a.vram_gb * GB) if a.vram_gb else None
+    a.frames = a.frames or default_frames(a.model)
     r, p = traced_and_planned(a.model, a.width, a.height, a.frames, a.mode, a.execution, a.weight_dtype, budget)
     out = {"model": a.model, "width": a.width, "height": a.height, "frames": a.frames, "mode": a.mode,
            "execution": r.execution, "weight_dtype": a.weight_dtype, "tokens": r.tokens, "rows": r.rows,
@@ -76,25 +90,28 @@ TABLE_MODES = [("plain", "sequential"), ("window", "sequential"), ("dual", "batc
                ("cache", "sequential")]
 
 
-def table(host, json_path=None) -> int:
+def table(host, json_path=None, family=None) -> int:
     """Traced (planned) peaks over sizes and modes on ``host`` (one host per process: --host picks
-    another); with ``json_path``, every row is also appended there as JSON."""
+    another), of every case or ``family``'s; with ``json_path``, every row is also appended there as JSON."""
     heads = [m if m in ("plain", "window") else f"{m} {e}" for m, e in TABLE_MODES]
     print("| host | model (weights) | size | " + " | ".join(heads) + " |")
     print("|---|---|---|" + "---|" * len(TABLE_MODES))
     sink = open(json_path, "a") if json_path else None
     for model, wdt in TABLE_CASES:
-        for w, hgt in TABLE_SIZES:
+        if family is not None and variant(model).family != family:
+            continue
+        frames = default_frames(model)
+        for w, hgt in table_sizes(model):
             cells = []
             for mode, execution in TABLE_MODES:
-                r, p = traced_and_planned(model, w, hgt, 81, mode, execution, wdt)
+                r, p = traced_and_planned(model, w, hgt, frames, mode, execution, wdt)
                 cells.append(f"{r.peak_bytes / GB:.1f} ({p.peak_bytes / GB:.1f})")
                 if sink:
                     sink.write(json.dumps({"host": host.id, "model": model, "weight_dtype": wdt, "width": w,
-                                           "height": hgt, "frames": 81, "mode": mode, "execution": execution,
+                                           "height": hgt, "frames": frames, "mode": mode, "execution": execution,
                                            "peak_bytes_traced": r.peak_bytes,
                                            "peak_bytes_planned": p.peak_bytes}) + "\n")
-            print(f"| {host.id} | {model} ({wdt}) | {w}x{hgt}x81 | " + " | ".join(cells) + " |", flush=True)
+            print(f"| {host.id} | {model} ({wdt}) | {w}x{hgt}x{frames} | " + " | ".join(cells) + " |", flush=True)
     if sink:
         sink.close()
     return 0
@@ -142,9 +159,9 @@ def fits_table(json_path, host_id) -> int:
     print("|---|---|" + "---|" * len(cols))
     keys = []
     for r in rows:
-        if (r["model"], r["weight_dtype"], r["width"], r["height"]) not in keys:
-            keys.append((r["model"], r["weight_dtype"], r["width"], r["height"]))
-    for model, wdt, w, h in keys:
+        if (r["model"], r["weight_dtype"], r["width"], r["height"], r["frames"]) not in keys:
+            keys.append((r["model"], r["weight_dtype"], r["width"], r["height"], r["frames"]))
+    for model, wdt, w, h, frames in keys:
         cells = []
         for mode, execution, _ in cols:
             (r,) = [x for x in rows if (x["model"], x["weight_dtype"], x["width"], x["height"], x["mode"],
@@ -152,7 +169,7 @@ def fits_table(json_path, host_id) -> int:
             need = r["peak_bytes_traced"] * HEADROOM / GB
             card = next((c for c in CARDS if need <= c), None)
             cells.append(f"{card} GB ({need:.1f})" if card else f"over 80 ({need:.1f})")
-        print(f"| {model} ({wdt}) | {w}x{h}x81 | " + " | ".join(cells) + " |")
+        print(f"| {model} ({wdt}) | {w}x{h}x{frames} | " + " | ".join(cells) + " |")
     return 0
 
 
@@ -161,7 +178,7 @@ def main() -> int:
     ap.add_argument("--model", choices=shorts(), default="1.3b")
     ap.add_argument("--width", type=int, default=1920)
     ap.add_argument("--height", type=int, default=1088)
-    ap.add_argument("--frames", type=int, default=81)
+    ap.add_argument("--frames", type=int, default=None, help="default: the family's clip (Wan 81, LTX-Video 97)")
     ap.add_argument("--mode", choices=MODES, default="dual")
     ap.add_argument("--execution", choices=("batched", "sequential"), default="sequential")
     ap.add_argument("--weight-dtype", choices=("bf16", "fp16", "fp8"), default="bf16")
@@ -170,6 +187,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--table", action="store_true", help="peaks over sizes and modes (GB) on the host")
     ap.add_argument("--table-json", default=None, help="with --table: also append each row to this JSON-lines file")
+    ap.add_argument("--family", choices=("wan", "ltxv"), default=None, help="with --table: only this family's rows")
     ap.add_argument("--vae", action="store_true", help="the VAE's decode and encode table on the host")
     ap.add_argument("--fits", default=None, metavar="TABLE_JSON",
                     help="print which GPU size each mode fits, from a --table-json file (with --host)")
@@ -180,7 +198,7 @@ def main() -> int:
     host = inprocess.comfy_ready(host_by_version(a.host))
     if a.vae:
         return vae_table(host)
-    return table(host, a.table_json) if a.table else one(a)
+    return table(host, a.table_json, a.family) if a.table else one(a)
 
 
 if __name__ == "__main__":

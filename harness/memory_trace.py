@@ -85,6 +85,7 @@ class _Wan:
 
     blocks_attr = "blocks"
     phase_modules = {"self_attn": "self_attn", "cross_attn": "cross_attn", "ffn": "ffn"}
+    phase_blocks = 1           # the phases of the first block, the largest (it copies its input)
 
     @staticmethod
     def state_dict(arch, blocks: int) -> dict:
@@ -110,6 +111,10 @@ class _LTXV:
 
     blocks_attr = "transformer_blocks"
     phase_modules = {"self_attn": "attn1", "cross_attn": "attn2", "ffn": "ff"}
+    # the phases of the largest traced block: ComfyUI 0.33's LTXVModel._forward keeps the patch
+    # embedding's output through its block loop, so where the blocks return new hidden states (the
+    # dual path run sequential) every block after the first holds one more
+    phase_blocks = None
 
     @staticmethod
     def state_dict(arch, blocks: int) -> dict:
@@ -201,7 +206,7 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
         with tracker, torch.inference_mode():
             dm(x, *args, transformer_options=to, **kwargs)
         peak = tracker.get_tracker_snapshot("peak")
-        phases = _phase_peaks(tracker, getattr(dm, family.blocks_attr)[0], family.phase_modules)
+        phases = _phase_peaks(tracker, getattr(dm, family.blocks_attr)[:family.phase_blocks], family.phase_modules)
         block_bytes, other_bytes = _block_params(dm, family.blocks_attr)
         traits = family.host_traits(host, dm)
     device_peak = _device_total(peak)
@@ -260,18 +265,19 @@ def _device_total(snapshot) -> int:
     return 0
 
 
-def _phase_peaks(tracker, block, modules: dict) -> dict:
-    """Device bytes at the peak of each kind of module of the first block (its self-attention,
-    cross-attention and FFN: the planner's phase names, ``modules`` gives the block's attribute
-    for each), as the tracker saw them."""
+def _phase_peaks(tracker, blocks, modules: dict) -> dict:
+    """Device bytes at the peak of each kind of module (self-attention, cross-attention, FFN: the
+    planner's phase names; ``modules`` gives a block's attribute for each) over ``blocks``, as the
+    tracker saw them."""
     out = {}
-    for kind, attr in modules.items():
-        module = getattr(block, attr, None)
-        stats = tracker.memory_tracking.get(module) if module is not None else None
-        if stats is None:
-            continue
-        peaks = [s for key, snaps in stats.snapshots.items() if getattr(key, "name", "") == "PEAK_FW"
-                 for s in snaps]
-        if peaks:
-            out[kind] = max(_device_total(p) for p in peaks)
+    for block in blocks:
+        for kind, attr in modules.items():
+            module = getattr(block, attr, None)
+            stats = tracker.memory_tracking.get(module) if module is not None else None
+            if stats is None:
+                continue
+            peaks = [s for key, snaps in stats.snapshots.items() if getattr(key, "name", "") == "PEAK_FW"
+                     for s in snaps]
+            if peaks:
+                out[kind] = max(out.get(kind, 0), max(_device_total(p) for p in peaks))
     return out

@@ -48,3 +48,40 @@ def test_sequential_execution_lowers_the_traced_peak(comfy, execution):
     if execution == "sequential":
         batched = trace("1.3b", 1920, 1088, 81, "dual", execution="batched")
         assert r.peak_bytes < batched.peak_bytes
+
+
+# --- LTX-Video: ComfyUI's LTXVModel at the released 2B and 13B sizes ---------------------------
+
+@pytest.mark.parametrize("model,dim,blocks,params", [("ltxv-2b", 2048, 28, 1.9e9), ("ltxv-13b", 4096, 48, 13e9)])
+def test_traced_ltxv_weights_are_the_planned_ones(comfy, model, dim, blocks, params):
+    """Two blocks traced, the rest counted: the whole model's weights are the architecture's
+    parameter count (2B: 28 blocks x 2048, 13B: 48 x 4096, 32 heads each)."""
+    from freeswim_core.memory import plan_memory
+    arch = variant(model).arch
+    assert (arch.dim, arch.blocks, arch.heads) == (dim, blocks, 32)
+    r = trace(model, 768, 512, 97, "plain")
+    assert r.weights_bytes == plan_memory(model, 768, 512, 97).weights_bytes
+    assert abs(r.weights_bytes / 2 / params - 1) < 0.05
+
+
+LTXV_AGREEMENT = [("ltxv-2b", "bf16", 3840, 2176, "dual", "batched"),
+                  ("ltxv-2b", "bf16", 1920, 1088, "window", "sequential"),
+                  ("ltxv-13b", "fp8", 3840, 2176, "cache", "sequential"),
+                  ("ltxv-13b", "bf16", 2560, 1440, "plain", "sequential")]
+
+
+@pytest.mark.parametrize("model,weight_dtype,width,height,mode,execution", LTXV_AGREEMENT)
+def test_ltxv_planner_agrees_with_the_trace_within_10_percent(comfy, model, weight_dtype, width, height, mode,
+                                                              execution):
+    """The LTX phase model (freeswim_core/memory/ltxv.py) against the real LTXVModel at 97 frames, with
+    the host's traits as the nodes read them (both hosts: 0.3.x builds RoPE from float32 and chunks
+    the FFN; 0.33 keeps norm_x and the first block's input, and its FeedForward runs past the chunks)."""
+    from freeswim_core.memory import HostTraits, plan_memory
+    r = trace(model, width, height, 97, mode, execution=execution, weight_dtype=weight_dtype)
+    p = plan_memory(model, width, height, 97, mode=mode, execution=execution, weight_dtype=weight_dtype,
+                    host=HostTraits(**r.host_traits))
+    assert p.tokens == r.tokens and p.rows == r.rows
+    assert abs(p.peak_bytes / r.peak_bytes - 1) < 0.10, (p.peak_bytes / GB, r.peak_bytes / GB)
+    assert set(r.phases) == {"self_attn", "cross_attn", "ffn"}
+    for phase, traced in r.phases.items():
+        assert abs(p.phases[phase] / traced - 1) < 0.10, (phase, p.phases[phase] / GB, traced / GB)

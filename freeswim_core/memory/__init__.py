@@ -1,9 +1,10 @@
 """The memory planner: will this model, at this size, with these FreeSwim options, fit?
 
 Pure arithmetic, milliseconds per plan: the weights from the architecture
-(its family's architecture in :mod:`freeswim_core.families`), the activations of one model call phase by phase from what
-each step of ComfyUI's Wan code holds with FreeSwim's patches (:mod:`.phases`), the
-cross-attention cache's size and where it can live (:mod:`freeswim_core.dual.storage`).
+(its family's architecture in :mod:`freeswim_core.families`), the activations of one model
+call phase by phase from what each step of ComfyUI's Wan code (:mod:`.phases`) or LTX-Video
+code (:mod:`.ltxv`) holds with FreeSwim's patches, the cross-attention cache's size and where
+it can live (:mod:`freeswim_core.dual.storage`).
 ``benchmarks/memory.py`` and the tests check it against a trace of the real model.
 
 The answer is a :class:`MemoryPlan`, JSON-friendly (``as_dict``) for the UI.
@@ -14,8 +15,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from ..dual.storage import cache_bytes, choose_storage, host_cache_bytes
+from . import ltxv
 from . import phases as P
 from ..families import variant
+from ..families.ltxv import LTXVArchitecture
 from ..families.wan import WanArchitecture
 from ..units import DTYPE_BYTES
 from .phases import HostTraits
@@ -58,7 +61,7 @@ class MemoryPlan:
         return d
 
 
-def plan_memory(arch: WanArchitecture | str, width: int, height: int, frames: int = 81, *,
+def plan_memory(arch: WanArchitecture | LTXVArchitecture | str, width: int, height: int, frames: int = 81, *,
                 mode: str = "dual", execution: str = "sequential", weight_dtype: str = "bf16",
                 rows: int = 1, twins: Optional[int] = None, host: HostTraits = HostTraits(), vram_bytes: Optional[int] = None,
                 host_ram_bytes: Optional[int] = None, cache_storage: str = "auto",
@@ -93,33 +96,13 @@ def plan_memory(arch: WanArchitecture | str, width: int, height: int, frames: in
     token_major = freeswim and host.frees_block_inputs
     c, t, h, w = arch.latent_shape(width, height, frames)
     latent = c * t * h * w * P.ACT
-    context_len = arch.text_len + (257 if arch.i2v else 0)            # I2V: CLIP image tokens first
-    context = total * context_len * arch.dim * P.ACT + rows * arch.text_len * arch.text_dim * P.ACT
-    constant = (n * arch.head_dim * 8                                # RoPE table, float32
-                + (rows + total + (total if twins else 0)) * latent  # latent, padded, with twins
-                + context
-                + (P.block_table_bytes(n) if windowed else 0))
-    window_extra = 4 * P.head_group(arch.heads, n, arch.head_dim, P.ACT) * n * arch.head_dim * P.ACT
-    hidden = total * U
-
-    if twins and execution == "sequential":
-        halves = [P.Half(window=0, full=twins, gives_handoff=True),
-                  P.Half(window=rows, full=0, handoff=twins * U, takes_handoff=True,
-                         held=0 if host.frees_block_inputs else twins * U)]
-    elif windowed:
-        halves = [P.Half(window=rows, full=twins)]
+    if getattr(arch, "family", "wan") == "ltxv":
+        act, constant = ltxv.activations(arch, n, rows, twins, execution, windowed, freeswim, latent,
+                                         P.block_table_bytes(n) if windowed else 0, host)
     else:
-        halves = [P.Half(window=0, full=rows)]
-
-    sa = ca = ff = 0
-    for half in halves:
-        sa = max(sa, P.self_attention(half, U, hidden, window_extra, copy0=not token_major, host=host,
-                                      scaled=windowed))
-        ca = max(ca, P.cross_attention(half, U, hidden, plain=not windowed, dual=bool(twins), host=host,
-                                       image=arch.i2v))
-        ff = max(ff, P.ffn(half, U, hidden, n, arch.dim, arch.ffn_dim, chunked=freeswim, host=host))
+        act, constant = _wan_activations(arch, n, U, rows, twins, execution, windowed, freeswim, token_major,
+                                         latent, host)
     weights = arch.weights_bytes(weight_dtype)
-    act = {"embedding": P.embedding(total, U, latent), "self_attn": sa, "cross_attn": ca, "ffn": ff}
 
     cache = None
     resident_cache = 0
@@ -152,6 +135,39 @@ def plan_memory(arch: WanArchitecture | str, width: int, height: int, frames: in
                       None if vram_bytes is None else needed <= vram_bytes, vae)
 
 
+def _wan_activations(arch, n, U, rows, twins, execution, windowed, freeswim, token_major, latent, host):
+    """(phase -> activation bytes at its peak, bytes alive through the call) of one Wan call
+    (:mod:`.phases`)."""
+    total = rows + twins
+    context_len = arch.text_len + (257 if arch.i2v else 0)            # I2V: CLIP image tokens first
+    context = total * context_len * arch.dim * P.ACT + rows * arch.text_len * arch.text_dim * P.ACT
+    constant = (n * arch.head_dim * 8                                # RoPE table, float32
+                + (rows + total + (total if twins else 0)) * latent  # latent, padded, with twins
+                + context
+                + (P.block_table_bytes(n) if windowed else 0))
+    window_extra = 4 * P.head_group(arch.heads, n, arch.head_dim, P.ACT) * n * arch.head_dim * P.ACT
+    hidden = total * U
+
+    if twins and execution == "sequential":
+        halves = [P.Half(window=0, full=twins, gives_handoff=True),
+                  P.Half(window=rows, full=0, handoff=twins * U, takes_handoff=True,
+                         held=0 if host.frees_block_inputs else twins * U)]
+    elif windowed:
+        halves = [P.Half(window=rows, full=twins)]
+    else:
+        halves = [P.Half(window=0, full=rows)]
+
+    sa = ca = ff = 0
+    for half in halves:
+        sa = max(sa, P.self_attention(half, U, hidden, window_extra, copy0=not token_major, host=host,
+                                      scaled=windowed))
+        ca = max(ca, P.cross_attention(half, U, hidden, plain=not windowed, dual=bool(twins), host=host,
+                                       image=arch.i2v))
+        ff = max(ff, P.ffn(half, U, hidden, n, arch.dim, arch.ffn_dim, chunked=freeswim, host=host))
+    act = {"embedding": P.embedding(total, U, latent), "self_attn": sa, "cross_attn": ca, "ffn": ff}
+    return act, constant
+
+
 __all__ = ["EXECUTIONS", "HEADROOM", "activation_bytes", "choose_execution", "fits_beside_weights",
-           "free_beside_weights", "MODES", "HostTraits", "MemoryPlan", "WanArchitecture",
+           "free_beside_weights", "MODES", "HostTraits", "LTXVArchitecture", "MemoryPlan", "WanArchitecture",
            "plan_memory"]

@@ -1,4 +1,5 @@
-"""Device bytes of one Wan model call, phase by phase, counted from what each step holds.
+"""Device bytes of one Wan model call, phase by phase, counted from what each step holds
+(LTX-Video's block: :mod:`.ltxv`).
 
 One transformer block runs as ComfyUI's Wan code runs it, with FreeSwim's patches: the
 terms below are the tensors alive at the largest moment of each phase, named after the
@@ -30,11 +31,18 @@ BLOCK_SIZE = 128                 # FlexAttention's block
 class HostTraits:
     """How the running ComfyUI's Wan code spends memory (the nodes read it from the host)."""
 
-    rope_in_float32: bool = False     # ComfyUI 0.3.x: RoPE of q and k through float32 copies
+    rope_in_float32: bool = False     # ComfyUI 0.3.x: RoPE of q and k through float32 copies (LTX: its
+                                      # table built from float32 cos and sin, precompute_freqs_cis)
     frees_queries: bool = True        # attention outputs may be written over q (nodes/families/wan.py)
     frees_block_inputs: bool = True   # block outputs into their inputs; token-major patch embedding
     ffn_holds_hidden: bool = False    # ComfyUI 0.5+: the FFN keeps its hidden state through the down projection
     vae_streamed: bool = True         # ComfyUI 0.5+: the Wan VAE decoder streams its upsampling stages
+    # LTX-Video's block (memory.ltxv; Wan's phases do not read these)
+    ffn_chunked: bool = True          # the block calls the FFN FreeSwim chunks (ComfyUI 0.33's LTX FeedForward
+                                      # calls its layers itself, past the patched ff.net)
+    keeps_block_norm: bool = False    # ComfyUI 0.33's LTX block keeps its normed input (norm_x) until it returns
+    keeps_first_input: bool = False   # ComfyUI 0.33's LTXVModel._forward keeps the patch embedding's output
+                                      # through its block loop
 
 
 @dataclass(frozen=True)
