@@ -49,8 +49,7 @@ class ChunkedFFN(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ffn = self._original[0]
-        first = self._original[0][0]
-        hidden = getattr(first, "out_features", None) or first.proj.out_features   # LTX: GELU_approx(proj)
+        hidden = _hidden_width(ffn)
         step = ffn_chunk_tokens(hidden, x.element_size(), self.budget)
         tokens = x.shape[1]
         if tokens <= step:
@@ -63,6 +62,12 @@ class ChunkedFFN(torch.nn.Module):
         for start in range(step, tokens, step):
             out[:, start:start + step] = run(x[:, start:start + step])
         return out
+
+
+def _hidden_width(ffn: torch.nn.Module) -> int:
+    """The FFN's hidden width: the output width of its first linear layer (Wan: ``ffn.0``; LTX:
+    ``ff.net.0.proj``)."""
+    return next(m.out_features for m in ffn.modules() if isinstance(m, torch.nn.Linear))
 
 
 def _casts_every_call(layer: torch.nn.Module) -> bool:
@@ -110,7 +115,7 @@ def _slice_runner(ffn: torch.nn.Module, sample: torch.Tensor):
 
 
 def install_chunked_ffn(model, dm, groups, attr: str = "ffn") -> None:
-    """Object-patch the FFN (``attr``: Wan's ``ffn``, LTX's ``ff.net``) of every block of the block
+    """Object-patch the FFN (``attr``: Wan's ``ffn``, LTX's ``ff``) of every block of the block
     lists ``groups`` (Wan: ``blocks``, ``vace_blocks``; LTX: ``transformer_blocks``) of a (cloned)
     ModelPatcher; idempotent."""
     for group in groups:

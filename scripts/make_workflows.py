@@ -262,8 +262,8 @@ LTX sizes are multiples of 32 px (2176, not 2160) and frame counts 8n+1 (97).
 
 Memory (traced: ComfyUI's own LTXVModel with the FreeSwim nodes under FakeTensorMode,
 harness/memory_trace.py): the bf16 weights take 3.8 GB; one model call at 3840x2176x97 (106,080
-tokens) with the dual path peaks at 11.8 GB batched and 10.9 GB sequential on ComfyUI 0.3.75, 16.1 GB
-and 12.6 GB on ComfyUI 0.33 (weights included). Execution auto runs both rows in one batch where
+tokens) with the dual path peaks at 11.8 GB batched and 10.9 GB sequential on ComfyUI 0.3.75 and
+0.33 (weights included; planned within 1% of the trace). Execution auto runs both rows in one batch where
 FreeSwim's memory plan fits the free GPU memory, else one after the other per block. The cache holds
 12.2 GB of features in bf16 (28 blocks x 106,080 tokens x 2048); storage auto keeps it on the GPU
 when it fits beside the activations, else in CPU RAM, else runs without it (logged).

@@ -174,6 +174,27 @@ def test_calls_whose_guides_drop_tokens_are_left_alone_and_said(comfy, ltxv, vae
     assert any("drop tokens from the video grid" in r.getMessage() for r in caplog.records)
 
 
+def test_feed_forward_runs_in_token_slices_with_the_same_result(comfy, ltxv, monkeypatch):
+    """The whole ``ff`` of every block is chunked by tokens (ComfyUI 0.33's FeedForward calls its layers
+    itself, so chunking ``ff.net`` would not slice anything there): the result is the whole FFN's."""
+    chunks = comfy.pack_module("nodes.ffn_chunks")
+    latent = torch.zeros(1, 128, 3, 20, 40)              # 2400 tokens
+    patched = windowed(comfy, ltxv)
+    key = "diffusion_model.transformer_blocks.0.ff"
+    assert isinstance(patched.object_patches[key], chunks.ChunkedFFN)
+    whole = sample(comfy, patched, latent=latent, steps=2)
+    original = ltxv.get_model_object(key)
+    slices = []
+    hook = original.register_forward_hook(lambda m, args, out: slices.append(args[0].shape[1]))
+    try:
+        monkeypatch.setattr(chunks, "FFN_HIDDEN_BUDGET", 1)     # the smallest slice: 1024 tokens
+        sliced = sample(comfy, patched, latent=latent, steps=2)
+    finally:
+        hook.remove()
+    assert slices[:3] == [1024, 1024, 352]
+    assert rel_err(sliced, whole) < 1e-5
+
+
 # --- dual path and cache ---------------------------------------------------------------------------
 
 def ltx_dual_path_reference(model, grid, window, scale):

@@ -19,15 +19,15 @@ What differs from Wan's block:
   and LTX's nodes never write an attention output over q (``ModelFacts.frees_queries`` is
   False for LTX), so a window row's output is a new tensor;
 * its FFN is 4 x dim wide, a ``GELU_approx`` projection and a down projection; the nodes chunk
-  it by tokens where the host's ``FeedForward`` calls the patched ``ff.net``;
+  the whole ``ff`` by tokens;
 * no patch embedding in float32, no copy of the first block's input, no CLIP image tokens.
 
 Host differences (:class:`~.phases.HostTraits`): ``rope_in_float32`` (the table's float32
 build), ``keeps_block_norm`` (0.33's block keeps ``norm_x`` until it returns),
 ``keeps_first_input`` (0.33's ``_forward`` keeps the patch embedding's output through the
-block loop), ``ffn_chunked`` and ``ffn_holds_hidden`` (0.33's
-``FeedForward`` calls ``linear_input_act(net[2], net[0].proj(x))`` past the chunked ``ff.net``,
-its projection alive through the activation and the down projection).
+block loop), ``ffn_chunked`` and ``ffn_holds_hidden`` (0.33's ``FeedForward`` calls
+``linear_input_act(net[2], net[0].proj(x))``, its projection alive through the activation and
+the down projection, per token slice).
 """
 from __future__ import annotations
 

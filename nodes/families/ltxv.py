@@ -14,7 +14,8 @@
 * A block (``patches_replace["dit"][("double_block", i)]``) makes its self-attention call
   (``attn1``), then its text cross-attention call (``attn2``, also under ``cross_attention_adaln``),
   then its feed-forward; the cross call may carry the text's attention mask.
-* Object patches: the token-chunked feed-forward (``ff.net``) on every block.
+* Object patches: the token-chunked feed-forward (``ff``, the whole module: ComfyUI 0.33's
+  ``FeedForward.forward`` calls its layers itself) on every block.
 """
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ class LTXV(Family):
         return m
 
     def install(self, model, dm) -> None:
-        install_chunked_ffn(model, dm, (BLOCKS,), attr="ff.net")
+        install_chunked_ffn(model, dm, (BLOCKS,), attr="ff")
 
     def memory_plan(self, dm, info, window, facts, twins, mode, execution, cache_precision):
         _, _, t, h, w = facts.shape
@@ -124,13 +125,13 @@ class LTXV(Family):
         (``harness/memory_trace.py``) holds the planner to these on both built hosts."""
         import comfy.ldm.lightricks.model as ltx
         ffn_names = ltx.FeedForward.forward.__code__.co_names
-        # 0.33: linear_input_act(net[2], net[0].proj(x)): past the chunked ff.net, the projection kept
-        # through the activation and the down projection; 0.3.x: self.net(x)
+        # 0.33: linear_input_act(net[2], net[0].proj(x)): the projection kept through the activation and
+        # the down projection (per token slice: the nodes chunk the whole ``ff``); 0.3.x: self.net(x)
         layers_called = "linear_input_act" in ffn_names or "proj" in ffn_names
         table = getattr(ltx, "precompute_freqs_cis", None)      # 0.3.x: float32 cos, sin at full width
         return dict(rope_in_float32=table is not None and "repeat_interleave" in table.__code__.co_names,
                     frees_queries=False, frees_block_inputs=False, ffn_holds_hidden=layers_called,
-                    vae_streamed=False, ffn_chunked=not layers_called,
+                    vae_streamed=False, ffn_chunked=True,
                     keeps_block_norm="norm_x" in ltx.BasicTransformerBlock.forward.__code__.co_varnames,
                     # 0.33: the loop in _process_transformer_blocks, _forward holding its input
                     keeps_first_input=hasattr(ltx.LTXVModel, "_process_transformer_blocks"))
