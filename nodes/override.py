@@ -69,6 +69,10 @@ def _place(plan: CallPlan, cursor: CallCursor, scope: Optional[BlockScope], q, k
     grid = plan.grid
     if scope is not None:
         position, scope.calls = scope.calls, scope.calls + 1
+        if position == 0 and k.shape[1] != q.shape[1]:
+            # the block's self-attention never reached the override (a patch returned early, as STG's
+            # does): this is its first cross call
+            position, scope.calls = 1, 2
         block, role = ("block", scope.index), scope.role
     else:
         if grid is not None and q.shape == k.shape == v.shape and q.shape[1] == grid.tokens:
@@ -107,8 +111,8 @@ def _check_self(plan: CallPlan, cursor: CallCursor, q, to: dict, run) -> bool:
 def _unplaceable(cursor: CallCursor, problem: str) -> None:
     """The call does not fit the plan: FreeSwim steps aside for the rest of the model call, loudly."""
     cursor.disabled = True
-    log_once(f"mismatch:{problem}", logging.WARNING, "%s: %s; this model call runs without FreeSwim. This "
-             "model variant is not supported by the window patch yet.", WINDOW_NODE, problem)
+    log_once(f"mismatch:{problem}", logging.WARNING, "%s: %s; FreeSwim steps aside from there to the end of "
+             "this model call. This model variant is not supported by the window patch yet.", WINDOW_NODE, problem)
     return None
 
 

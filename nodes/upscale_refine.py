@@ -125,6 +125,18 @@ def _upscale_pixel_space(vae, samples, width, height, method, pbar) -> tuple[tor
     return torch.cat(out, dim=0), plans
 
 
+def check_vae(vae, samples: torch.Tensor, info: ModelInfo) -> None:
+    """The pixel path's VAE must be the model's: its latent channels and spatial factor (a Wan VAE on
+    an LTX-Video latent would fail deep inside a convolution)."""
+    channels = getattr(vae, "latent_channels", samples.shape[1])
+    factor = vae.spacial_compression_decode() if hasattr(vae, "spacial_compression_decode") else info.vae_factor
+    if channels != samples.shape[1] or factor != info.vae_factor:
+        raise InvalidInput(f"{NODE_NAME}: the VAE makes {channels}-channel latents at {factor}x, but the model "
+                           f"({info.native_label}) and the latent use {samples.shape[1]} channels at "
+                           f"{info.vae_factor}x. Connect the model's own VAE (the one its native pass decodes "
+                           "with).")
+
+
 def _resize_mask(mask, w_lat: int, h_lat: int):
     """A latent's noise mask at the target size: one value per frame (``[B, 1, T, 1, 1]``, LTX's
     image-to-video) stays as it is; a spatial one is resized as LatentUpscale's sampler sees it."""
@@ -242,6 +254,14 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
         if upscale_path == "pixel" and vae is None:
             raise InvalidInput(f"{NODE_NAME}: the pixel upscale path decodes and re-encodes the video and needs "
                              "a VAE. Connect the model's VAE to the vae input, or set upscale_path to latent.")
+        if upscale_path == "pixel":
+            check_vae(vae, samples, info)
+        if any("keyframe_idxs" in extra for _, extra in (positive or []) + (negative or [])):
+            raise InvalidInput(f"{NODE_NAME}: the conditioning carries LTX guide frames (LTXVAddGuide's "
+                               "keyframe_idxs), whose positions are counted in native-size tokens and would land "
+                               "on the wrong tokens of the upscaled latent. Put LTXVCropGuides between the native "
+                               "pass and this node (its latent and conditioning), then add the guides again at the "
+                               "target size if the refine should follow them.")
         if upscale_path == "latent" and resize_method == "lanczos":
             raise InvalidInput(f"{NODE_NAME}: lanczos resizes images; with upscale_path latent use bilinear "
                              "or bicubic.")

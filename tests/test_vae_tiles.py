@@ -89,7 +89,7 @@ def test_workflows_never_tile_the_vae_in_time():
         graph = json.loads(path.read_text())
         nodes = graph["nodes"]
         lengths = [n["widgets_values"][2] for n in nodes
-                   if n["type"] in ("EmptyHunyuanLatentVideo", "WanImageToVideo")]
+                   if n["type"] in ("EmptyHunyuanLatentVideo", "WanImageToVideo", "EmptyLTXVLatentVideo")]
         tiled = [n for n in nodes if n["type"] in ("VAEDecodeTiled", "VAEEncodeTiled")]
         for n in tiled:
             temporal_size = n["widgets_values"][2]
