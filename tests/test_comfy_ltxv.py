@@ -146,7 +146,9 @@ def test_image_to_video_frames_with_their_own_timesteps(comfy, ltxv, vae):
 def test_calls_with_guide_attention_masks_are_left_alone_and_said(comfy, ltxv, vae, caplog):
     """ComfyUI 0.33: a guide strength below 1 masks self-attention in pieces; FreeSwim steps aside."""
     import inspect
-    if "guide_attention_entries" not in inspect.getsource(ltx_node("LTXVAddGuide")):
+
+    import comfy_extras.nodes_lt as lt
+    if "guide_attention_entries" not in inspect.getsource(lt):
         pytest.skip("this ComfyUI's LTXVAddGuide masks no attention (strength sets the noise mask only)")
     image = torch.rand(1, 192, 320, 3, generator=torch.Generator().manual_seed(1))
     pos, neg, latent = run_ltx("LTXVAddGuide", positive=text(1), negative=text(2), vae=vae,
