@@ -83,13 +83,17 @@ def load_tiny_wan(**kwargs):
     return model
 
 
-def load_tiny_ltxv(**kwargs):
-    """A ComfyUI LTX-Video MODEL detected and built by comfy.sd from a tiny state dict (float32)."""
+def load_tiny_ltxv(config: Optional[dict] = None, **kwargs):
+    """A ComfyUI LTX-Video MODEL detected and built by comfy.sd from a tiny state dict (float32);
+    ``config``: LTXVModel arguments, in the state dict and in its metadata (as a file carries them)."""
     comfy_ready()
+    import json
+
     import comfy.sd
     from harness.tiny_ltxv import tiny_ltxv_state_dict
-    model = comfy.sd.load_diffusion_model_state_dict(tiny_ltxv_state_dict(**kwargs),
-                                                     model_options={"dtype": torch.float32})
+    metadata = {"config": json.dumps({"transformer": config})} if config else None
+    model = comfy.sd.load_diffusion_model_state_dict(tiny_ltxv_state_dict(**kwargs, **(config or {})),
+                                                     model_options={"dtype": torch.float32}, metadata=metadata)
     if model is None:
         raise RuntimeError("ComfyUI did not recognise the tiny LTXV state dict")
     return model

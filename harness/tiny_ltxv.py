@@ -32,8 +32,10 @@ VAE_CONFIG = {"dims": 3, "in_channels": 3, "out_channels": 3, "latent_channels":
 
 
 def tiny_ltxv_state_dict(dim: int = 128, layers: int = 2, seed: int = 0, device="cpu",
-                         dtype=torch.float32) -> dict[str, torch.Tensor]:
-    """Needs ComfyUI importable. ``device="meta"`` gives shapes only (memory traces)."""
+                         dtype=torch.float32, **config) -> dict[str, torch.Tensor]:
+    """Needs ComfyUI importable. ``device="meta"`` gives shapes only (memory traces). ``config``:
+    further ``LTXVModel`` arguments (``cross_attention_adaln=True`` on ComfyUI 0.33: pass the same
+    as the file's metadata config when loading)."""
     _comfy_in_cpu_mode_unless_loaded()
     import comfy.ops
     from comfy.ldm.lightricks.model import LTXVModel
@@ -41,7 +43,7 @@ def tiny_ltxv_state_dict(dim: int = 128, layers: int = 2, seed: int = 0, device=
         raise ValueError(f"dim must be a multiple of {HEADS} (ComfyUI reads LTXV as 32 heads), got {dim}")
     model = LTXVModel(in_channels=128, cross_attention_dim=dim, attention_head_dim=dim // HEADS,
                       num_attention_heads=HEADS, caption_channels=4096, num_layers=layers,
-                      dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
+                      dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init, **config)
     if str(device) == "meta":
         return {name: torch.empty(p.shape, device="meta", dtype=dtype) for name, p in model.state_dict().items()}
     gen = torch.Generator(device=device).manual_seed(seed)

@@ -252,6 +252,24 @@ def test_dual_path_matches_the_reference_dual_path(comfy, ltxv, cfg, batch, exec
     assert rel_err(got, expected) < 1e-5
 
 
+@pytest.mark.parametrize("execution", ["batched", "sequential"])
+def test_dual_path_with_cross_attention_adaln(comfy, execution):
+    """ComfyUI 0.33's LTX blocks with cross_attention_adaln (the text call through its own AdaLN and gate)
+    still make one self call, then one text call: the reference dual path holds."""
+    import inspect
+
+    from comfy.ldm.lightricks.model import BasicTransformerBlock
+    if "cross_attention_adaln" not in inspect.signature(BasicTransformerBlock).parameters:
+        pytest.skip("this ComfyUI's LTX blocks have no cross_attention_adaln")
+    model = comfy.load_tiny_ltxv(seed=7, config={"cross_attention_adaln": True})
+    assert model.model.diffusion_model.transformer_blocks[0].cross_attention_adaln
+    scale = reference_scale(HEAD_DIM, LTX_2B_NATIVE_TOKENS)
+    expected = sample(comfy, ltx_dual_path_reference(model, GRID, WINDOW_TOKENS, scale))
+    got = sample(comfy, dual(comfy, windowed(comfy, model), execution=execution))
+    assert not torch.allclose(got, sample(comfy, windowed(comfy, model)), atol=1e-3)
+    assert rel_err(got, expected) < 1e-5
+
+
 @pytest.mark.parametrize("with_cache", [False, True])
 def test_sequential_execution_gives_the_batched_result(comfy, ltxv, with_cache):
     def build(execution):
