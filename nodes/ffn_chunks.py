@@ -49,7 +49,7 @@ class ChunkedFFN(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ffn = self._original[0]
-        hidden = _hidden_width(ffn)
+        hidden = hidden_width(ffn)
         step = ffn_chunk_tokens(hidden, x.element_size(), self.budget)
         tokens = x.shape[1]
         if tokens <= step:
@@ -64,7 +64,7 @@ class ChunkedFFN(torch.nn.Module):
         return out
 
 
-def _hidden_width(ffn: torch.nn.Module) -> int:
+def hidden_width(ffn: torch.nn.Module) -> int:
     """The FFN's hidden width: the output width of its first linear layer (Wan: ``ffn.0``; LTX:
     ``ff.net.0.proj``)."""
     return next(m.out_features for m in ffn.modules() if isinstance(m, torch.nn.Linear))

@@ -220,7 +220,8 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, width, height, scale_by, upscale_path,
                 resize_method, strength, steps, cfg, sampler_name, scheduler, shift, seed,
                 vae=None, model_high_noise=None, boundary=0.0) -> io.NodeOutput:
-        info = model_info(model, NODE_NAME)
+        family = family_of(model, NODE_NAME)
+        info = family.info(model)
         boundary = check_number(NODE_NAME, "boundary", boundary, minimum=0.0, below=1.0,
                                 why="It is the sigma where the high-noise expert hands over (0: auto, "
                                     "0.875 for T2V, 0.9 for I2V).")
@@ -251,10 +252,11 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
         in_h, in_w = samples.shape[-2] * vf, samples.shape[-1] * vf
         width, height = resolve_target(width, height, scale_by, in_w, in_h, info.px_per_token)
         w_lat, h_lat = width // vf, height // vf
-        if upscale_path == "pixel" and vae is None:
-            raise InvalidInput(f"{NODE_NAME}: the pixel upscale path decodes and re-encodes the video and needs "
-                             "a VAE. Connect the model's VAE to the vae input, or set upscale_path to latent.")
         if upscale_path == "pixel":
+            if vae is None:
+                raise InvalidInput(f"{NODE_NAME}: the pixel upscale path decodes and re-encodes the video and "
+                                   "needs a VAE. Connect the model's VAE to the vae input, or set upscale_path to "
+                                   "latent.")
             check_vae(vae, samples, info)
         if any("keyframe_idxs" in extra for _, extra in (positive or []) + (negative or [])):
             raise InvalidInput(f"{NODE_NAME}: the conditioning carries LTX guide frames (LTXVAddGuide's "
@@ -269,7 +271,7 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
         pbar = comfy.utils.ProgressBar(2 * samples.shape[0])    # decode + encode per video
         log.info("%s: %dx%d -> %dx%d px (%s, %s), %d of %d steps (strength %.2f), shift %s, cfg %.2f.",
                  NODE_NAME, in_w, in_h, width, height, upscale_path, resize_method, run_steps, steps,
-                 strength, f"{shift:.2f}" if shift else f"auto ({family_of(model, NODE_NAME).refine_shift_auto})",
+                 strength, f"{shift:.2f}" if shift else f"auto ({family.refine_shift_auto})",
                  cfg)
         started = time.perf_counter()
         vae_plans = []
@@ -281,7 +283,6 @@ class FreeSwimLatentUpscaleRefine(io.ComfyNode):
         comfy.model_management.throw_exception_if_processing_interrupted()
         upscaled = time.perf_counter()
 
-        family = family_of(model, NODE_NAME)
         shifted = family.refine_sampling(model, shift)
         up = comfy.sample.fix_empty_latent_channels(shifted, up)
         sigmas = comfy.samplers.KSampler(shifted, steps=steps, device=shifted.load_device,

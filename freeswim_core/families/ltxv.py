@@ -12,13 +12,13 @@ LTX-Video's own 2B defaults), the 13B models to 1216x704 (LTX-Video's 13B pipeli
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from ..units import DTYPE_BYTES
+from .arithmetic import DiTArithmetic
 
 
 @dataclass(frozen=True)
-class LTXVArchitecture:
+class LTXVArchitecture(DiTArithmetic):
     """An LTX-Video DiT's sizes (the memory planner's interface, as :class:`~.wan.WanArchitecture`)."""
 
     dim: int
@@ -39,10 +39,6 @@ class LTXVArchitecture:
     family: str = "ltxv"
 
     @property
-    def heads(self) -> int:
-        return self.dim // self.head_dim
-
-    @property
     def ffn_dim(self) -> int:
         return self.ffn_mult * self.dim
 
@@ -61,30 +57,9 @@ class LTXVArchitecture:
         head = 2 * d + d * self.out_dim + self.out_dim
         return patchify + time + caption + head, 0
 
-    def weights_bytes(self, weight_dtype: str = "bf16") -> int:
-        wb = DTYPE_BYTES[weight_dtype]
-        other, fp32 = self.other_parameters()
-        return (self.blocks * self.block_parameters() + other) * wb + fp32 * 4
-
-    def latent_shape(self, width: int, height: int, frames: int) -> tuple[int, int, int, int]:
-        """(channels, frames, rows, columns) of the latent (ComfyUI's EmptyLTXVLatentVideo)."""
-        return (self.in_dim, (frames - 1) // self.vae_temporal + 1, height // self.vae, width // self.vae)
-
-    def token_grid(self, width: int, height: int, frames: int) -> tuple[int, int, int]:
-        _, t, h, w = self.latent_shape(width, height, frames)
-        return t, h, w
-
-    def native_window(self) -> tuple[int, int]:
-        from ..geometry import native_window
-        win = native_window(self.native[0], self.native[1], self.vae * self.patch[1])
-        return win.h, win.w
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 def _variants():
-    from .variant import FEATURES, Variant
+    from .variant import Variant
     return (
         Variant("ltxv-2b", "ltxv-2b", "ltxv", "LTX-Video 2B",
                 LTXVArchitecture(dim=2048, blocks=28, head_dim=64, native=(768, 512), label="LTX-Video 2B"),

@@ -8,13 +8,13 @@ recognises in a file name); the registry (:mod:`freeswim_core.families`) serves 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from ..units import DTYPE_BYTES
+from .arithmetic import DiTArithmetic
 
 
 @dataclass(frozen=True)
-class WanArchitecture:
+class WanArchitecture(DiTArithmetic):
     """A Wan DiT's sizes. ``vae`` is the VAE's spatial factor (8 for Wan 2.1, 16 for Wan2.2 TI2V);
     the VAE's temporal factor is 4 for both."""
 
@@ -34,10 +34,6 @@ class WanArchitecture:
     native: tuple = (832, 480)        # training size in pixels (width, height): the window's source
     label: str = ""
 
-    @property
-    def heads(self) -> int:
-        return self.dim // self.head_dim
-
     def block_parameters(self) -> int:
         d, f = self.dim, self.ffn_dim
         attention = 4 * (d * d + d) + 2 * d                       # q, k, v, o and the q/k RMSNorms
@@ -55,32 +51,6 @@ class WanArchitecture:
         head = 2 * d + d * self.out_dim * patch + self.out_dim * patch
         image = (1280 * 2 + 1280 * 1280 + 1280 + 1280 * d + d + 2 * d) if self.i2v else 0
         return text + time + projection + head + image, self.in_dim * d * patch + d
-
-    def weights_bytes(self, weight_dtype: str = "bf16") -> int:
-        """Bytes of the weights on the device, every block resident (ComfyUI keeps the patch
-        embedding in float32)."""
-        wb = DTYPE_BYTES[weight_dtype]
-        other, fp32 = self.other_parameters()
-        return (self.blocks * self.block_parameters() + other) * wb + fp32 * 4
-
-    def latent_shape(self, width: int, height: int, frames: int) -> tuple[int, int, int, int]:
-        """(channels, frames, rows, columns) of the latent for a video of this size."""
-        return (self.in_dim, (frames - 1) // self.vae_temporal + 1, height // self.vae, width // self.vae)
-
-    def token_grid(self, width: int, height: int, frames: int) -> tuple[int, int, int]:
-        _, t, h, w = self.latent_shape(width, height, frames)
-        pt, ph, pw = self.patch
-        return (t + pt - 1) // pt, (h + ph - 1) // ph, (w + pw - 1) // pw
-
-    def native_window(self) -> tuple[int, int]:
-        """FreeSwim's window in tokens (rows, columns) for the native size (the reference rule)."""
-        from ..geometry import native_window
-        win = native_window(self.native[0], self.native[1], self.vae * self.patch[1])
-        return win.h, win.w
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 
 def _variants():

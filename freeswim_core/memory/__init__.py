@@ -145,20 +145,11 @@ def _wan_activations(arch, n, U, rows, twins, execution, windowed, freeswim, tok
                 + (rows + total + (total if twins else 0)) * latent  # latent, padded, with twins
                 + context
                 + (P.block_table_bytes(n) if windowed else 0))
-    window_extra = 4 * P.head_group(arch.heads, n, arch.head_dim, P.ACT) * n * arch.head_dim * P.ACT
+    window_extra = P.window_extra_bytes(arch.heads, n, arch.head_dim)
     hidden = total * U
-
-    if twins and execution == "sequential":
-        halves = [P.Half(window=0, full=twins, gives_handoff=True),
-                  P.Half(window=rows, full=0, handoff=twins * U, takes_handoff=True,
-                         held=0 if host.frees_block_inputs else twins * U)]
-    elif windowed:
-        halves = [P.Half(window=rows, full=twins)]
-    else:
-        halves = [P.Half(window=0, full=rows)]
-
     sa = ca = ff = 0
-    for half in halves:
+    for half in P.halves(rows, twins, U, execution == "sequential", windowed,
+                         held=0 if host.frees_block_inputs else twins * U):
         sa = max(sa, P.self_attention(half, U, hidden, window_extra, copy0=not token_major, host=host,
                                       scaled=windowed))
         ca = max(ca, P.cross_attention(half, U, hidden, plain=not windowed, dual=bool(twins), host=host,

@@ -127,16 +127,9 @@ def activations(arch, tokens: int, rows: int, twins: int, execution: str, window
     # x; where the block replacement joins its halves into a new tensor (sequential) and the host's
     # _forward keeps the patch embedding's output, every block after the first holds that one too
     hidden = total * U * (2 if sequential and host.keeps_first_input else 1)
-    window_extra = 4 * P.head_group(arch.heads, n, arch.head_dim, ACT) * n * arch.head_dim * ACT
-    if sequential:
-        halves = [Half(window=0, full=twins, gives_handoff=True),
-                  Half(window=rows, full=0, handoff=twins * U, takes_handoff=True)]
-    elif windowed:
-        halves = [Half(window=rows, full=twins)]
-    else:
-        halves = [Half(window=0, full=rows)]
+    window_extra = P.window_extra_bytes(arch.heads, n, arch.head_dim)
     sa = ca = ff = 0
-    for half in halves:
+    for half in P.halves(rows, twins, U, sequential, windowed):
         sa = max(sa, self_attention(half, U, hidden, window_extra, scaled=windowed, host=host))
         ca = max(ca, cross_attention(half, U, hidden, host))
         ff = max(ff, ffn(half, U, hidden, n, dim, arch.ffn_dim, chunked=freeswim, host=host))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..attention.flex import head_group  # noqa: F401  (the window backend's own head groups)
+from ..attention.flex import head_group      # the window backend's own head groups
 
 ACT = 2                          # bf16 activations
 # The token-chunked FFN (nodes/ffn_chunks.py) slices its tokens with ffn_slice_tokens: bytes the
@@ -60,6 +60,24 @@ class Half:
     @property
     def rows(self) -> int:
         return self.window + self.full
+
+
+def halves(rows: int, twins: int, U: int, sequential: bool, windowed: bool, held: int = 0) -> list[Half]:
+    """What a block runs at once (``U``: one row's hidden states): sequential, the twins (handing off
+    their cross-attention) and then the caller's rows (taking it, beside ``held`` bytes of the twins'
+    finished output); batched, all rows; not windowed, every row with the host's full attention."""
+    if twins and sequential:
+        return [Half(window=0, full=twins, gives_handoff=True),
+                Half(window=rows, full=0, handoff=twins * U, takes_handoff=True, held=held)]
+    if windowed:
+        return [Half(window=rows, full=twins)]
+    return [Half(window=0, full=rows)]
+
+
+def window_extra_bytes(heads: int, tokens: int, head_dim: int) -> int:
+    """The window backend's transient copies for one row: q, k, v reordered and padded, and its output,
+    in the backend's own head groups."""
+    return 4 * head_group(heads, tokens, head_dim, ACT) * tokens * head_dim * ACT
 
 
 def block_table_bytes(tokens: int) -> int:

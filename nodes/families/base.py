@@ -82,6 +82,8 @@ class Family(abc.ABC):
     latent_nodes: tuple = ()        # ComfyUI nodes that make this family's video latent (the panel's size)
     replace_key: tuple = ("dit", "double_block")    # patches_replace[...][(kind, i)] of its blocks
     transformer_options_arg: int    # position of transformer_options in the forward the wrapper sees
+    refine_shift: float = RefineOptions.shift      # the refine's flow shift for "auto" (the reference recipe's 9)
+    refine_shift_auto: str = "9.0, the reference recipe's"    # what "auto" means, for the refine's log
 
     @abc.abstractmethod
     def recognises(self, dm) -> bool:
@@ -122,9 +124,6 @@ class Family(abc.ABC):
         from comfy_extras.nodes_model_advanced import ModelSamplingSD3
         (shifted,) = ModelSamplingSD3().patch(model, shift or self.refine_shift)
         return shifted
-
-    refine_shift: float = RefineOptions.shift     # the refine's flow shift for "auto" (the reference recipe's 9)
-    refine_shift_auto: str = "9.0, the reference recipe's"
 
     def refusal(self, dm) -> Optional[str]:
         """Why no FreeSwim node runs on this model of the family (None: they do)."""

@@ -5,9 +5,9 @@
   states, compressed timesteps) and interleave six attention calls per block, so neither the
   twin rows nor the placement of attention calls by their order carries over.
 * Tokens: ``SymmetricPatchifier(1)``, one token per latent pixel, frame-major, so the token grid
-  of a call is the latent's ``(T, H, W)``. Guide frames that LTXVAddGuide and LTXVImgToVideo
-  append to the latent are latent frames of the same height and width: they are frames of that
-  grid, windowed like the video frames (every query sees every frame, inside its spatial window).
+  of a call is the latent's ``(T, H, W)``. Guide frames that LTXVAddGuide appends to the latent
+  are latent frames of the same height and width: they are frames of that grid, windowed like
+  the video frames (every query sees every frame, inside its spatial window).
 * Calls FreeSwim leaves alone (logged once per run): ComfyUI 0.33's guide attention masks
   (LTXVAddGuide with a strength other than 1 or a pixel mask split a block's self-attention into
   masked calls by rows) and guides that drop tokens from the grid (dilated IC-LoRA guides).
@@ -31,7 +31,7 @@ from ...freeswim_core.geometry import TokenGrid
 from ...freeswim_core.memory import HostTraits, plan_memory
 from ...freeswim_core.planner import ModelFacts
 from ...freeswim_core.native import native_tokens_per_frame
-from ..ffn_chunks import install_chunked_ffn
+from ..ffn_chunks import hidden_width, install_chunked_ffn
 from .base import CallInputs, Family, ModelInfo, weight_dtype_name
 
 # LTXVModel.forward(x, timestep, context, attention_mask, frame_rate, transformer_options, keyframe_idxs, ...)
@@ -51,6 +51,7 @@ class LTXV(Family):
     loader_hint = "Load Diffusion Model or Load Checkpoint with an ltxv-2b-* or ltxv-13b-* file"
     latent_nodes = ("EmptyLTXVLatentVideo", "LTXVImgToVideo")
     transformer_options_arg = ARG_TRANSFORMER_OPTIONS
+    refine_shift_auto = "the model's own sampling (ComfyUI's LTXV: log-shift 2.37, a flow shift of 10.7)"
 
     def recognises(self, dm) -> bool:
         return isinstance(dm, LTXVModel)
@@ -87,8 +88,6 @@ class LTXV(Family):
         keyframes = kwargs.get("keyframe_idxs", args[ARG_KEYFRAME_IDXS] if len(args) > ARG_KEYFRAME_IDXS else None)
         return CallInputs(x, TokenGrid(t, h, w), skip=_skip_reason(dm, keyframes, kwargs))
 
-    refine_shift_auto = "the model's own sampling (ComfyUI's LTXV: log-shift 2.37, a flow shift of 10.7)"
-
     def refine_sampling(self, model, shift: float):
         """LTX samples as a Flux-type flow model (``ModelSamplingFlux``: the model takes sigma, not
         sigma x 1000), whose shift ``mu`` is a log: flow shift ``s`` is ``mu = ln s``, the same curve
@@ -112,8 +111,9 @@ class LTXV(Family):
     def memory_plan(self, dm, info, window, facts, twins, mode, execution, cache_precision):
         _, _, t, h, w = facts.shape
         arch = architecture_of(dm, info, tuple(window.native_px))
+        weight_dtype = weight_dtype_name(dm.transformer_blocks[0].attn1.to_q.weight)
         return plan_memory(arch, w * VAE_FACTOR, h * VAE_FACTOR, (t - 1) * VAE_TEMPORAL + 1, mode=mode,
-                           execution=execution, weight_dtype=weight_dtype_name(dm.transformer_blocks[0].attn1.to_q.weight), rows=facts.rows, twins=twins,
+                           execution=execution, weight_dtype=weight_dtype, rows=facts.rows, twins=twins,
                            host=HostTraits(**self.host_level_traits()), cache_precision=cache_precision,
                            with_vae=False)
 
@@ -141,11 +141,9 @@ LTXV_FAMILY = LTXV()
 
 
 def architecture_of(dm, info: ModelInfo, native: tuple) -> LTXVArchitecture:
-    attn = dm.transformer_blocks[0].attn1
-    ffn_in = dm.transformer_blocks[0].ff.net[0]
-    hidden = getattr(getattr(ffn_in, "proj", ffn_in), "out_features", 4 * info.dim)
-    return LTXVArchitecture(dim=info.dim, blocks=len(dm.transformer_blocks), head_dim=attn.dim_head,
-                            ffn_mult=max(1, hidden // info.dim), in_dim=info.in_dim, out_dim=info.in_dim,
+    block = dm.transformer_blocks[0]
+    return LTXVArchitecture(dim=info.dim, blocks=len(dm.transformer_blocks), head_dim=block.attn1.dim_head,
+                            ffn_mult=max(1, hidden_width(block.ff) // info.dim), in_dim=info.in_dim, out_dim=info.in_dim,
                             native=native, label=info.native_label)
 
 
