@@ -103,7 +103,7 @@ def plan_from_request(body) -> dict:
         raise BadRequest(f"vram_gb: expected a number of GB above 0, got {vram!r}")
     native = _native(body, arch, width, height)
     arch = replace(arch, native=native)
-    traits = family_named(getattr(arch, "family", "wan")).host_level_traits()     # the variant's family's host
+    traits = family_named(arch.family).host_level_traits()     # the variant's family's host
     host = HostTraits(**traits)
 
     warnings = []

@@ -14,7 +14,8 @@ from ..units import DTYPE_BYTES
 
 class DiTArithmetic:
     """Needs ``dim``, ``head_dim``, ``blocks``, ``in_dim``, ``patch``, ``vae``, ``vae_temporal``,
-    ``native`` and the two parameter counts of the family's dataclass."""
+    ``native``, ``family`` (the registry's name, which picks the memory planner's phase model) and
+    the two parameter counts of the family's dataclass."""
 
     @property
     def heads(self) -> int:

@@ -33,6 +33,7 @@ class WanArchitecture(DiTArithmetic):
     i2v: bool = False
     native: tuple = (832, 480)        # training size in pixels (width, height): the window's source
     label: str = ""
+    family: str = "wan"
 
     def block_parameters(self) -> int:
         d, f = self.dim, self.ffn_dim

@@ -96,7 +96,7 @@ def plan_memory(arch: WanArchitecture | LTXVArchitecture | str, width: int, heig
     token_major = freeswim and host.frees_block_inputs
     c, t, h, w = arch.latent_shape(width, height, frames)
     latent = c * t * h * w * P.ACT
-    if getattr(arch, "family", "wan") == "ltxv":
+    if arch.family == "ltxv":
         act, constant = ltxv.activations(arch, n, rows, twins, execution, windowed, freeswim, latent,
                                          P.block_table_bytes(n) if windowed else 0, host)
     else:
