@@ -239,11 +239,15 @@ def diffusion_model_wrapper(family, executor, *args, **kwargs):
                 "no dual path).", WINDOW_NODE, inputs.skip)
         return executor(*args, **kwargs)
     plan: CallPlan = run.plan_call(call_facts(run, inputs, to))
+    cursor = CallCursor()
     args, kwargs = _with_transformer_options(args, kwargs, {**to, RUN_KEY: run, PLAN_KEY: plan,
-                                                            CURSOR_KEY: CallCursor()}, at)
-    if not plan.twins:
-        return executor(*args, **kwargs)
-    args, kwargs = _map_batch(args, kwargs, plan.layout.rows, plan.layout.expand, at)
+                                                            CURSOR_KEY: cursor}, at)
+    if plan.twins:
+        args, kwargs = _map_batch(args, kwargs, plan.layout.rows, plan.layout.expand, at)
     out = executor(*args, **kwargs)
+    if not cursor.disabled:              # (a call FreeSwim stepped aside from has said so already)
+        run.finish_call(plan, cursor.reached)
+    if not plan.twins:
+        return out
     probes.output(plan, out)
     return out[:plan.layout.rows]

@@ -61,6 +61,7 @@ class CallCursor:
     free_calls: int = 0          # calls since the last of those
     grid_checked: bool = False
     disabled: bool = False       # the call does not match the plan: everything passes through
+    reached: set = field(default_factory=set)    # blocks whose self-attention FreeSwim ran
 
 
 def _place(plan: CallPlan, cursor: CallCursor, scope: Optional[BlockScope], q, k, v):
@@ -218,6 +219,8 @@ def _handle(plan: CallPlan, to: dict, call, args, kwargs):
             return _unplaceable(cursor, "self-attention carries a mask")
         if not _check_self(plan, cursor, q, to, run):
             return None
+        if block[0] == "block":
+            cursor.reached.add(block[1])
         return _self_attention(plan, role, call, q, k, v, heads, rest, run, queries_reusable(plan, to, q))
     if kind is None or plan.mode is Mode.OFF or k.shape[0] != q.shape[0]:
         return None

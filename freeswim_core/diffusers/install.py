@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import os
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Optional, Sequence
 
@@ -36,6 +37,7 @@ from ..host_reads import HostReads
 from ..planner import CallFacts, CallPlan, HostServices, ModelFacts, Run, RunReport
 from ..settings import CacheOptions, DualOptions, WindowOptions
 from .processors import FreeSwimCrossAttention, FreeSwimSelfAttention
+from .ulysses import Ulysses, ulysses_of
 
 HOOK_NAME = "freeswim"
 ROWS_KEY = "freeswim_rows"
@@ -121,6 +123,8 @@ class FreeSwim:
         self.reports: collections.deque[RunReport] = collections.deque(maxlen=32)
         self.run = self._new_run()
         self.current_call: Optional[CallPlan] = None
+        self.ulysses: Optional[Ulysses] = None       # the current call's context-parallel group, if any
+        self.reached: set = set()                    # blocks whose self-attention reached FreeSwim (this call)
         self._last_step: Optional[int] = None
         self._reads = HostReads()
         self._timestep: Optional[float] = None      # the last call's timestep, its step, calls at it
@@ -200,6 +204,13 @@ class FreeSwim:
 
     def plan(self, hidden_states: torch.Tensor, context, kinds: Optional[Sequence]) -> CallPlan:
         """The core planner's plan for this call (its facts read off the pipeline's call)."""
+        self.ulysses = ulysses_of(self.transformer)
+        shards = 1
+        if self.ulysses is not None:
+            self.ulysses.check_heads(self.model.heads)
+            shards = self.ulysses.degree
+        if self.run.model.sequence_shards != shards:      # each rank holds (and caches) its shard's tokens
+            self.run.model = replace(self.run.model, sequence_shards=shards)
         step = getattr(context, "step_index", None)
         if step is not None and self._last_step is not None and step < self._last_step:
             self.reset()                              # a new run (the last one was interrupted)
@@ -266,12 +277,14 @@ class _FreeSwimHook(ModelHook):
             if encoder_hidden_states_image is not None and encoder_hidden_states_image.shape[0] == rows:
                 encoder_hidden_states_image = expand(encoder_hidden_states_image)
         fs.current_call = call
+        fs.reached = set()
         try:
             out = self.fn_ref.original_forward(hidden_states, timestep, encoder_hidden_states,
                                                encoder_hidden_states_image, return_dict=False,
                                                attention_kwargs=attention_kwargs or None)[0]
+            fs.run.finish_call(call, fs.reached)
         finally:
-            fs.current_call = None
+            fs.current_call, fs.ulysses = None, None
         if call.layout is not None:
             probes.output(call, out)
             out = out[:rows]

@@ -10,7 +10,7 @@ own processor.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
@@ -39,15 +39,35 @@ class _Processor:
         self.block = block
         self.original = original
 
-    def _attend(self, attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """diffusers' attention (its dispatcher, default scale) over ``[B, L, heads * D]`` rows."""
+    # diffusers sets these on every processor (set_attention_backend, enable_parallelism), in either
+    # order with FreeSwim's install: they belong to the processor FreeSwim hands its other calls to
+    @property
+    def _attention_backend(self):
+        return getattr(self.original, "_attention_backend", None)
+
+    @_attention_backend.setter
+    def _attention_backend(self, value):
+        self.original._attention_backend = value
+
+    @property
+    def _parallel_config(self):
+        return getattr(self.original, "_parallel_config", None)
+
+    @_parallel_config.setter
+    def _parallel_config(self, value):
+        self.original._parallel_config = value
+
+    def _attend(self, attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                heads: Optional[int] = None) -> torch.Tensor:
+        """diffusers' attention (its dispatcher, default scale) over ``[B, L, heads * D]`` rows, on this
+        rank's tokens and heads only (no context-parallel exchange: FreeSwim's processors make it)."""
         from diffusers.models.attention_dispatch import dispatch_attention_fn
-        heads = attn.heads
+        heads = heads or attn.heads
         if k.shape[0] != q.shape[0]:              # one context for every row (as the official pipelines pass)
             k, v = k.expand(q.shape[0], -1, -1), v.expand(q.shape[0], -1, -1)
         out = dispatch_attention_fn(q.unflatten(2, (heads, -1)), k.unflatten(2, (heads, -1)),
                                     v.unflatten(2, (heads, -1)), attn_mask=None, dropout_p=0.0, is_causal=False,
-                                    backend=getattr(self.original, "_attention_backend", None))
+                                    backend=self._attention_backend)
         return out.flatten(2, 3).type_as(q)
 
     def _rows(self, attn, q, k, v):
@@ -73,9 +93,17 @@ class FreeSwimSelfAttention(_Processor):
         if rotary_emb is not None:
             q, k = _rotary(q, *rotary_emb), _rotary(k, *rotary_emb)
         q, k, v = (t.flatten(2, 3) for t in (q, k, v))
+        heads, ulysses = attn.heads, self.fs.ulysses
+        if ulysses is not None:                   # every token of the grid, for this rank's heads
+            tokens = call.window.grid.tokens
+            q, k, v = (ulysses.gather_tokens(t, heads, tokens) for t in (q, k, v))
+            heads //= ulysses.degree
+        self.fs.reached.add(self.block)
         count = call.layout.rows if call.layout is not None else q.shape[0]
-        out = self_attention_rows(call.window, count, lambda a, b, c: self._attend(attn, a, b, c), q, k, v,
-                                  attn.heads, in_place=q.is_contiguous(), window=self.fs.run.window_rows)
+        out = self_attention_rows(call.window, count, lambda a, b, c: self._attend(attn, a, b, c, heads), q, k, v,
+                                  heads, in_place=q.is_contiguous(), window=self.fs.run.window_rows)
+        if ulysses is not None:
+            out = ulysses.scatter_tokens(out, heads)
         out = attn.to_out[0](out.type_as(hidden_states))
         return attn.to_out[1](out)
 

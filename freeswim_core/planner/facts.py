@@ -30,6 +30,7 @@ class ModelFacts:
     frees_queries: bool = False          # the host drops q after its last attention call of a block
     frees_block_inputs: bool = False     # the host drops a block's input once the block returns
     reference_tokens: Optional[int] = None   # the "reference" scale's token count (None: the official 1560)
+    sequence_shards: int = 1             # ranks sharing each call's tokens (Ulysses): each holds and caches 1/N
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ class RunReport:
     cache_prefetch: bool = False                         # host-stored blocks uploaded ahead of their read
     cache_off_reason: Optional[str] = None
     attention_seconds: float = 0.0                       # in window attention (host clock)
+    sequence_shards: int = 1                             # ranks sharing each call's tokens (Ulysses)
+    unreached_blocks: list = field(default_factory=list)  # blocks whose self-attention never reached FreeSwim
     memory: Optional[dict] = None                        # the memory plan of the run's calls (freeswim_core.memory)
     warnings: list = field(default_factory=list)
 

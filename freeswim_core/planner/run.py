@@ -98,6 +98,7 @@ class Run:
 
     def plan_call(self, f: CallFacts) -> CallPlan:
         """What FreeSwim does in the call described by ``f``; counted in the report."""
+        self.report.sequence_shards = self.model.sequence_shards if self.model is not None else 1
         plan = self._plan(f)
         self._count(plan)
         probes.planned(plan)
@@ -213,7 +214,8 @@ class Run:
         if f.device.type != "cpu" and not probes.device_memory_unknown():
             now = self.host.free_device_bytes(f.device)
             free = None if now is None else max(0, now - reserve)
-        sp = plan_store(cache.storage, cache.precision, m.blocks, f.grid.tokens, m.dim, rows, f.dtype, f.device,
+        tokens = -(-f.grid.tokens // m.sequence_shards)      # this rank's share under sequence parallelism
+        sp = plan_store(cache.storage, cache.precision, m.blocks, tokens, m.dim, rows, f.dtype, f.device,
                         free, self.host.free_host_bytes())
         report = self.report
         report.cache_bytes, report.cache_precision = (sp.on_host if sp.where == "cpu" else sp.needed), cache.precision
@@ -224,7 +226,7 @@ class Run:
             self.say("cache:nofit", logging.WARNING,
                      "%s: %.2f GB of features (%d blocks x %d tokens x %d x %d rows; %.2f GB as pinned host "
                      "memory) do not fit in %s memory; running without the cache (full branch on every step). "
-                     "Try storage cpu or precision fp8.", name, sp.needed / 2**30, m.blocks, f.grid.tokens, m.dim,
+                     "Try storage cpu or precision fp8.", name, sp.needed / 2**30, m.blocks, tokens, m.dim,
                      rows, sp.on_host / 2**30, cache.storage)
             return None
         self.store = FeatureStore(sp.where, cache.precision, f.device, prefetch=sp.prefetch)
@@ -258,6 +260,26 @@ class Run:
         out = window_rows(w, q, k, v, heads, in_place)
         self.report.attention_seconds += time.perf_counter() - started
         return out
+
+    def finish_call(self, plan: CallPlan, reached) -> None:
+        """After a windowed model call: ``reached``, the blocks whose self-attention reached FreeSwim.
+        A block missing from it ran its self-attention some other way (another pack computed it
+        itself, as raylight's sequence parallelism does for Wan), so it had no window and no dual
+        path: said once per run, and the blocks are in the report (``unreached_blocks``)."""
+        if plan.window is None or self.model is None:
+            return
+        missing = sorted(set(range(self.model.blocks)) - set(reached))
+        if not missing:
+            return
+        self.report.unreached_blocks = sorted(set(self.report.unreached_blocks) | set(missing))
+        shown = ", ".join(map(str, missing[:12])) + (", ..." if len(missing) > 12 else "")
+        self.say("unreached", logging.WARNING,
+                 "%s: the self-attention of %d of the model's %d blocks (%s) never reached FreeSwim in a call "
+                 "at the %s token grid, so those blocks ran without the window and without the dual path. Another "
+                 "node or pack computes their attention itself (raylight's sequence parallelism replaces Wan's "
+                 "self-attention; a layer-skip guidance skips it on purpose). Remove that patch from this model, "
+                 "or expect FreeSwim to be partly or wholly off.", self.host.names.window, len(missing),
+                 self.model.blocks, shown, "x".join(map(str, plan.window.grid.as_tuple())))
 
     def note_handoff(self, nbytes: int) -> None:
         if nbytes > self.report.handoff_peak_bytes:
