@@ -367,6 +367,48 @@ def test_override_installed_after_freeswim_turns_it_off_with_a_warning(comfy, wa
     assert report["windowed_calls"] == 0 and report["guide_calls"] == 0 and report["warnings"]
 
 
+def _own_self_attention(model, blocks):
+    """A test-local pack that computes these blocks' self-attention itself, as raylight's sequence
+    parallelism replaces Wan's: the block's ``self_attn.forward`` runs without the override slot."""
+    m = model.clone()
+    for i in blocks:
+        original = m.get_model_object(f"diffusion_model.blocks.{i}.self_attn").forward
+
+        def forward(x, freqs, transformer_options={}, _original=original, **kwargs):
+            return _original(x, freqs, transformer_options={})
+        m.add_object_patch(f"diffusion_model.blocks.{i}.self_attn.forward", forward)
+    return m
+
+
+@pytest.mark.parametrize("blocks", [(1,), (0, 1)])
+def test_self_attention_that_never_reaches_freeswim_is_reported_once(comfy, wan, caplog, blocks):
+    """Hooks installed, a grid above the native size, and some blocks' self-attention computed by
+    another patch: the run report names those blocks and one warning says what likely happened.
+    The blocks' attention is indeed the plain one: the output equals the window reference with
+    exactly those blocks unwindowed."""
+    caplog.set_level(logging.WARNING, logger="freeswim")
+    reports = Reports(comfy)
+    out = comfy.ksample(windowed(comfy, _own_self_attention(wan, blocks)), LATENT, seed=5, steps=2)
+    (report,) = reports.all()
+    assert report["unreached_blocks"] == list(blocks)
+    said = [r.getMessage() for r in caplog.records if "never reached FreeSwim" in r.getMessage()]
+    assert len(said) == 1 and "raylight" in said[0] and f"of the model's 2 blocks" in said[0]
+    assert said[0] in report["warnings"]
+    if blocks == (0, 1):                  # nothing windowed at all: the plain model's output
+        assert torch.equal(out, comfy.ksample(wan, LATENT, seed=5, steps=2))
+    else:
+        assert rel_err(out, comfy.ksample(wan, LATENT, seed=5, steps=2)) > 1e-3
+
+
+def test_every_block_reaching_freeswim_says_nothing(comfy, wan, caplog):
+    caplog.set_level(logging.WARNING, logger="freeswim")
+    reports = Reports(comfy)
+    comfy.ksample(cache(comfy, dual(comfy, windowed(comfy, wan), execution="sequential")), LATENT, seed=5, steps=2)
+    (report,) = reports.all()
+    assert report["unreached_blocks"] == [] and report["windowed_calls"] > 0
+    assert not [r for r in caplog.records if "never reached FreeSwim" in r.getMessage()]
+
+
 def test_block_replacement_set_before_freeswim_is_kept_and_both_apply(comfy, wan):
     """Another node's replacement of a block (set before the FreeSwim nodes) is called by FreeSwim's;
     the result equals the test-owned dense reference with that same replacement."""

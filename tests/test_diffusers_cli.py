@@ -153,3 +153,36 @@ def test_a_bad_active_range_is_refused_before_any_pass(start, end):
     request = GenerateRequest(prompt="a fox", dual=DualOptions(start_percent=start, end_percent=end))
     with pytest.raises(ValueError, match=r"dual path: start_percent .* must be below end_percent"):
         request.check(16, 4)
+
+
+def _frames(path):
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def test_cli_under_torchrun_with_two_ulysses_ranks_writes_the_same_clip(model_dir, tmp_path):
+    """``torchrun --nproc-per-node 2 ... --ulysses 2`` on CPUs (gloo): the clip of one process."""
+    one, two = tmp_path / "one.mp4", tmp_path / "two.mp4"
+    done = cli("--model", str(model_dir), *ARGS, "--out", str(one))
+    assert done.returncode == 0, done.stderr[-3000:]
+    parallel = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                               "--master-port", str(_free_port()), "-m", "freeswim_core.diffusers",
+                               "--model", str(model_dir), *ARGS, "--out", str(two), "--ulysses", "2"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert parallel.returncode == 0, parallel.stderr[-3000:]
+    assert "2 ranks share each model call's tokens" in parallel.stderr
+    assert "4 model calls (1 guide, 1 reuse, 0 dual)" in parallel.stderr
+    assert np.array_equal(_frames(two), _frames(one))
+
+
+def test_cli_ulysses_outside_torchrun_says_how_to_start_it(model_dir, tmp_path):
+    done = cli("--model", str(model_dir), *ARGS, "--out", str(tmp_path / "x.mp4"), "--ulysses", "2")
+    assert done.returncode == 2
+    assert "torchrun --nproc-per-node 2" in done.stderr
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

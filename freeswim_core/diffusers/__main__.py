@@ -5,6 +5,10 @@ Example::
     python -m freeswim_core.diffusers --model /models/Wan2.1-T2V-1.3B-Diffusers \\
         --prompt "a red fox running through snow" --native 832x480 --target 1920x1088 \\
         --frames 81 --out clip.mp4
+
+On N GPUs, each holding the tokens of 1/N of the sequence (Ulysses)::
+
+    torchrun --nproc-per-node 4 -m freeswim_core.diffusers --ulysses 4 --model ... --out clip.mp4
 """
 from __future__ import annotations
 
@@ -70,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=DTYPES, default="bf16" if torch.cuda.is_available() else "fp32")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--ulysses", type=int, default=1,
+                   help="split each call's tokens over N processes (diffusers' Ulysses context parallelism); "
+                        "run under torchrun --nproc-per-node N (default 1: no parallelism)")
     return p
 
 
@@ -97,15 +104,35 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     log = logging.getLogger("freeswim")
     from .recipe import generate, load_pipeline
+    from .ulysses import enable_ulysses, leave_process_group, torchrun_device
     from .video import write_video
+    rank = 0
     try:
         request = request_from(args)
-        pipe = load_pipeline(args.model, args.device, DTYPES[args.dtype])
-        pipe.set_progress_bar_config(disable=args.no_progress)
+        device = args.device
+        if args.ulysses > 1:
+            device, rank = torchrun_device(args.ulysses, args.device)
+            if rank:
+                log.setLevel(logging.WARNING)           # one rank tells the story
+        pipe = load_pipeline(args.model, device, DTYPES[args.dtype])
+        pipe.set_progress_bar_config(disable=args.no_progress or rank > 0)
+        if args.ulysses > 1:
+            patch = pipe.transformer.config.patch_size
+            px = pipe.vae_scale_factor_spatial * patch[1]
+            latent_frames = (request.frames - 1) // pipe.vae_scale_factor_temporal + 1
+            tokens = [latent_frames * (h // px) * (w // px) for w, h in (request.native, request.target)]
+            enable_ulysses(pipe.transformer, args.ulysses, anything=any(n % args.ulysses for n in tokens),
+                           device=device)
+            log.info("FreeSwim: %d ranks share each model call's tokens (Ulysses).", args.ulysses)
         frames = generate(request, pipe)
     except (ValueError, OSError) as exc:
         log.error("freeswim: %s", exc)
         return 2
+    finally:
+        if args.ulysses > 1:
+            leave_process_group()
+    if rank:
+        return 0
     path = write_video(frames, args.out, fps=args.fps)
     log.info("FreeSwim: wrote %s (%d frames, %dx%d).", path, len(frames),
                                        frames.shape[2], frames.shape[1])

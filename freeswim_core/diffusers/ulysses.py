@@ -138,3 +138,32 @@ def enable_ulysses(transformer, degree: int, anything: bool = False, device: Opt
             processor._parallel_config = config
     apply_context_parallel(transformer, cp, transformer._cp_plan)
     return transformer
+
+
+def torchrun_device(degree: int, device: str) -> tuple[torch.device, int]:
+    """Join the process group torchrun describes (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``): NCCL with
+    one GPU per process, or gloo on CPUs. Returns (this process's device, its rank)."""
+    import os
+
+    import torch.distributed as dist
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if "RANK" not in os.environ or world != degree:
+        raise ValueError(f"--ulysses {degree} runs as {degree} processes: start it with "
+                         f"torchrun --nproc-per-node {degree} -m freeswim_core.diffusers --ulysses {degree} ... "
+                         f"(this process sees WORLD_SIZE {world}).")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.device(device).type == "cuda":
+        target = torch.device("cuda", local)
+        torch.cuda.set_device(target)
+        backend = "nccl"
+    else:
+        target, backend = torch.device(device), "cpu:gloo"      # "cpu:" is how diffusers tells gloo apart
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return target, dist.get_rank()
+
+
+def leave_process_group() -> None:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
