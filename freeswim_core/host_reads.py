@@ -8,6 +8,7 @@ whatever the number of calls (cond and uncond split, multi-evaluation samplers).
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Optional
 
@@ -17,23 +18,28 @@ _KEEP = 16          # tensors remembered at once (a step's sigmas, the schedule)
 
 
 class HostReads:
+    """One run's reads (safe to share between the threads of a multi-device run)."""
+
     def __init__(self):
         self._memo: dict[int, tuple] = {}
+        self._lock = threading.Lock()
 
     def floats(self, values) -> tuple[float, ...]:
         """``values`` (a tensor or a sequence of numbers) as host floats."""
         if not isinstance(values, torch.Tensor):
             return tuple(float(v) for v in values)
         version = _version(values)
-        hit = self._memo.get(id(values))
-        if hit is not None and hit[0]() is values and hit[1] == version:
-            return hit[2]
+        with self._lock:
+            hit = self._memo.get(id(values))
+            if hit is not None and hit[0]() is values and hit[1] == version:
+                return hit[2]
         read = tuple(float(v) for v in values.detach().flatten().tolist())
-        if len(self._memo) >= _KEEP:
-            self._memo = {k: v for k, v in self._memo.items() if v[0]() is not None}
+        with self._lock:
             if len(self._memo) >= _KEEP:
-                self._memo.clear()
-        self._memo[id(values)] = (weakref.ref(values), version, read)
+                self._memo = {k: v for k, v in self._memo.items() if v[0]() is not None}
+                if len(self._memo) >= _KEEP:
+                    self._memo.clear()
+            self._memo[id(values)] = (weakref.ref(values), version, read)
         return read
 
 

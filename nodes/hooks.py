@@ -29,6 +29,7 @@ from ..freeswim_core import probes
 from ..freeswim_core.planner import CallPlan, Run
 from .errors import InvalidInput
 from .families import diffusion_model_of, family_named, family_of
+from .multigpu import install_clone_callbacks
 from .options import (CACHE_NODE, CURSOR_KEY, DUAL_NODE, OPTIONS_KEY, OVERRIDE_SLOT, PLAN_KEY, RUN_KEY, SCOPE_KEY,
                       WINDOW_NODE, WRAPPER_KEY, FreeSwimOptions, options_of)
 from .override import BlockScope, CallCursor, freeswim_attention_override, writable_in_place
@@ -112,6 +113,7 @@ def install(model, node_name: str, **changes) -> None:
         model.remove_wrappers_with_key(kind, WRAPPER_KEY)
         model.add_wrapper_with_key(kind, WRAPPER_KEY, fn)
     family.install(model, dm)
+    install_clone_callbacks(model, WRAPPER_KEY)
     group, block = family.replace_key
     replacements = to.get("patches_replace", {}).get(group, {})
     for i in range(blocks):

@@ -40,14 +40,16 @@ def ready(run: Run, opts: FreeSwimOptions, family: Family, dm) -> Run:
     """``run`` with the model's facts and ComfyUI's services, read once per run: a sampling run
     samples one model (Latent Upscale Refine's two experts are two sampling runs), whose object
     patches ComfyUI applied when it loaded the model, before the first call."""
-    if run.model is None:
-        run.window, run.dual, run.cache = opts.window, opts.dual, opts.cache
-        if opts.window is None:             # nothing windowed: nothing to plan (the chain check says why)
-            return run
-        info = opts.window.info
-        run.model = family.model_facts(dm, info)
-        run.host = HostServices(names=NAMES, free_device_bytes=free_device_bytes, free_host_bytes=free_host_bytes,
-                                plan_memory=functools.partial(family.memory_plan, dm, info), invalid=InvalidInput)
+    with run.lock:                          # MultiGPU CFG Split: a thread per device, one run
+        if run.model is None:
+            run.window, run.dual, run.cache = opts.window, opts.dual, opts.cache
+            if opts.window is None:         # nothing windowed: nothing to plan (the chain check says why)
+                return run
+            info = opts.window.info
+            run.host = HostServices(names=NAMES, free_device_bytes=free_device_bytes,
+                                    free_host_bytes=free_host_bytes,
+                                    plan_memory=functools.partial(family.memory_plan, dm, info), invalid=InvalidInput)
+            run.model = family.model_facts(dm, info)        # last: a run with a model is ready
     return run
 
 

@@ -8,13 +8,22 @@ which rows get a full-attention twin, the dual path's execution (the memory plan
 rule), guide or reuse, and where the cache's features live; it keeps the run's report and
 drops the cache in :meth:`Run.close`. What only a host can answer (what memory is free,
 a memory plan for its model) it asks through :class:`HostServices`.
+
+One run may be called from several threads at once: ComfyUI's MultiGPU CFG Split runs the
+conditional and the unconditional work units of each step on two devices, each in its own
+thread, with one Run for the sampling run. Planning and the report take the run's lock
+(planning is arithmetic: it never waits on a device), and the cache keeps one store per
+device: each device stores and reads the features of the rows it runs, on its own streams.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
+
+import torch
 
 from .. import probes
 from ..attention import backend_for, release_run_caches
@@ -74,33 +83,47 @@ class Run:
     cache_allowed: bool = True           # False for calls made outside a sampling run: no store to drop later
     once_per_process: bool = False       # messages once per process (calls outside a sampling run each get a Run)
     bypass: bool = False                 # FreeSwim's hooks were taken over: every call passes through
-    store: Optional[FeatureStore] = None
+    stores: dict = field(default_factory=dict)            # device -> the cache's FeatureStore there
     cache_off: bool = False              # the cache did not fit: full branch every step
     report: RunReport = field(default_factory=RunReport)
     reads: HostReads = field(default_factory=HostReads)   # sigmas and schedule read once each
     said: set = field(default_factory=set)
     _windows: dict = field(default_factory=dict)          # grid -> WindowPlan (None: a no-op)
-    _memory: dict = field(default_factory=dict)           # (shape, twins, execution asked) -> (execution, plan)
+    _memory: dict = field(default_factory=dict)           # (shape, twins, execution, device) -> (execution, plan)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    @property
+    def store(self) -> Optional[FeatureStore]:
+        """The cache's store (the first device's, where several devices run the model)."""
+        return next(iter(self.stores.values()), None)
+
+    @store.setter
+    def store(self, value: Optional[FeatureStore]) -> None:
+        self.stores = {} if value is None else {str(value.device): value}
 
     def say(self, key: str, level: int, msg: str, *args) -> None:
         """Log once per run; warnings also go into the report."""
         if self.once_per_process:
             log_once(key, level, msg, *args)
             return
-        if key in self.said:
-            return
-        self.said.add(key)
+        with self.lock:
+            if key in self.said:
+                return
+            self.said.add(key)
+            if level >= logging.WARNING:
+                self.report.warnings.append(msg % args if args else msg)
         logger.log(level, msg, *args)
-        if level >= logging.WARNING:
-            self.report.warnings.append(msg % args if args else msg)
 
     # --- one model call -----------------------------------------------------------------------
 
+    @torch.compiler.disable
     def plan_call(self, f: CallFacts) -> CallPlan:
-        """What FreeSwim does in the call described by ``f``; counted in the report."""
-        self.report.sequence_shards = self.model.sequence_shards if self.model is not None else 1
-        plan = self._plan(f)
-        self._count(plan)
+        """What FreeSwim does in the call described by ``f``; counted in the report. Host bookkeeping:
+        not traced by ``torch.compile`` (ComfyUI's TorchCompileModel compiles around the wrappers)."""
+        with self.lock:
+            self.report.sequence_shards = self.model.sequence_shards if self.model is not None else 1
+            plan = self._plan(f)
+            self._count(plan)
         probes.planned(plan)
         return plan
 
@@ -125,7 +148,9 @@ class Run:
             return replace(base, mode=Mode.DUAL, layout=twins)
         passes = self.dual.passes if self.uncond_runs else "cond"      # cfg 1: no unconditional calls to come
         stored = cached_rows(len(eligible), len(set(f.kinds)), passes, 2 if base.override_image else 1)
-        store = self.store or self._open_store(f, stored, reserve=activation_bytes(memory) if memory else 0)
+        store = self.stores.get(str(f.device))
+        if store is None:
+            store = self._open_store(f, stored, reserve=activation_bytes(memory) if memory else 0)
         if store is None:
             return replace(base, mode=Mode.DUAL, layout=twins)
         action = cache_action_for_call(store, f.keys, eligible, f.signature, f.sigma, f.step, self.cache.interval)
@@ -176,7 +201,7 @@ class Run:
         by the memory planner's rule (:func:`freeswim_core.memory.choose_execution`) against what
         the device has free now. Planned once per latent size; a plan that does not fit is said once."""
         requested = self.dual.execution if (self.dual is not None and twins) else "sequential"
-        key = (tuple(f.shape), twins, requested)
+        key = (tuple(f.shape), twins, requested, str(f.device))
         if key in self._memory:
             return self._memory[key]
         if self.host.plan_memory is None:
@@ -229,11 +254,11 @@ class Run:
                      "Try storage cpu or precision fp8.", name, sp.needed / 2**30, m.blocks, tokens, m.dim,
                      rows, sp.on_host / 2**30, cache.storage)
             return None
-        self.store = FeatureStore(sp.where, cache.precision, f.device, prefetch=sp.prefetch)
+        store = self.stores[str(f.device)] = FeatureStore(sp.where, cache.precision, f.device, prefetch=sp.prefetch)
         report.cache_storage, report.cache_prefetch = sp.where, sp.prefetch
         self.say("cache:open", logging.INFO, "%s: %.2f GB of features on %s (%s, storage %s), guide every %d steps.",
                  name, sp.needed / 2**30, sp.where, cache.precision, cache.storage, cache.interval)
-        return self.store
+        return store
 
     def _count(self, plan: CallPlan) -> None:
         r = self.report
@@ -254,13 +279,15 @@ class Run:
     def window_rows(self, w: WindowPlan, q, k, v, heads: int, in_place: bool):
         """The core's window rows, noting the backend used and the host time spent in the report."""
         used = backend_for(split_heads(q, heads), w.grid, w.window, w.backend)
-        if used not in self.report.backends:
-            self.report.backends.append(used)
         started = time.perf_counter()
         out = window_rows(w, q, k, v, heads, in_place)
-        self.report.attention_seconds += time.perf_counter() - started
+        with self.lock:
+            if used not in self.report.backends:
+                self.report.backends.append(used)
+            self.report.attention_seconds += time.perf_counter() - started
         return out
 
+    @torch.compiler.disable
     def finish_call(self, plan: CallPlan, reached) -> None:
         """After a windowed model call: ``reached``, the blocks whose self-attention reached FreeSwim.
         A block missing from it ran its self-attention some other way (another pack computed it
@@ -271,7 +298,8 @@ class Run:
         missing = sorted(set(range(self.model.blocks)) - set(reached))
         if not missing:
             return
-        self.report.unreached_blocks = sorted(set(self.report.unreached_blocks) | set(missing))
+        with self.lock:
+            self.report.unreached_blocks = sorted(set(self.report.unreached_blocks) | set(missing))
         shown = ", ".join(map(str, missing[:12])) + (", ..." if len(missing) > 12 else "")
         self.say("unreached", logging.WARNING,
                  "%s: the self-attention of %d of the model's %d blocks (%s) never reached FreeSwim in a call "
@@ -282,8 +310,9 @@ class Run:
                  self.model.blocks, shown, "x".join(map(str, plan.window.grid.as_tuple())))
 
     def note_handoff(self, nbytes: int) -> None:
-        if nbytes > self.report.handoff_peak_bytes:
-            self.report.handoff_peak_bytes = nbytes
+        with self.lock:
+            if nbytes > self.report.handoff_peak_bytes:
+                self.report.handoff_peak_bytes = nbytes
 
     # --- the end ------------------------------------------------------------------------------
 
@@ -291,9 +320,10 @@ class Run:
         """End the run: drop the cached features and the window backend's per-run tables, and
         give the report, complete (the host publishes it)."""
         release_run_caches()
-        if self.store is not None:
-            self.report.cache_bytes = self.store.nbytes()
-            self.store.clear()
-        self.store = None
+        if self.stores:
+            self.report.cache_bytes = sum(store.nbytes() for store in self.stores.values())
+            for store in self.stores.values():
+                store.clear()
+        self.stores = {}
         self.report.attention_seconds = round(self.report.attention_seconds, 4)
         return self.report
