@@ -5,6 +5,7 @@
   python benchmarks/memory.py --model ltxv-13b --width 3840 --height 2176 --frames 97 --mode dual
   python benchmarks/memory.py --table --host 0.3.75   # the table in docs/benchmarks.md, one host a run
   python benchmarks/memory.py --table --family ltxv --host 0.3.75   # its LTX-Video rows only
+  python benchmarks/memory.py --ulysses --model 14b --width 3840 --height 2176   # per rank, N = 1, 2, 4, 8
 
 The trace runs ComfyUI's real model (WanModel, LTXVModel) under FakeTensorMode on a fake CUDA device
 with the FreeSwim nodes applied (harness/memory_trace.py says what is counted and
@@ -173,6 +174,28 @@ def fits_table(json_path, host_id) -> int:
     return 0
 
 
+def ulysses_table(model: str, width: int, height: int, frames: int, degrees=(1, 2, 4, 8)) -> int:
+    """One rank's peak in the diffusers adapter under Ulysses: the planner (freeswim_core.memory.ulysses)
+    beside a trace of diffusers' real model on a fake process group (harness/ulysses_memory.py)."""
+    from freeswim_core.memory.ulysses import plan_rank
+    from harness.ulysses_memory import trace_rank
+    arch = variant(model).arch
+    print(f"{arch.label}, {width}x{height}x{frames}, bf16 weights ({arch.weights_bytes('bf16') / GB:.1f} GB on "
+          f"every rank); one conditional call, one rank of N (GB)")
+    print("| mode | N | tokens per rank | planned peak | traced peak | planned - traced | fits |")
+    print("|---|---|---|---|---|---|---|")
+    for mode in ("window", "dual"):
+        for n in degrees:
+            if arch.heads % n:
+                continue
+            p = plan_rank(arch, width, height, frames, degree=n, mode=mode)
+            r = trace_rank(model, width, height, frames, mode=mode, degree=n)
+            fits = next((f"{c} GB" for c in CARDS if p.peak_bytes * 1.1 <= c * GB), "over 80 GB")
+            print(f"| {mode} | {n} | {p.rank_tokens} | {p.peak_bytes / GB:.1f} | {r.peak_bytes / GB:.1f} | "
+                  f"{(p.peak_bytes - r.peak_bytes) / 1e6:+.0f} MB | {fits} |", flush=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=shorts(), default="1.3b")
@@ -189,9 +212,13 @@ def main() -> int:
     ap.add_argument("--table-json", default=None, help="with --table: also append each row to this JSON-lines file")
     ap.add_argument("--family", choices=("wan", "ltxv"), default=None, help="with --table: only this family's rows")
     ap.add_argument("--vae", action="store_true", help="the VAE's decode and encode table on the host")
+    ap.add_argument("--ulysses", action="store_true",
+                    help="the diffusers adapter's peak per rank under Ulysses (N = 1, 2, 4, 8): planned and traced")
     ap.add_argument("--fits", default=None, metavar="TABLE_JSON",
                     help="print which GPU size each mode fits, from a --table-json file (with --host)")
     a = ap.parse_args()
+    if a.ulysses:
+        return ulysses_table(a.model, a.width, a.height, a.frames or default_frames(a.model))
     if a.fits:
         return fits_table(a.fits, f"comfyui-{a.host}" if a.host else newest().id)
     import harness.inprocess as inprocess
