@@ -238,3 +238,26 @@ def test_only_the_adapter_imports_diffusers():
     for path in (root / "nodes").glob("*.py"):
         assert not re.search(r"^\s*(from|import)\s+(diffusers|freeswim_core\.diffusers|\.\.freeswim_core\.diffusers)",
                              path.read_text(), re.M), path.name
+
+
+def test_self_attention_replaced_after_install_is_reported(caplog):
+    """Another processor set on block 1's self-attention after FreeSwim (as a pack replacing the
+    attention code would): that block is unwindowed, the report names it, the log says so once."""
+    import logging
+
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+    caplog.set_level(logging.WARNING, logger="freeswim")
+    model = tiny_transformer()
+    x, t, context = inputs(1, 3, 20, 28)
+    fs = install(model)
+    try:
+        run(model, x, t, context)
+        assert fs.report.unreached_blocks == [] and not fs.report.warnings
+        model.blocks[1].attn1.set_processor(WanAttnProcessor())
+        run(model, x, t, context, step=1, sigma=0.8)
+        run(model, x, t, context, step=2, sigma=0.7)
+        assert fs.report.unreached_blocks == [1]
+    finally:
+        fs.remove()
+    said = [r.getMessage() for r in caplog.records if "never reached FreeSwim" in r.getMessage()]
+    assert len(said) == 1 and "1 of the model's 2 blocks (1)" in said[0]

@@ -29,9 +29,15 @@ def cli(*args):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_cli_writes_the_refined_clip(model_dir, tmp_path):
-    out = tmp_path / "clip.mp4"
-    done = cli("--model", str(model_dir), *ARGS, "--out", str(out))
+@pytest.fixture(scope="module")
+def clip(model_dir, tmp_path_factory):
+    """The CLI's clip of ARGS, in one process: (its path, the finished process)."""
+    out = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    return out, cli("--model", str(model_dir), *ARGS, "--out", str(out))
+
+
+def test_cli_writes_the_refined_clip(clip):
+    out, done = clip
     assert done.returncode == 0, done.stderr[-3000:]
     with av.open(str(out)) as container:
         stream = container.streams.video[0]
@@ -160,10 +166,10 @@ def _frames(path):
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
-def test_cli_under_torchrun_with_two_ulysses_ranks_writes_the_same_clip(model_dir, tmp_path):
+def test_cli_under_torchrun_with_two_ulysses_ranks_writes_the_same_clip(model_dir, clip, tmp_path):
     """``torchrun --nproc-per-node 2 ... --ulysses 2`` on CPUs (gloo): the clip of one process."""
-    one, two = tmp_path / "one.mp4", tmp_path / "two.mp4"
-    done = cli("--model", str(model_dir), *ARGS, "--out", str(one))
+    one, done = clip
+    two = tmp_path / "two.mp4"
     assert done.returncode == 0, done.stderr[-3000:]
     parallel = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                                "--master-port", str(_free_port()), "-m", "freeswim_core.diffusers",
