@@ -53,6 +53,9 @@ class BlockReplacement:
 
         if plan is None or plan.window is None:
             return run_block(args)
+        cursor = to.get(CURSOR_KEY)
+        if cursor is not None:
+            cursor.ran.add(self.index)
         if not (plan.twins and plan.execution == "sequential"):
             return run_block({**args, "transformer_options": {**to, SCOPE_KEY: BlockScope(self.index)}})
         rows, total = plan.layout.rows, plan.layout.total_rows
@@ -222,6 +225,23 @@ def _map_batch(args, kwargs, rows: int, fn, at: int):
     return args, kwargs
 
 
+def _patched_attention(dm, blocks) -> str:
+    """Names what another node set on these blocks' attention modules (a ``forward`` object patch,
+    as a pack replacing the attention code sets it), or "" when nothing shows."""
+    found = set()
+    for name, module in dm.named_modules():
+        parts = name.split(".")
+        if len(parts) < 3 or not parts[1].isdigit() or int(parts[1]) not in blocks:
+            continue
+        fn = module.__dict__.get("forward")
+        if fn is not None and "attn" in parts[-1]:
+            found.add(f"{parts[0]}.N.{'.'.join(parts[2:])}.forward = {_name(fn)}")
+    if not found:
+        return ""
+    return (f"Another node set {'; '.join(sorted(found))} on this model: remove it from this model's chain, or "
+            f"FreeSwim stays off in those blocks.")
+
+
 def diffusion_model_wrapper(family, executor, *args, **kwargs):
     """The DIFFUSION_MODEL wrapper of a model of ``family`` (bound at install)."""
     at = family.transformer_options_arg
@@ -248,7 +268,8 @@ def diffusion_model_wrapper(family, executor, *args, **kwargs):
         args, kwargs = _map_batch(args, kwargs, plan.layout.rows, plan.layout.expand, at)
     out = executor(*args, **kwargs)
     if not cursor.disabled:              # (a call FreeSwim stepped aside from has said so already)
-        run.finish_call(plan, cursor.reached)
+        missing = cursor.ran - cursor.reached
+        run.finish_call(plan, cursor.ran, cursor.reached, _patched_attention(dm, missing) if missing else "")
     if not plan.twins:
         return out
     probes.output(plan, out)

@@ -27,7 +27,10 @@ WINDOW_NODE = "FreeSwim Window Attention Patch"
 DUAL_NODE = "Dual-Path Override"
 CACHE_NODE = "Cross-Attn Cache"
 REFINE_NODE = "Latent Upscale Refine"
-NAMES = Names(window=WINDOW_NODE, dual=DUAL_NODE, cache=CACHE_NODE)
+NAMES = Names(window=WINDOW_NODE, dual=DUAL_NODE, cache=CACHE_NODE,
+              unreached_hint="Another node or pack computes their self-attention itself (raylight's sequence "
+                             "parallelism replaces Wan's self-attention code): remove it from this model's chain, "
+                             "or FreeSwim stays off in those blocks.")
 
 
 @dataclass(frozen=True)

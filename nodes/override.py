@@ -62,6 +62,7 @@ class CallCursor:
     grid_checked: bool = False
     disabled: bool = False       # the call does not match the plan: everything passes through
     reached: set = field(default_factory=set)    # blocks whose self-attention FreeSwim ran
+    ran: set = field(default_factory=set)        # blocks FreeSwim's block replacement ran
 
 
 def _place(plan: CallPlan, cursor: CallCursor, scope: Optional[BlockScope], q, k, v):

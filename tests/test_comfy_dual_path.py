@@ -392,12 +392,19 @@ def test_self_attention_that_never_reaches_freeswim_is_reported_once(comfy, wan,
     (report,) = reports.all()
     assert report["unreached_blocks"] == list(blocks)
     said = [r.getMessage() for r in caplog.records if "never reached FreeSwim" in r.getMessage()]
-    assert len(said) == 1 and "raylight" in said[0] and f"of the model's 2 blocks" in said[0]
+    assert len(said) == 1 and f"{len(blocks)} of the model's 2 blocks" in said[0]
+    # it names what sits there and the fix
+    assert "blocks.N.self_attn.forward = " in said[0] and "_own_self_attention" in said[0]
+    assert "remove it from this model's chain" in said[0]
     assert said[0] in report["warnings"]
     if blocks == (0, 1):                  # nothing windowed at all: the plain model's output
         assert torch.equal(out, comfy.ksample(wan, LATENT, seed=5, steps=2))
     else:
         assert rel_err(out, comfy.ksample(wan, LATENT, seed=5, steps=2)) > 1e-3
+
+
+def _said_unreached(caplog):
+    return [r.getMessage() for r in caplog.records if "never reached FreeSwim" in r.getMessage()]
 
 
 def test_every_block_reaching_freeswim_says_nothing(comfy, wan, caplog):
@@ -406,7 +413,20 @@ def test_every_block_reaching_freeswim_says_nothing(comfy, wan, caplog):
     comfy.ksample(cache(comfy, dual(comfy, windowed(comfy, wan), execution="sequential")), LATENT, seed=5, steps=2)
     (report,) = reports.all()
     assert report["unreached_blocks"] == [] and report["windowed_calls"] > 0
-    assert not [r for r in caplog.records if "never reached FreeSwim" in r.getMessage()]
+    assert not _said_unreached(caplog)
+
+
+def test_blocks_that_do_not_run_at_all_are_not_called_unreached(comfy, wan, caplog):
+    """ComfyUI's EasyCache skips every block on its cache hits: nothing ran, nothing is said."""
+    from comfy_extras.nodes_easycache import EasyCacheNode
+    caplog.set_level(logging.WARNING, logger="freeswim")
+    out = EasyCacheNode.execute(model=windowed(comfy, wan), reuse_threshold=3.0, start_percent=0.0,
+                                end_percent=1.0, verbose=False)
+    reports = Reports(comfy)
+    comfy.ksample(out.result[0] if hasattr(out, "result") else out[0], LATENT, seed=5, steps=8)
+    (report,) = reports.all()
+    assert report["windowed_calls"] > 0 and report["unreached_blocks"] == []
+    assert not _said_unreached(caplog)
 
 
 def test_block_replacement_set_before_freeswim_is_kept_and_both_apply(comfy, wan):
@@ -463,6 +483,7 @@ def test_block_replacement_set_after_freeswim_changes_nothing(comfy, wan, caplog
         indexed.set_model_patch_replace(replace, "dit", "double_block", i)
     assert torch.equal(comfy.ksample(indexed, LATENT, seed=7, steps=3), plain)
     assert any("replaced FreeSwim's run of blocks [0, 1]" in r.getMessage() for r in caplog.records)
+    assert not _said_unreached(caplog)          # their attention still reaches FreeSwim
 
 
 def test_active_range_limits_the_dual_path(comfy, wan):
@@ -497,9 +518,11 @@ def test_dual_path_refuses_an_unsupported_model_family(comfy):
         dual(comfy, comfy.load_tiny_hunyuan_video())
 
 
-def test_comfyui_skip_layer_guidance_and_freeswim_both_apply(comfy, wan):
+def test_comfyui_skip_layer_guidance_and_freeswim_both_apply(comfy, wan, caplog):
     """ComfyUI's SkipLayerGuidanceDiT replaces a block in its extra guidance call; FreeSwim's runs
-    of the other blocks stay. The result equals SLG on the test-owned dense window reference."""
+    of the other blocks stay. The result equals SLG on the test-owned dense window reference, and
+    the skipped block is not reported as unreached (it did not run)."""
+    caplog.set_level(logging.WARNING, logger="freeswim")
     from comfy_extras.nodes_slg import SkipLayerGuidanceDiT
     from reference import window_override
 
@@ -515,6 +538,7 @@ def test_comfyui_skip_layer_guidance_and_freeswim_both_apply(comfy, wan):
     assert rel_err(ours, ref) < 1e-4
     assert rel_err(comfy.ksample(windowed(comfy, wan), LATENT, seed=4, steps=2), ref) > 1e-3   # SLG acted
     assert rel_err(comfy.ksample(slg(wan), LATENT, seed=4, steps=2), ref) > 1e-3               # FreeSwim acted
+    assert not _said_unreached(caplog)
 
 
 @pytest.mark.parametrize("variant", ["t2v", "vace"])

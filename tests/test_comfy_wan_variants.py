@@ -65,6 +65,11 @@ def test_vace_blocks_are_windowed_too(comfy):
     vace = torch.randn(1, 1, 96, 3, 24, 40, generator=torch.Generator().manual_seed(4))
     check(model, x_of(16), (3, 12, 20), (7, 9), patched_options(comfy, model),
           vace_context=vace, vace_strength=[1.0])
+    # in a run: the main blocks' and the VACE block's self-attention all reached FreeSwim
+    run = comfy.new_run()
+    forward(model, x_of(16), {**patched_options(comfy, model), comfy.pack_module("nodes.options").RUN_KEY: run},
+            vace_context=vace, vace_strength=[1.0])
+    assert run.report.windowed_calls == 1 and run.report.unreached_blocks == [] and not run.report.warnings
 
 
 def test_wan22_5b_style_model_uses_32px_tokens_and_its_native_size(comfy):

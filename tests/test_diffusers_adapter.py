@@ -261,3 +261,4 @@ def test_self_attention_replaced_after_install_is_reported(caplog):
         fs.remove()
     said = [r.getMessage() for r in caplog.records if "never reached FreeSwim" in r.getMessage()]
     assert len(said) == 1 and "1 of the model's 2 blocks (1)" in said[0]
+    assert "attn1 processor is WanAttnProcessor" in said[0] and "before installing FreeSwim" in said[0]

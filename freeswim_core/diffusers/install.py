@@ -125,6 +125,7 @@ class FreeSwim:
         self.current_call: Optional[CallPlan] = None
         self.ulysses: Optional[Ulysses] = None       # the current call's context-parallel group, if any
         self.reached: set = set()                    # blocks whose self-attention reached FreeSwim (this call)
+        self.ran: set = set()                        # blocks whose cross-attention ran (this call)
         self._last_step: Optional[int] = None
         self._reads = HostReads()
         self._timestep: Optional[float] = None      # the last call's timestep, its step, calls at it
@@ -136,6 +137,14 @@ class FreeSwim:
             block.attn2.set_processor(FreeSwimCrossAttention(self, i, block.attn2.processor))
         HookRegistry.check_if_exists_or_initialize(transformer).register_hook(_FreeSwimHook(self), HOOK_NAME)
         transformer._freeswim = self
+
+    def unreached_culprit(self, blocks) -> str:
+        """What sits in FreeSwim's place on these blocks' self-attention, and the fix."""
+        if not blocks:
+            return ""
+        kinds = sorted({type(self.transformer.blocks[i].attn1.processor).__name__ for i in blocks})
+        return (f"Their attn1 processor is {', '.join(kinds)}, set after FreeSwim was installed: set it before "
+                f"installing FreeSwim, or not at all.")
 
     def _new_run(self) -> Run:
         return Run(model=self.model, window=self.window, dual=self.dual, cache=self.cache, host=self.services,
@@ -277,12 +286,12 @@ class _FreeSwimHook(ModelHook):
             if encoder_hidden_states_image is not None and encoder_hidden_states_image.shape[0] == rows:
                 encoder_hidden_states_image = expand(encoder_hidden_states_image)
         fs.current_call = call
-        fs.reached = set()
+        fs.reached, fs.ran = set(), set()
         try:
             out = self.fn_ref.original_forward(hidden_states, timestep, encoder_hidden_states,
                                                encoder_hidden_states_image, return_dict=False,
                                                attention_kwargs=attention_kwargs or None)[0]
-            fs.run.finish_call(call, fs.reached)
+            fs.run.finish_call(call, fs.ran, fs.reached, fs.unreached_culprit(fs.ran - fs.reached))
         finally:
             fs.current_call, fs.ulysses = None, None
         if call.layout is not None:

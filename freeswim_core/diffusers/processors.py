@@ -115,6 +115,7 @@ class FreeSwimCrossAttention(_Processor):
     @torch.compiler.disable
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         call = self.fs.current_call
+        self.fs.ran.add(self.block)              # the block ran (its self-attention came first)
         if call is None or call.mode is Mode.OFF or encoder_hidden_states is None or attention_mask is not None:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         from diffusers.models.transformers.transformer_wan import (_get_added_kv_projections,

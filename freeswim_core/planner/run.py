@@ -48,6 +48,9 @@ class Names:
     window: str = "FreeSwim"
     dual: str = "FreeSwim"
     cache: str = "FreeSwim"
+    # what likely computed a block's self-attention outside FreeSwim, and the fix
+    unreached_hint: str = ("Something replaced their attention code after FreeSwim was installed: remove it, or "
+                           "install it before FreeSwim.")
 
 
 @dataclass(frozen=True)
@@ -288,26 +291,28 @@ class Run:
         return out
 
     @torch.compiler.disable
-    def finish_call(self, plan: CallPlan, reached) -> None:
-        """After a windowed model call: ``reached``, the blocks whose self-attention reached FreeSwim.
-        A block missing from it ran its self-attention some other way (another pack computed it
-        itself, as raylight's sequence parallelism does for Wan), so it had no window and no dual
-        path: said once per run, and the blocks are in the report (``unreached_blocks``)."""
-        if plan.window is None or self.model is None:
+    def finish_call(self, plan: CallPlan, ran, reached, culprit: str = "") -> None:
+        """After a windowed model call: of the blocks that ran (``ran``: their other attention calls,
+        or FreeSwim's run of the block, were seen), those whose self-attention never reached FreeSwim
+        (not in ``reached``) computed it some other way (another pack's code, as raylight's sequence
+        parallelism replaces Wan's), so they had no window and no dual path: said once per run,
+        naming ``culprit`` (what the host found in their place), and listed in the report
+        (``unreached_blocks``). Blocks that did not run at all (skipped by a layer-skip guidance, a
+        block cache's hit) are not counted."""
+        if plan.window is None:
             return
-        missing = sorted(set(range(self.model.blocks)) - set(reached))
+        missing = sorted(set(ran) - set(reached))
         if not missing:
             return
         with self.lock:
             self.report.unreached_blocks = sorted(set(self.report.unreached_blocks) | set(missing))
         shown = ", ".join(map(str, missing[:12])) + (", ..." if len(missing) > 12 else "")
         self.say("unreached", logging.WARNING,
-                 "%s: the self-attention of %d of the model's %d blocks (%s) never reached FreeSwim in a call "
-                 "at the %s token grid, so those blocks ran without the window and without the dual path. Another "
-                 "node or pack computes their attention itself (raylight's sequence parallelism replaces Wan's "
-                 "self-attention; a layer-skip guidance skips it on purpose). Remove that patch from this model, "
-                 "or expect FreeSwim to be partly or wholly off.", self.host.names.window, len(missing),
-                 self.model.blocks, shown, "x".join(map(str, plan.window.grid.as_tuple())))
+                 "%s: the self-attention of %d of the model's %d blocks (%s) ran but never reached FreeSwim in a "
+                 "call at the %s token grid, so those blocks had no window and no dual path. %s",
+                 self.host.names.window, len(missing), self.model.blocks if self.model else len(set(ran)), shown,
+                 "x".join(map(str, plan.window.grid.as_tuple())),
+                 culprit or self.host.names.unreached_hint)
 
     def note_handoff(self, nbytes: int) -> None:
         with self.lock:
