@@ -7,9 +7,11 @@ context parallelism (``ulysses_degree=world``) with FreeSwim installed, and run 
 reuses. Each rank saves its outputs and run report to ``F.rank<r>``. The tests run the
 same scenario in one process, without parallelism, and compare.
 
-Cases (:data:`CASES`): FreeSwim installed after ``enable_parallelism``, cond and uncond in
-separate calls; FreeSwim installed first, diffusers' ``ulysses_anything`` path, both passes in
-one call. diffusers gathers an uneven split's output with an all-gather of unequal sizes, which
+Cases (:data:`CASES`): FreeSwim installed after the parallelism (``enable_ulysses``), cond and
+uncond in separate calls; FreeSwim installed first, then diffusers' own ``enable_parallelism``
+(its device resolution told of one accelerator, as a GPU machine has), the ``ulysses_anything``
+path, both passes in one call; one rank with no host RAM for the cache (the ranks must agree to
+run without it). diffusers gathers an uneven split's output with an all-gather of unequal sizes, which
 gloo refuses, so the model-level cases have token counts the degree divides; FreeSwim's own
 exchange is checked on an odd token count directly (:func:`exchange_errors`). Two refusals: ring
 attention and a degree that does not divide the heads.
@@ -56,12 +58,12 @@ def tiny_transformer(heads: int = HEADS, seed: int = 0):
     return model.eval()
 
 
-def install(model):
+def install(model, cache: bool = True):
     from freeswim_core.diffusers import CacheOptions, DualOptions, FreeSwim, WindowOptions
     window = WindowOptions(native_size="custom", custom_width=NATIVE_PX[0], custom_height=NATIVE_PX[1],
                            backend="chunked")
     return FreeSwim(model, window=window, dual=DualOptions(passes="cond_and_uncond"),
-                    cache=CacheOptions(interval=2), vae_scale_factor=8, guidance_scale=CFG)
+                    cache=CacheOptions(interval=2) if cache else None, vae_scale_factor=8, guidance_scale=CFG)
 
 
 def scenario(model, latent: tuple, together: bool, seed: int = 1) -> torch.Tensor:
@@ -86,11 +88,11 @@ def scenario(model, latent: tuple, together: bool, seed: int = 1) -> torch.Tenso
     return torch.stack(velocities)
 
 
-def single(case: str) -> tuple[torch.Tensor, dict]:
+def single(case: str, cache: bool = True) -> tuple[torch.Tensor, dict]:
     """The case in this process, without parallelism: (velocities, run report)."""
     latent, _, _, together = CASES[case]
     model = tiny_transformer()
-    fs = install(model)
+    fs = install(model, cache)
     try:
         out = scenario(model, latent, together)
         return out, fs.report.as_dict()
@@ -104,8 +106,13 @@ def _rank_case(case: str) -> tuple[torch.Tensor, dict]:
     model = tiny_transformer()
     world = torch.distributed.get_world_size()
     if first:
+        import unittest.mock
+
+        from diffusers import ContextParallelConfig
         fs = install(model)
-        enable_ulysses(model, world, anything=anything, device=torch.device("cpu"))
+        # diffusers resolves the rank's device as rank % accelerator count: one, as on a GPU machine
+        with unittest.mock.patch.object(torch.accelerator, "device_count", lambda: 1):
+            model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world, ulysses_anything=anything))
     else:
         enable_ulysses(model, world, anything=anything, device=torch.device("cpu"))
         fs = install(model)
@@ -132,6 +139,21 @@ def exchange_errors(tokens: int = ODD_TOKENS, rows: int = 3) -> dict:
             "scatter": (back - local).abs().max().item(), "shapes": [list(gathered.shape), list(back.shape)]}
 
 
+def short_of_host_ram() -> tuple[torch.Tensor, dict]:
+    """The "even" case where the last rank has no host RAM for the cache: every rank runs without it."""
+    import torch.distributed as dist
+
+    import freeswim_core.diffusers.install as adapter
+    from freeswim_core.diffusers.ulysses import enable_ulysses
+    if dist.get_rank() == dist.get_world_size() - 1:
+        adapter._free_host_bytes = lambda: 0
+    latent, _, _, together = CASES["even"]
+    model = tiny_transformer()
+    enable_ulysses(model, dist.get_world_size(), device=torch.device("cpu"))
+    fs = install(model)
+    return scenario(model, latent, together), fs.report.as_dict()
+
+
 def _refusal(kind: str) -> str:
     """The adapter's message for an unsupported parallel setup (empty: none was raised)."""
     import torch.distributed as dist
@@ -142,9 +164,12 @@ def _refusal(kind: str) -> str:
 
     from freeswim_core.diffusers.ulysses import enable_ulysses
     world = dist.get_world_size()
-    if kind == "heads":
-        model = tiny_transformer(heads=world + 1)
-        enable_ulysses(model, world, anything=True, device=torch.device("cpu"))
+    if kind == "heads":               # refused when parallelism is enabled, before any call
+        try:
+            enable_ulysses(tiny_transformer(heads=world + 1), world, anything=True, device=torch.device("cpu"))
+        except ValueError as exc:
+            return str(exc)
+        return ""
     else:
         model = tiny_transformer()
         cp = ContextParallelConfig(ring_degree=world)
@@ -173,6 +198,7 @@ def _rank_main(rank: int, world: int, port: int, out: str, cases: list) -> None:
         for case in cases:
             result[case] = _rank_case(case)
         result["exchange"] = exchange_errors()
+        result["short"] = short_of_host_ram()
         result["refusals"] = {kind: _refusal(kind) for kind in ("ring", "heads")}
         torch.save(result, f"{out}.rank{rank}")
     except Exception:

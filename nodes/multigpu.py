@@ -16,8 +16,12 @@ devices' threads and made for that (a lock, one feature store per device).
 """
 from __future__ import annotations
 
+import logging
+
 import comfy.utils
 from comfy.patcher_extension import CallbacksMP
+
+from ..freeswim_core.log import log_once
 
 from .ffn_chunks import ChunkedFFN
 from .patch_embedding import TokenMajorPatchEmbedding
@@ -39,7 +43,12 @@ def rebind_object_patches(source, clone) -> None:
             clone.object_patches[key] = ChunkedFFN(_own(comfy.utils.get_attr(clone.model, key)), patch.budget)
         elif isinstance(patch, TokenMajorPatchEmbedding):
             conv = comfy.utils.get_attr(clone.model, key.rsplit(".", 1)[0])
-            clone.object_patches[key] = TokenMajorPatchEmbedding(conv, patch.previous)
+            if patch.previous is not None:       # another node's forward, made for the main device's module
+                log_once("multigpu:previous", logging.WARNING,
+                         "FreeSwim: another node patched the patch embedding's forward before FreeSwim; on the "
+                         "MultiGPU copy FreeSwim runs the copy's own embedding without that patch. Apply that "
+                         "node after MultiGPU CFG Split, or remove it.")
+            clone.object_patches[key] = TokenMajorPatchEmbedding(conv, None)
 
 
 def install_clone_callbacks(model, key: str) -> None:

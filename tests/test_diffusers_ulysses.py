@@ -49,6 +49,17 @@ def test_every_rank_gives_the_single_process_output(ranks, case):
     assert sum(rank[case][1]["cache_bytes"] for rank in ranks) == report["cache_bytes"] > 0
 
 
+def test_ranks_agree_to_run_without_the_cache_where_one_has_no_room(ranks):
+    """The last rank has no host RAM for the features: every rank plans without the cache (else
+    their exchanges would carry different rows), and gets the no-cache single-process output."""
+    expected, _ = single("even", cache=False)
+    for rank in ranks:
+        got, report = rank["short"]
+        assert report["cache_off_reason"] and report["guide_calls"] == report["reuse_calls"] == 0
+        assert report["dual_calls"] > 0
+        assert (got - expected).abs().max().item() < 1e-5
+
+
 def test_the_reference_is_freeswim_not_the_plain_model():
     """The scenario's output depends on FreeSwim (so equal outputs above say something)."""
     latent, _, _, together = CASES["even"]

@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     log = logging.getLogger("freeswim")
     from .recipe import generate, load_pipeline
-    from .ulysses import enable_ulysses, leave_process_group, torchrun_device
+    from .ulysses import check_degree, enable_ulysses, leave_process_group, torchrun_device
     from .video import write_video
     rank = 0
     try:
@@ -117,6 +117,7 @@ def main(argv=None) -> int:
         pipe = load_pipeline(args.model, device, DTYPES[args.dtype])
         pipe.set_progress_bar_config(disable=args.no_progress or rank > 0)
         if args.ulysses > 1:
+            check_degree(int(pipe.transformer.config.num_attention_heads), args.ulysses)
             patch = pipe.transformer.config.patch_size
             px = pipe.vae_scale_factor_spatial * patch[1]
             latent_frames = (request.frames - 1) // pipe.vae_scale_factor_temporal + 1

@@ -119,7 +119,8 @@ class FreeSwim:
                                 head_dim=head_dim, px_per_token=vae * self.patch[1], native_px=native_px,
                                 native_label=native_label,
                                 cross_per_block=2 if cfg.added_kv_proj_dim is not None else 1)
-        self.services = HostServices(free_device_bytes=_free_device_bytes, free_host_bytes=_free_host_bytes)
+        self.services = HostServices(free_device_bytes=self._free_device_bytes, free_host_bytes=self._free_host_bytes)
+        self._device: Optional[torch.device] = None  # the current call's
         self.reports: collections.deque[RunReport] = collections.deque(maxlen=32)
         self.run = self._new_run()
         self.current_call: Optional[CallPlan] = None
@@ -145,6 +146,14 @@ class FreeSwim:
         kinds = sorted({type(self.transformer.blocks[i].attn1.processor).__name__ for i in blocks})
         return (f"Their attn1 processor is {', '.join(kinds)}, set after FreeSwim was installed: set it before "
                 f"installing FreeSwim, or not at all.")
+
+    def _free_device_bytes(self, device) -> Optional[int]:
+        free = _free_device_bytes(device)
+        return self.ulysses.least(free, device) if self.ulysses is not None else free
+
+    def _free_host_bytes(self) -> int:
+        free = _free_host_bytes()
+        return self.ulysses.least(free, self._device) if self.ulysses is not None else free
 
     def _new_run(self) -> Run:
         return Run(model=self.model, window=self.window, dual=self.dual, cache=self.cache, host=self.services,
@@ -213,12 +222,14 @@ class FreeSwim:
 
     def plan(self, hidden_states: torch.Tensor, context, kinds: Optional[Sequence]) -> CallPlan:
         """The core planner's plan for this call (its facts read off the pipeline's call)."""
-        self.ulysses = ulysses_of(self.transformer)
+        self.ulysses, self._device = ulysses_of(self.transformer), hidden_states.device
         shards = 1
         if self.ulysses is not None:
             self.ulysses.check_heads(self.model.heads)
             shards = self.ulysses.degree
-        if self.run.model.sequence_shards != shards:      # each rank holds (and caches) its shard's tokens
+        if self.model.sequence_shards != shards:          # each rank holds (and caches) its shard's tokens
+            self.model = replace(self.model, sequence_shards=shards)
+        if self.run.model.sequence_shards != shards:      # (the next runs are made from self.model)
             self.run.model = replace(self.run.model, sequence_shards=shards)
         step = getattr(context, "step_index", None)
         if step is not None and self._last_step is not None and step < self._last_step:

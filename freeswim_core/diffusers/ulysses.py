@@ -33,6 +33,14 @@ from typing import Optional
 import torch
 
 
+def check_degree(heads: int, degree: int) -> None:
+    """Each rank windows heads/N whole heads: ``degree`` must divide the model's heads."""
+    if degree > 1 and heads % degree:
+        divisors = [d for d in range(2, heads + 1) if heads % d == 0]
+        raise ValueError(f"FreeSwim: ulysses_degree {degree} does not divide the model's {heads} attention heads; "
+                         f"each rank windows heads/N whole heads. Use one of {', '.join(map(str, divisors))}.")
+
+
 def shard_sizes(tokens: int, degree: int) -> list[int]:
     """Tokens per rank as diffusers splits a sequence (``tensor_split``: the first ``tokens % degree``
     ranks hold one more; equal where ``degree`` divides ``tokens``)."""
@@ -49,11 +57,17 @@ class Ulysses:
     rank: int
 
     def check_heads(self, heads: int) -> None:
-        if heads % self.degree:
-            divisors = [d for d in range(2, heads + 1) if heads % d == 0]
-            raise ValueError(f"FreeSwim: ulysses_degree {self.degree} does not divide the model's {heads} "
-                             f"attention heads; each rank windows heads/N whole heads. Use one of "
-                             f"{', '.join(map(str, divisors))}.")
+        check_degree(heads, self.degree)
+
+    def least(self, value: Optional[int], device: torch.device) -> Optional[int]:
+        """The smallest of every rank's ``value``: what the ranks decide from it (whether the cache
+        fits, and where) they must decide alike, or their exchanges would carry different rows."""
+        import torch.distributed as dist
+        if value is None:
+            return None
+        t = torch.tensor([int(value)], dtype=torch.int64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN, group=self.group)
+        return int(t.item())
 
     def gather_tokens(self, x: torch.Tensor, heads: int, tokens: int) -> torch.Tensor:
         """``[B, local tokens, heads * D]`` on each rank -> ``[B, tokens, heads/N * D]``: every token of
@@ -62,8 +76,9 @@ class Ulysses:
         n, sizes = self.degree, shard_sizes(tokens, self.degree)
         b, local, width = x.shape
         if local != sizes[self.rank]:
-            raise ValueError(f"FreeSwim: rank {self.rank} holds {local} tokens of {tokens}; diffusers' context "
-                             f"parallel split gives it {sizes[self.rank]}. Was the sequence split another way?")
+            raise ValueError(f"FreeSwim: rank {self.rank} holds {local} tokens of {tokens}, where diffusers' "
+                             f"context-parallel split gives it {sizes[self.rank]}: a custom cp_plan splits the "
+                             f"sequence another way. Use the transformer's own _cp_plan.")
         head_dim = width // heads
         group = heads // n * head_dim
         # to each rank its head group of this rank's tokens: [N, B, local, group], contiguous per rank
@@ -120,6 +135,7 @@ def enable_ulysses(transformer, degree: int, anything: bool = False, device: Opt
     from diffusers.models._modeling_parallel import ParallelConfig
     from torch.distributed.device_mesh import init_device_mesh
 
+    check_degree(int(transformer.config.num_attention_heads), degree)
     cp = ContextParallelConfig(ulysses_degree=degree, ulysses_anything=anything)
     device = torch.device(device) if device is not None else None
     if device is None or device.type != "cpu":

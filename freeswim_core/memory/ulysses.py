@@ -13,10 +13,12 @@ processors, in units of ``u``, one row's hidden states of the rank's tokens (bf1
   ``3 + 2 * ffn_dim / dim``). FreeSwim's token exchange (q, k, v of the rank's tokens
   and every token of its heads, a send and a receive buffer) and window kernel stay
   within them;
-* outside the blocks, whole-sequence tensors every rank keeps: diffusers splits the
+* outside the blocks, whole-sequence tensors every rank holds: diffusers splits the
   patch embedding's output and the rotary tables as *views* of the whole ones, so each
-  rank keeps every token's embedded hidden states (one ``U`` per row, all tokens) and the
-  float32 cos and sin tables; the window's block tables cover the whole grid.
+  rank holds every token's embedded hidden states (one ``U`` per row, all tokens) until
+  the first block returns, and the float32 cos and sin tables throughout; the window's
+  block tables cover the whole grid. The first block's peak includes them all (every
+  block has the same peak), so the call's peak does.
 
 ``harness/ulysses_memory.py`` traces the real model on a fake process group and
 ``benchmarks/memory.py --ulysses`` prints both.

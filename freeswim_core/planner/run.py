@@ -87,7 +87,7 @@ class Run:
     once_per_process: bool = False       # messages once per process (calls outside a sampling run each get a Run)
     bypass: bool = False                 # FreeSwim's hooks were taken over: every call passes through
     stores: dict = field(default_factory=dict)            # device -> the cache's FeatureStore there
-    cache_off: bool = False              # the cache did not fit: full branch every step
+    cache_off: set = field(default_factory=set)           # devices where the cache did not fit: full branch there
     report: RunReport = field(default_factory=RunReport)
     reads: HostReads = field(default_factory=HostReads)   # sigmas and schedule read once each
     said: set = field(default_factory=set)
@@ -147,7 +147,7 @@ class Run:
         base = replace(base, keys=f.keys, execution=execution,
                        override_image=self.dual.override_image_cross and self.model.cross_per_block == 2)
         twins = DualLayout(f.rows, tuple(eligible))
-        if self.cache is None or not self.cache_allowed or self.cache_off:
+        if self.cache is None or not self.cache_allowed or str(f.device) in self.cache_off:
             return replace(base, mode=Mode.DUAL, layout=twins)
         passes = self.dual.passes if self.uncond_runs else "cond"      # cfg 1: no unconditional calls to come
         stored = cached_rows(len(eligible), len(set(f.kinds)), passes, 2 if base.override_image else 1)
@@ -248,7 +248,7 @@ class Run:
         report = self.report
         report.cache_bytes, report.cache_precision = (sp.on_host if sp.where == "cpu" else sp.needed), cache.precision
         if sp.where is None:
-            self.cache_off = True
+            self.cache_off.add(str(f.device))
             report.cache_off_reason = (f"{sp.needed} bytes ({sp.on_host} in host RAM) do not fit in "
                                        f"{cache.storage} memory")
             self.say("cache:nofit", logging.WARNING,
