@@ -48,8 +48,10 @@ class FreeSwimWindowAttentionPatch(io.ComfyNode):
                                        "released native frame's tokens); native: the formula with the chosen "
                                        "native grid; none: 1/sqrt(d)."),
                 io.Combo.Input("backend", options=list(BACKENDS), default=_DEFAULT.backend,
-                               tooltip="auto: FlexAttention on CUDA (compiled, block-sparse), exact "
-                                       "chunked attention elsewhere or if flex fails."),
+                               tooltip="auto: NATTEN's fused kernels where NATTEN's compiled wheel is "
+                                       "installed, else FlexAttention on CUDA (compiled, block-sparse), else "
+                                       "exact chunked attention; the run report says which ran and why. natten: "
+                                       "NATTEN's neighborhood attention (inward windows only)."),
             ],
             outputs=[io.Model.Output(tooltip="The model with window attention; the input model is unchanged.")],
         )
@@ -61,6 +63,10 @@ class FreeSwimWindowAttentionPatch(io.ComfyNode):
         check_choice(NODE_NAME, "native_size", native_size, NATIVE_SIZE_OPTIONS)
         check_choice(NODE_NAME, "attention_scale", attention_scale, SCALE_MODES)
         check_choice(NODE_NAME, "backend", backend, BACKENDS)
+        if backend == "natten" and not inward:
+            raise InvalidInput(f"{NODE_NAME}: backend natten runs inward windows only (neighborhood attention "
+                               f"shifts windows inward at borders); turn inward on, or choose auto or chunked "
+                               f"for the no-inward ablation.")
         custom_width = check_number(NODE_NAME, "custom_width", custom_width, minimum=1, integer=True)
         custom_height = check_number(NODE_NAME, "custom_height", custom_height, minimum=1, integer=True)
         if native_size == "custom" and min(custom_width, custom_height) < info.px_per_token:

@@ -53,7 +53,9 @@ INPUTS = {
                             "none：1/sqrt(d)。",
                             "Keep reference (the official code's); native follows this model's own grid.",
                             "保持 reference（官方代码的设置）；native 使用本模型自己的网格。"),
-        "backend": ("后端", "auto：CUDA 上使用 FlexAttention（编译、块稀疏），其他情况或 flex 失败时使用精确的分块注意力。",
+        "backend": ("后端", "auto：安装了 NATTEN 编译版 wheel 时使用其融合内核，否则在 CUDA 上使用 FlexAttention"
+                    "（编译、块稀疏），否则使用精确的分块注意力；运行报告会说明用了哪个以及原因。natten：NATTEN 的"
+                    "邻域注意力（仅向内窗口）。",
                     "Keep auto. chunked is exact everywhere and slower on a GPU.",
                     "保持 auto。chunked 在任何设备上都精确，但在 GPU 上较慢。"),
     },

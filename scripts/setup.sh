@@ -18,6 +18,7 @@ PYTHON=${PYTHON:-python3}
 VENV=.venv
 HOST=.host/ComfyUI
 HORDE_VERSION=2.22.2
+NATTEN_VERSION=0.21.7
 WHEELS=.cache/wheels
 
 log() { printf '[setup] %s\n' "$*"; }
@@ -72,6 +73,10 @@ if [ "$(cat $VENV/.stamp 2>/dev/null)" != "$venv_hash" ]; then
   "$VENV/bin/python" -m pip install -q -c constraints.txt torch torchvision torchaudio
   "$VENV/bin/python" -m pip install -q -c constraints.txt \
       -r "$HOST/requirements.txt" -r requirements.txt -r requirements-dev.txt
+  # NATTEN (optional fast kernels): the registry has its source only; built without CUDA it has its
+  # FlexAttention kernel (flex-fna), which the tests run on the CPU. Its build imports torch.
+  "$VENV/bin/python" -m pip install -q wheel
+  "$VENV/bin/python" -m pip install -q --no-build-isolation -c constraints.txt "natten==$NATTEN_VERSION"
   "$VENV/bin/python" -c "import torch, torchvision, torchaudio; print('[setup] torch', torch.__version__)"
   echo "$venv_hash" > "$VENV/.stamp"
 fi

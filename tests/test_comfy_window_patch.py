@@ -221,3 +221,28 @@ def test_sliced_ffn_casts_offloaded_weights_once_per_block(comfy, wan, monkeypat
     sliced = call(1)                                  # 1 byte of "VRAM": every layer offloaded
     assert [sum(c is m for c in casts) for m in layers] == [1, 1]
     assert (sliced - whole).abs().max().item() < 1e-5 * max(1.0, whole.abs().max().item())
+
+
+def test_natten_backend_matches_the_dense_reference_and_is_reported(comfy, wan):
+    """backend natten (NATTEN's neighborhood attention; on this CPU its flex-fna kernel) samples what the
+    test-owned dense window gives; the run report names it. auto on a CPU takes chunked and says why
+    it passed over NATTEN and FlexAttention."""
+    pytest.importorskip("natten")
+    run_state = comfy.pack_module("nodes.run_state")
+    ref_model = with_override(wan, window_override((3, 12, 20), (7, 9), reference_scale(HEAD_DIM), True))
+    expected = comfy.ksample(ref_model, LATENT, seed=5)
+    got = comfy.ksample(patch(comfy, wan, backend="natten"), LATENT, seed=5)
+    report = run_state.recent_reports()[-1]
+    assert (got - expected).abs().max().item() < 1e-4 * max(1.0, expected.abs().max().item())
+    assert report["backends"] == ["natten"] and report["backends_passed_over"] == {}
+    comfy.ksample(patch(comfy, wan, backend="auto"), LATENT, seed=5, steps=1)
+    report = run_state.recent_reports()[-1]
+    assert report["backends"] == ["chunked"]
+    assert set(report["backends_passed_over"]) == {"natten", "flex"}
+    assert "CUDA" in report["backends_passed_over"]["flex"]
+
+
+def test_natten_backend_with_the_no_inward_ablation_is_refused_naming_the_fix(comfy, wan):
+    with pytest.raises(ValueError, match="FreeSwim Window Attention Patch: backend natten runs inward windows "
+                                         "only.*turn inward on"):
+        patch(comfy, wan, backend="natten", inward=False)

@@ -129,8 +129,11 @@ def err(a, b):
 
 
 @pytest.mark.parametrize("batch,frames,h,w,backend", [(1, 3, 20, 28, "chunked"), (2, 2, 18, 30, "chunked"),
-                                                     (3, 1, 24, 16, "chunked"), (2, 2, 18, 30, "flex")])
+                                                     (3, 1, 24, 16, "chunked"), (2, 2, 18, 30, "flex"),
+                                                     (2, 2, 18, 30, "natten"), (1, 1, 24, 16, "natten")])
 def test_any_size_and_batch_match_the_reference(batch, frames, h, w, backend):
+    if backend == "natten":
+        pytest.importorskip("natten")
     model = tiny_transformer()
     x, t, context = inputs(batch, frames, h, w)
     expected = reference(model, x, t, context)

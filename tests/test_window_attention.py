@@ -278,8 +278,10 @@ def test_auto_falls_back_only_when_the_kernel_does_not_compile(monkeypatch, capl
     only (said once); an out-of-memory error is the host's to handle and propagates."""
     import freeswim_core.attention as attention
     from torch._dynamo.exc import BackendCompilerFailed
-    monkeypatch.setattr(attention, "_flex_first", lambda *tensors: True)
     monkeypatch.setattr(attention, "_flex_broken", set())
+    # flex as auto's choice on this CPU, unless its kernel failed to compile for the key
+    monkeypatch.setitem(attention._AUTO_CANNOT, "flex", lambda q, grid, window, inward, *others: (
+        "did not compile" if (q.device.type, grid, q.dtype) in attention._flex_broken else None))
     failure = {}
 
     def flex(q, k, v, grid, window, **kw):
@@ -432,3 +434,56 @@ def test_a_cpu_flex_kernel_is_never_reused_by_a_process_with_another_thread_coun
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{threads} thread(s): exit {done.returncode}: {done.stderr[-400:]}"
         assert float(done.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+# --- NATTEN (optional; `make setup` installs it from source, without CUDA: its flex-fna kernel) ---------
+
+def _natten():
+    return pytest.importorskip("natten")
+
+
+@pytest.mark.parametrize("B,NH,grid,window,inward", [c for c in CASES if c[4]])
+def test_natten_matches_dense_reference(B, NH, grid, window, inward):
+    _natten()
+    from freeswim_core.attention import choose_backend
+    T, H, W = grid
+    q, k, v = _qkv(B, NH, T * H * W, 32, torch.float32)
+    try:
+        choose_backend(q, grid, window, "natten")
+    except ValueError as exc:                # only what the backend says it cannot run: kernels of 1, even windows
+        rows, cols = min(window[0], H), min(window[1], W)
+        assert ("size 1" in str(exc) and min(rows, cols) == 1) or (
+            "even window" in str(exc) and ((rows % 2 == 0 and rows < H) or (cols % 2 == 0 and cols < W)))
+        return
+    out = window_attention(q, k, v, grid, window, scale=0.18, backend="natten")
+    ref = masked_attention(q, k, v, dense_window_mask(grid, window, True), 0.18)
+    assert out.shape == q.shape
+    assert (out.double() - ref).abs().max().item() < 2e-5
+
+
+@pytest.mark.parametrize("grid,window", [((2, 9, 13), (5, 7)), ((4, 8, 10), (3, 5)), ((1, 10, 12), (5, 7))])
+def test_natten_takes_the_hosts_layout_and_writes_over_q(grid, window):
+    """The hosts' ``[B, L, heads * D]`` viewed as ``[B, heads, L, D]`` (what ComfyUI's calls give), the
+    output written over q's memory; equal to the chunked backend."""
+    _natten()
+    T, H, W = grid
+    g = torch.Generator().manual_seed(3)
+    rows = [torch.randn(2, T * H * W, 3 * 16, generator=g) for _ in range(3)]
+    q, k, v = (r.view(2, T * H * W, 3, 16).transpose(1, 2) for r in rows)
+    want = window_attention(q, k, v, grid, window, scale=0.2, backend="chunked")
+    got = window_attention(q, k, v, grid, window, scale=0.2, backend="natten", out=q)
+    assert got.data_ptr() == rows[0].data_ptr()
+    assert (got - want).abs().max().item() < 2e-5
+
+
+def test_natten_refuses_the_no_inward_ablation_and_auto_says_why_it_passed_it_over():
+    _natten()
+    from freeswim_core.attention import choose_backend
+    q, k, v = _qkv(1, 2, 3 * 12 * 20, 32, torch.float32)
+    with pytest.raises(ValueError, match="backend 'natten' cannot run this call: inward=False"):
+        window_attention(q, k, v, (3, 12, 20), (7, 11), inward=False, backend="natten")
+    choice = choose_backend(q, (3, 12, 20), (7, 11), "auto")
+    assert choice.backend == "chunked"                       # on a CPU
+    reasons = dict(choice.passed_over)
+    assert set(reasons) == {"natten", "flex"}
+    assert "CUDA" in reasons["natten"] and "CUDA" in reasons["flex"]

@@ -1,5 +1,13 @@
-"""Window attention: one public entry point over interchangeable backends."""
+"""Window attention: one public entry point over interchangeable backends, chosen in one place.
+
+Each backend says what it cannot run, and why (NATTEN's way: explicit checks, not caught
+exceptions): :func:`choose_backend` takes the one asked for, or for ``auto`` the fastest that
+can run the call (NATTEN's compiled fused kernels, then FlexAttention on CUDA, then the exact
+chunked backend), and says why each faster one was passed over. The run report shows both.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -8,8 +16,11 @@ from ..geometry import TokenGrid, as_grid, as_window
 from ..log import logger
 from .chunked import chunked_window_attention, device_bounds
 from .flex import PARTIAL_OUTPUT, _cached_block_mask, flex_available, flex_window_attention, needs_grad
+from .natten_backend import cannot_run as natten_cannot_run
+from .natten_backend import fused_cannot_run as natten_fused_cannot_run
+from .natten_backend import natten_compiled, natten_window_attention
 
-BACKENDS = ("auto", "flex", "chunked")
+BACKENDS = ("auto", "natten", "flex", "chunked")
 
 _flex_broken: set[tuple] = set()     # (device type, grid, dtype) whose flex kernel did not compile
 
@@ -34,21 +45,77 @@ def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch._C._is_alias_of(a, b)
 
 
-def backend_for(q: torch.Tensor, grid, window, backend: str = "auto") -> str:
-    """The backend :func:`window_attention` uses for these arguments now: ``"sdpa"`` (the window
-    covers the grid: full attention), ``"flex"`` or ``"chunked"``."""
-    if as_window(window).covers(as_grid(grid)):
-        return "sdpa"
+@dataclass(frozen=True)
+class Choice:
+    """The backend a call runs, and the faster ones ``auto`` passed over, with why."""
+
+    backend: str                                   # sdpa (the window covers the grid), natten, flex, chunked
+    passed_over: tuple[tuple[str, str], ...] = ()  # (backend, why not)
+
+
+def _flex_cannot_run(q, grid, window, inward, *others) -> str | None:
+    if not flex_available():
+        return "this torch has no FlexAttention"
+    return None
+
+
+def _flex_auto_cannot_run(q, grid, window, inward, *others) -> str | None:
+    """``auto`` takes FlexAttention on CUDA (on a CPU the chunked backend is faster) for inference (the
+    flex kernel runs without autograd), where its kernel compiled for this grid and dtype."""
+    reason = _flex_cannot_run(q, grid, window, inward)
+    if reason is not None:
+        return reason
+    if not q.is_cuda:
+        return f"its compiled kernel is the CUDA path (this call is on {q.device.type}: chunked is faster there)"
+    if needs_grad(q, *others):
+        return "gradients are recorded (the flex kernel is inference-only)"
+    if (q.device.type, grid, q.dtype) in _flex_broken:
+        return "its kernel did not compile for this grid and dtype"
+    return None
+
+
+def _natten_cannot_run(q, grid, window, inward, *others) -> str | None:
+    reason = natten_cannot_run(q, grid, window, inward)
+    if reason is None and q.is_cuda and not natten_compiled():
+        reason = ("this NATTEN has no compiled library, and its FlexAttention kernel uncompiled would hold "
+                  "every score: install NATTEN's wheel for your torch and CUDA (README), or use backend flex")
+    return reason
+
+
+# what each backend cannot run when asked for by name, and when auto considers it (fastest first)
+_CANNOT = {"natten": _natten_cannot_run, "flex": _flex_cannot_run, "chunked": lambda *a: None}
+_AUTO_CANNOT = {"natten": natten_fused_cannot_run, "flex": _flex_auto_cannot_run}
+
+
+def choose_backend(q: torch.Tensor, grid, window, backend: str = "auto", inward: bool = True,
+                   *others: torch.Tensor) -> Choice:
+    """The backend :func:`window_attention` runs for these arguments (``q``: ``[B, heads, L, D]``; ``others``:
+    k and v, for the gradient check). A backend asked for by name that cannot run the call is an error
+    naming why and the fix."""
+    grid, window = as_grid(grid), as_window(window)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown window attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if window.covers(grid):
+        return Choice("sdpa")
     if backend != "auto":
-        return backend
-    key = (q.device.type, as_grid(grid), q.dtype)
-    return "flex" if _flex_first(q) and key not in _flex_broken else "chunked"
+        reason = _CANNOT[backend](q, grid, window, inward, *others)
+        if reason is not None:
+            raise ValueError(f"window attention backend {backend!r} cannot run this call: {reason}. Choose "
+                             f"another backend (auto picks one that can).")
+        return Choice(backend)
+    passed = []
+    for name, cannot in _AUTO_CANNOT.items():
+        reason = cannot(q, grid, window, inward, *others)
+        if reason is None:
+            return Choice(name, tuple(passed))
+        passed.append((name, reason))
+    return Choice("chunked", tuple(passed))
 
 
-def _flex_first(q: torch.Tensor, *others: torch.Tensor) -> bool:
-    """``auto`` tries FlexAttention first on CUDA (on the CPU the chunked backend is faster), for
-    inference (the flex kernel runs in inference mode; gradients take the chunked backend)."""
-    return q.is_cuda and flex_available() and not needs_grad(q, *others)
+def backend_for(q: torch.Tensor, grid, window, backend: str = "auto", inward: bool = True) -> str:
+    """The backend :func:`window_attention` uses for these arguments now: ``"sdpa"`` (the window
+    covers the grid: full attention), ``"natten"``, ``"flex"`` or ``"chunked"``."""
+    return choose_backend(q, grid, window, backend, inward).backend
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, window, *,
@@ -63,11 +130,13 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, wi
         window: ``(wh, ww)`` tokens per query in height and width.
         inward: shift windows inward at borders (paper) instead of truncating.
         scale: softmax scale; ``None`` means ``1 / sqrt(D)``.
-        backend: ``"flex"`` (FlexAttention, compiled, inference only), ``"chunked"``
-            (exact SDPA over tiles, any device, differentiable) or ``"auto"`` (flex on
-            CUDA when no gradient is recorded, falling back to
-            chunked, with one log line, for a grid and dtype whose flex kernel does
-            not compile; errors at run time, out of memory included, propagate).
+        backend: ``"natten"`` (NATTEN's neighborhood attention: its fused kernels where
+            its compiled library has them, its FlexAttention one on a CPU; inward windows
+            only), ``"flex"`` (FlexAttention, compiled, inference only), ``"chunked"``
+            (exact SDPA over tiles, any device, differentiable) or ``"auto"`` (the fastest
+            that can run the call, :func:`choose_backend`; a flex kernel that does not
+            compile falls back to chunked, with one log line, for that grid and dtype;
+            errors at run time, out of memory included, propagate).
         out: where to write the result (any strides, shape of ``q``); it may be
             ``q`` itself, which saves a whole activation when the caller no
             longer needs the queries: every backend reads a group of queries
@@ -80,27 +149,26 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, wi
     """
     grid, window = as_grid(grid), as_window(window)
     _check_inputs(q, k, v, grid, out)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown window attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if window.covers(grid):
+    chosen = choose_backend(q, grid, window, backend, inward, k, v).backend
+    if chosen == "sdpa":
         res = F.scaled_dot_product_attention(q, k, v, scale=scale)
         return res if out is None else out.copy_(res)
-    if backend == "chunked":
+    if chosen == "chunked":
         return chunked_window_attention(q, k, v, grid, window, inward=inward, scale=scale, out=out)
+    if chosen == "natten":
+        return natten_window_attention(q, k, v, grid, window, scale=scale, out=out,
+                                       fused=q.is_cuda and natten_compiled())
     if backend == "flex":
         return flex_window_attention(q, k, v, grid, window, inward=inward, scale=scale, out=out)
-    # auto
-    key = (q.device.type, grid, q.dtype)
-    if _flex_first(q, k, v) and key not in _flex_broken:
-        try:
-            return flex_window_attention(q, k, v, grid, window, inward=inward, scale=scale, out=out)
-        except Exception as exc:
-            if getattr(exc, PARTIAL_OUTPUT, False) or not _is_compile_failure(exc):
-                raise         # out of memory, a launch failure: the host's own handling sees it
-            _flex_broken.add(key)
-            logger.warning("FlexAttention could not compile the window kernel for grid %s (%s, %s: %s); using "
-                           "the exact chunked backend for this grid and dtype. Set backend='chunked' to silence "
-                           "this.", grid.as_tuple(), q.dtype, type(exc).__name__, exc)
+    try:                      # auto chose flex: a kernel that does not compile falls back, once per key
+        return flex_window_attention(q, k, v, grid, window, inward=inward, scale=scale, out=out)
+    except Exception as exc:
+        if getattr(exc, PARTIAL_OUTPUT, False) or not _is_compile_failure(exc):
+            raise             # out of memory, a launch failure: the host's own handling sees it
+        _flex_broken.add((q.device.type, grid, q.dtype))
+        logger.warning("FlexAttention could not compile the window kernel for grid %s (%s, %s: %s); using "
+                       "the exact chunked backend for this grid and dtype. Set backend='chunked' to silence "
+                       "this.", grid.as_tuple(), q.dtype, type(exc).__name__, exc)
     return chunked_window_attention(q, k, v, grid, window, inward=inward, scale=scale, out=out)
 
 
@@ -134,5 +202,5 @@ def release_run_caches() -> None:
     device_bounds.cache_clear()
 
 
-__all__ = ["BACKENDS", "backend_for", "chunked_window_attention", "flex_available", "flex_window_attention",
-           "release_run_caches", "window_attention"]
+__all__ = ["BACKENDS", "Choice", "backend_for", "choose_backend", "chunked_window_attention", "flex_available",
+           "flex_window_attention", "natten_window_attention", "release_run_caches", "window_attention"]

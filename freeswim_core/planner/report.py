@@ -15,6 +15,7 @@ class RunReport:
     grids: list = field(default_factory=list)           # [t, h, w] token grids seen
     window: Optional[list] = None                        # [h, w] tokens
     backends: list = field(default_factory=list)        # window backends actually used
+    backends_passed_over: dict = field(default_factory=dict)   # faster backends auto did not take: why
     model_calls: int = 0
     windowed_calls: int = 0
     dual_calls: int = 0                                  # full branch run, no cache

@@ -26,7 +26,7 @@ from typing import Callable, Optional
 import torch
 
 from .. import probes
-from ..attention import backend_for, release_run_caches
+from ..attention import choose_backend, release_run_caches
 from ..dual import (CacheAction, DualLayout, FeatureStore, cache_action_for_call, cached_rows, dual_active,
                     plan_store, twin_rows)
 from ..dual.calls import split_heads, window_rows
@@ -281,12 +281,14 @@ class Run:
 
     def window_rows(self, w: WindowPlan, q, k, v, heads: int, in_place: bool):
         """The core's window rows, noting the backend used and the host time spent in the report."""
-        used = backend_for(split_heads(q, heads), w.grid, w.window, w.backend)
+        choice = choose_backend(split_heads(q, heads), w.grid, w.window, w.backend, w.inward)
         started = time.perf_counter()
         out = window_rows(w, q, k, v, heads, in_place)
         with self.lock:
-            if used not in self.report.backends:
-                self.report.backends.append(used)
+            if choice.backend not in self.report.backends:
+                self.report.backends.append(choice.backend)
+            for name, reason in choice.passed_over:
+                self.report.backends_passed_over.setdefault(name, reason)
             self.report.attention_seconds += time.perf_counter() - started
         return out
 

@@ -127,8 +127,14 @@ export function reportLines(report) {
                 `branch, ${report.reuse_calls} reusing the cache`;
   const cache = report.cache_storage ? `, cache ${gb(report.cache_bytes)} GB on ${report.cache_storage}` :
                 report.cache_off_reason ? ", cache off" : "";
-  return [`last run: ${(report.backends || []).join("+") || "no window"} backend, ${calls}${cache}, ` +
-          `${report.attention_seconds.toFixed(1)} s in window attention`];
+  const lines = [`last run: ${(report.backends || []).join("+") || "no window"} backend, ${calls}${cache}, ` +
+                 `${report.attention_seconds.toFixed(1)} s in window attention`];
+  const passed = Object.entries(report.backends_passed_over || {});
+  if (passed.length) lines.push(`not used: ${passed.map(([name, why]) => `${name} (${why})`).join("; ")}`);
+  if ((report.unreached_blocks || []).length) {
+    lines.push(`⚠ blocks ${report.unreached_blocks.join(", ")}: self-attention never reached FreeSwim`);
+  }
+  return lines;
 }
 
 function panel(node) {
