@@ -30,8 +30,8 @@ from ..freeswim_core.planner import CallPlan, Run
 from .errors import InvalidInput
 from .families import diffusion_model_of, family_named, family_of
 from .multigpu import install_clone_callbacks
-from .options import (CACHE_NODE, CURSOR_KEY, DUAL_NODE, OPTIONS_KEY, OVERRIDE_SLOT, PLAN_KEY, RUN_KEY, SCOPE_KEY,
-                      WINDOW_NODE, WRAPPER_KEY, FreeSwimOptions, options_of)
+from .options import (CACHE_NODE, CURSOR_KEY, DUAL_NODE, LATER_KEY, OPTIONS_KEY, OVERRIDE_SLOT, PLAN_KEY, RUN_KEY,
+                      SCOPE_KEY, WINDOW_NODE, WRAPPER_KEY, FreeSwimOptions, options_of)
 from .override import BlockScope, CallCursor, freeswim_attention_override, writable_in_place
 from .planning import call_facts, new_run, ready
 from .run_state import publish
@@ -161,12 +161,17 @@ def _start_run(guider, to: dict, opts: FreeSwimOptions) -> Run:
     _check_chain(opts)
     slot = to.get(OVERRIDE_SLOT)
     if slot is not freeswim_attention_override:
-        run.bypass = True
-        run.say("override-lost", logging.WARNING,
-                "%s: another node replaced FreeSwim's attention override (now %s), so FreeSwim is off for "
-                "this run and its dual path does not run. Apply the FreeSwim nodes after that node, which "
-                "keeps and calls it.", WINDOW_NODE, _name(slot))
-        return run
+        if not callable(slot):
+            run.bypass = True
+            run.say("override-lost", logging.WARNING,
+                    "%s: another node put %r in the attention override slot after FreeSwim, which is not an "
+                    "attention function, so FreeSwim is off for this run. Remove that node.", WINDOW_NODE, slot)
+            return run
+        # an override set after FreeSwim's: this run composes them as if it had been set before
+        to[OVERRIDE_SLOT], to[LATER_KEY] = freeswim_attention_override, slot
+        run.say("override-later", logging.INFO,
+                "%s: %s was set after FreeSwim; FreeSwim handles the window rows and the dual path and hands "
+                "every other attention call to it, as if it had been set before.", WINDOW_NODE, _name(slot))
     group, block = family_named(opts.family).replace_key
     ours = to.get("patches_replace", {}).get(group, {})
     lost = [i for i in range(opts.blocks) if not isinstance(ours.get((block, i)), BlockReplacement)]

@@ -15,6 +15,7 @@ from ..freeswim_core.settings import CacheOptions, DualOptions, WindowOptions
 from .families.base import ModelInfo
 
 OPTIONS_KEY = "freeswim"
+LATER_KEY = "freeswim_later_override"   # an override another node set after FreeSwim's (composed per run)
 RUN_KEY = "freeswim_run"          # the sampling run's planner (freeswim_core.planner.Run; OUTER_SAMPLE wrapper)
 PLAN_KEY = "freeswim_plan"        # CallPlan of the model call (DIFFUSION_MODEL wrapper)
 CURSOR_KEY = "freeswim_cursor"    # CallCursor of the model call

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -31,7 +32,11 @@ from ..freeswim_core.dual.calls import (WindowPlan, cross_rows, cross_rows_with_
 from ..freeswim_core.log import log_once
 from ..freeswim_core.planner import CallPlan, Mode
 from .families.base import GRID_SIZES
-from .options import CURSOR_KEY, PLAN_KEY, RUN_KEY, SCOPE_KEY, WINDOW_NODE, options_of
+from .options import CURSOR_KEY, LATER_KEY, PLAN_KEY, RUN_KEY, SCOPE_KEY, WINDOW_NODE, options_of
+
+# Set while a call FreeSwim passed on to an override set after it runs: that override may keep and
+# call the previous one (FreeSwim's), which then passes the call through instead of handling it twice.
+_handing_on = threading.local()
 
 
 def writable_in_place(t) -> bool:
@@ -240,9 +245,22 @@ def freeswim_attention_override(func, *args, **kwargs):
     to = kwargs.get("transformer_options") or {}
     opts = options_of(to)
     inner = opts.inner_override if opts is not None else None
+    later = to.get(LATER_KEY)
+
+    def underneath(*a, **kw):                 # what was in the slot before FreeSwim, or the host's attention
+        return inner(func, *a, **kw) if inner is not None else func(*a, **kw)
+
+    if getattr(_handing_on, "active", False):
+        return underneath(*args, **kwargs)    # called back by the later override: already handled
 
     def call(*a, **kw):
-        return inner(func, *a, **kw) if inner is not None else func(*a, **kw)
+        if later is None:
+            return underneath(*a, **kw)
+        _handing_on.active = True
+        try:
+            return later(func, *a, **kw)
+        finally:
+            _handing_on.active = False
 
     plan: Optional[CallPlan] = to.get(PLAN_KEY)
     if plan is not None:

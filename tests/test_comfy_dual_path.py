@@ -341,30 +341,76 @@ def test_cache_without_dual_path_is_an_error_when_sampling_starts(comfy, wan):
     assert comfy.ksample(cache(comfy, dual(comfy, windowed(comfy, wan))), LATENT, seed=5, steps=1).shape == LATENT.shape
 
 
-def test_override_installed_after_freeswim_turns_it_off_with_a_warning(comfy, wan, caplog):
-    """A pass-through node that sets its own attention override after the FreeSwim nodes: the
-    run is warned about, runs as that node alone would have it, and runs no twin rows."""
-    caplog.set_level(logging.WARNING, logger="freeswim")
-    calls = {"rows": 0}
+def test_override_installed_after_freeswim_is_composed_as_if_set_before(comfy, wan, caplog):
+    """A pass-through node that sets its own attention override after the FreeSwim nodes: FreeSwim
+    still runs the window rows and the dual path and hands every other call (the twins' full
+    attention, cross-attention) to that override, exactly as when it was set before them."""
+    caplog.set_level(logging.INFO, logger="freeswim")
+    seen = {"after": [], "before": []}
 
-    def other_pack_override(func, *args, **kwargs):
-        calls["rows"] = max(calls["rows"], args[0].shape[0])
-        return func(*args, **kwargs)
-
-    def pass_through_node(model):
+    def pass_through_node(model, order):
+        def other_pack_override(func, *args, **kwargs):
+            seen[order].append(args[0].shape[0])
+            return func(*args, **kwargs)
         m = model.clone()
         m.model_options["transformer_options"]["optimized_attention_override"] = other_pack_override
         return m
 
-    patched = pass_through_node(cache(comfy, dual(comfy, windowed(comfy, wan), passes="cond")))
+    def freeswim(model):
+        return cache(comfy, dual(comfy, windowed(comfy, model), passes="cond"))
+
     reports = Reports(comfy)
-    out = comfy.ksample(patched, LATENT, seed=5, steps=2)
-    assert torch.equal(out, comfy.ksample(pass_through_node(wan), LATENT, seed=5, steps=2))
-    assert calls["rows"] == 2                          # cond + uncond, no twin rows
-    warning = [r.getMessage() for r in caplog.records if "replaced FreeSwim's attention override" in r.getMessage()]
-    assert len(warning) == 1 and "other_pack_override" in warning[0]
-    (report,) = reports.all()
-    assert report["windowed_calls"] == 0 and report["guide_calls"] == 0 and report["warnings"]
+    after = comfy.ksample(pass_through_node(freeswim(wan), "after"), LATENT, seed=5, steps=2)
+    before = comfy.ksample(freeswim(pass_through_node(wan, "before")), LATENT, seed=5, steps=2)
+    assert torch.equal(after, before)
+    assert seen["after"] and seen["after"] == seen["before"]                # the same calls reach it
+    composed, _ = reports.all()
+    assert composed["guide_calls"] == 1 and composed["reuse_calls"] == 1 and not composed["warnings"]
+    said = [r.getMessage() for r in caplog.records if "was set after FreeSwim" in r.getMessage()]
+    assert len(said) == 1 and "other_pack_override" in said[0]
+
+
+def test_comfyui_attention_backend_node_in_either_order(comfy, wan):
+    """ComfyUI 0.33's ModelAttentionBackend (it replaces the attention function, ignoring the one it
+    is given) before or after the FreeSwim nodes: the same latent, FreeSwim on in both."""
+    nodes = pytest.importorskip("comfy_extras.nodes_model_advanced")
+    if not hasattr(nodes, "ModelAttentionBackend"):
+        pytest.skip("this ComfyUI has no ModelAttentionBackend node")
+
+    def backend(model):
+        return nodes.ModelAttentionBackend().patch(model, "pytorch attention")[0]
+
+    def freeswim(model):
+        return dual(comfy, windowed(comfy, model))
+
+    reports = Reports(comfy)
+    after = comfy.ksample(backend(freeswim(wan)), LATENT, seed=6, steps=2)
+    before = comfy.ksample(freeswim(backend(wan)), LATENT, seed=6, steps=2)
+    assert rel_err(after, before) < 1e-6
+    assert all(r["windowed_calls"] > 0 and r["dual_calls"] > 0 for r in reports.all())
+    assert rel_err(after, comfy.ksample(backend(wan), LATENT, seed=6, steps=2)) > 1e-3
+
+
+def test_a_later_override_that_keeps_and_calls_freeswims_is_not_run_twice(comfy, wan):
+    """A well-behaved pack keeps the override it found (FreeSwim's) and calls it: composed, FreeSwim
+    handles each call once and the result is FreeSwim's with that pack around it."""
+    calls = []
+
+    def chaining_node(model):
+        m = model.clone()
+        to = m.model_options["transformer_options"]
+        previous = to["optimized_attention_override"]
+
+        def chained(func, *args, **kwargs):
+            calls.append(args[0].shape[0])
+            return previous(func, *args, **kwargs)
+        to["optimized_attention_override"] = chained
+        return m
+
+    freeswim = dual(comfy, windowed(comfy, wan))
+    assert torch.equal(comfy.ksample(chaining_node(freeswim), LATENT, seed=7, steps=2),
+                       comfy.ksample(freeswim, LATENT, seed=7, steps=2))
+    assert calls
 
 
 def _own_self_attention(model, blocks):
