@@ -279,6 +279,12 @@ def memory_case(spec, mode: str, suite_mode: str, estimate_s: float) -> Case:
 
 # --- the plan ----------------------------------------------------------------------------------
 
+def _natten_cases(*cases: Case) -> list[Case]:
+    """NATTEN's kernel cases where NATTEN is installed (it is optional)."""
+    from freeswim_core.attention.natten_backend import natten_module
+    return list(cases) if natten_module() is not None else []
+
+
 def plan(mode: str) -> list[Case]:
     """The cases in order of value. Estimates (seconds on an H200, compilation included, from the
     suite's own runs, rounded up) are what the budget is spent by; a case whose estimate does not
@@ -286,6 +292,7 @@ def plan(mode: str) -> list[Case]:
     if mode == "smoke":
         return [backends_check_case(CHECK_SMOKE, 1), storage_check_case("smoke", 1),
                 kernel_case(TINY, "chunked", 1), kernel_case(TINY, "dense", 1),
+                *_natten_cases(kernel_case(TINY, "natten", 1)),
                 step_case("full", "smoke", 1, STEP_SMOKE["steps"]),
                 step_case("window", "smoke", 1, STEP_SMOKE["steps"]),
                 memory_case(MEMORY_CASES["smoke"][0], "dual", "smoke", 1)]
@@ -300,6 +307,9 @@ def plan(mode: str) -> list[Case]:
         kernel_case(P1080_13B, "dense", 5),
         kernel_case(P4K_13B, "flex", 10),
         kernel_case(P4K_13B, "dense", 25, repeat=2),
+        # NATTEN's fused kernels where its compiled wheel is installed (else each case says why not)
+        *_natten_cases(kernel_case(P1080_13B, "natten", 10), kernel_case(P4K_13B, "natten", 15),
+                       kernel_case(P4K_14B, "natten", 25)),
         # 3. one denoising step of 1.3B at 1088p: the cache's saving against full attention
         step_case("window", "gpu", 65, 3),
         step_case("full", "gpu", 110, 2),

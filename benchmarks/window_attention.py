@@ -195,7 +195,8 @@ def backends_check(label, grid, window, heads, device, dtype, head_dim=128) -> l
         mask = center_clamp_mask(grid, window, device)
         ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, scale=scale)
         del mask
-        for backend in ("flex", "chunked", "auto"):
+        from freeswim_core.attention.natten_backend import natten_module
+        for backend in (("natten",) if natten_module() is not None else ()) + ("flex", "chunked", "auto"):
             try:
                 fn = lambda: window_attention(q, k, v, grid, window, scale=scale, backend=backend)  # noqa: E731
                 sec, first = _time(fn, device, 1)
