@@ -41,6 +41,19 @@ SCHEDULER_CONFIG = dict(
 )
 
 
+def visible_weights(model):
+    """Redraw a tiny random diffusers Wan transformer's weights so that every layer acts visibly (the
+    default init leaves some at 0: the modulation tables, some projections). Returns the model."""
+    import torch
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if p.dim() > 1:
+                p.normal_(0, p.shape[1] ** -0.5 if p.dim() == 2 else 0.1)
+            elif "scale_shift_table" in name:
+                p.normal_(0, 0.5)
+    return model
+
+
 def tiny_tokenizer():
     """A ``PreTrainedTokenizerFast`` that splits lower-cased text into characters and
     appends ``</s>`` (ids: ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2); made without any download."""

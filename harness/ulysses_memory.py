@@ -53,32 +53,17 @@ def _config(arch, blocks: int) -> dict:
                 eps=1e-6, rope_max_seq_len=1024)
 
 
-def _parallel(model, config) -> None:
-    """diffusers' context parallelism ``config`` on ``model`` (as ``enable_parallelism`` applies it)."""
-    from diffusers.hooks.context_parallel import apply_context_parallel
-    model._parallel_config = config
-    for module in model.modules():
-        processor = getattr(module, "processor", None)
-        if processor is not None and hasattr(processor, "_parallel_config"):
-            processor._parallel_config = config
-    apply_context_parallel(model, config.context_parallel_config, model._cp_plan)
-
-
 def _fake_group(degree: int):
     """torch's fake process group of ``degree`` ranks (this process rank 0) and diffusers' config on it."""
     import torch.distributed as dist
     from diffusers import ContextParallelConfig
-    from diffusers.models._modeling_parallel import ParallelConfig
-    from torch.distributed.device_mesh import init_device_mesh
     from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    from freeswim_core.diffusers.ulysses import parallel_config
     if dist.is_initialized():
         dist.destroy_process_group()
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=degree)
-    cp = ContextParallelConfig(ulysses_degree=degree)
-    config = ParallelConfig(context_parallel_config=cp)
-    config.setup(0, degree, torch.device("cuda"),
-                 mesh=init_device_mesh("cpu", cp.mesh_shape, mesh_dim_names=cp.mesh_dim_names))
-    return config
+    return parallel_config(ContextParallelConfig(ulysses_degree=degree), 0, degree, torch.device("cuda"))
 
 
 def trace_rank(model: str, width: int, height: int, frames: int = 81, mode: str = "window", degree: int = 1,
@@ -92,6 +77,7 @@ def trace_rank(model: str, width: int, height: int, frames: int = 81, mode: str 
     from freeswim_core import probes
     from freeswim_core.attention import flex
     from freeswim_core.diffusers import DualOptions, FreeSwim, WindowOptions
+    from freeswim_core.diffusers.ulysses import apply_parallel_config
 
     from .live_bytes import LiveBytes
     from .memory_trace import _block_tables, _eager_dropout, _stub_flex
@@ -116,7 +102,7 @@ def trace_rank(model: str, width: int, height: int, frames: int = 81, mode: str 
                 torch.set_default_device(None)
                 torch.set_default_dtype(torch.float32)
             if config is not None:
-                _parallel(transformer, config)
+                apply_parallel_config(transformer, config)
             fs = None
             if mode != "plain":
                 fs = FreeSwim(transformer, window=WindowOptions(),

@@ -43,18 +43,14 @@ ODD_TOKENS = 351                                          # 3 x 9 x 13: 176 + 17
 def tiny_transformer(heads: int = HEADS, seed: int = 0):
     """A 2-block diffusers Wan transformer with visible random weights (the same on every rank)."""
     import diffusers
+
+    from .tiny_diffusers import visible_weights
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = diffusers.WanTransformer3DModel(
+        model = visible_weights(diffusers.WanTransformer3DModel(
             patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=HEAD_DIM, in_channels=16,
             out_channels=16, text_dim=32, freq_dim=32, ffn_dim=128, num_layers=2, cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
-        with torch.no_grad():                   # the default init leaves some weights at 0
-            for name, p in sorted(model.named_parameters()):
-                if p.dim() > 1:
-                    p.normal_(0, p.shape[1] ** -0.5 if p.dim() == 2 else 0.1)
-                elif "scale_shift_table" in name:
-                    p.normal_(0, 0.5)
+            qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024))
     return model.eval()
 
 
@@ -158,11 +154,8 @@ def _refusal(kind: str) -> str:
     """The adapter's message for an unsupported parallel setup (empty: none was raised)."""
     import torch.distributed as dist
     from diffusers import ContextParallelConfig
-    from diffusers.hooks.context_parallel import apply_context_parallel
-    from diffusers.models._modeling_parallel import ParallelConfig
-    from torch.distributed.device_mesh import init_device_mesh
 
-    from freeswim_core.diffusers.ulysses import enable_ulysses
+    from freeswim_core.diffusers.ulysses import apply_parallel_config, enable_ulysses, parallel_config
     world = dist.get_world_size()
     if kind == "heads":               # refused when parallelism is enabled, before any call
         try:
@@ -172,12 +165,8 @@ def _refusal(kind: str) -> str:
         return ""
     else:
         model = tiny_transformer()
-        cp = ContextParallelConfig(ring_degree=world)
-        config = ParallelConfig(context_parallel_config=cp)
-        config.setup(dist.get_rank(), world, torch.device("cpu"),
-                     mesh=init_device_mesh("cpu", cp.mesh_shape, mesh_dim_names=cp.mesh_dim_names))
-        model._parallel_config = config
-        apply_context_parallel(model, cp, model._cp_plan)
+        apply_parallel_config(model, parallel_config(ContextParallelConfig(ring_degree=world), dist.get_rank(),
+                                                     world, torch.device("cpu")))
     fs = install(model)
     try:
         scenario(model, CASES["even"][0], False)

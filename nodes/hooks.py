@@ -230,7 +230,7 @@ def _map_batch(args, kwargs, rows: int, fn, at: int):
     return args, kwargs
 
 
-def _patched_attention(dm, blocks) -> str:
+def _patched_attention(dm, blocks: list) -> str:
     """Names what another node set on these blocks' attention modules (a ``forward`` object patch,
     as a pack replacing the attention code sets it), or "" when nothing shows."""
     found = set()
@@ -273,8 +273,7 @@ def diffusion_model_wrapper(family, executor, *args, **kwargs):
         args, kwargs = _map_batch(args, kwargs, plan.layout.rows, plan.layout.expand, at)
     out = executor(*args, **kwargs)
     if not cursor.disabled:              # (a call FreeSwim stepped aside from has said so already)
-        missing = cursor.ran - cursor.reached
-        run.finish_call(plan, cursor.ran, cursor.reached, _patched_attention(dm, missing) if missing else "")
+        run.finish_call(plan, cursor.ran, cursor.reached, functools.partial(_patched_attention, dm))
     if not plan.twins:
         return out
     probes.output(plan, out)

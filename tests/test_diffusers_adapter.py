@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from harness.tiny_diffusers import visible_weights
 from reference import dense_window_mask, reference_scale
 
 diffusers = pytest.importorskip("diffusers")
@@ -26,13 +27,7 @@ def tiny_transformer(seed=0, image_dim=None):
         out_channels=16, text_dim=64, freq_dim=32, ffn_dim=128, num_layers=2, cross_attn_norm=True,
         qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=image_dim,
         added_kv_proj_dim=HEADS * HEAD_DIM if image_dim else None, rope_max_seq_len=1024)
-    with torch.no_grad():                       # visible weights: the default init leaves some at 0
-        for name, p in sorted(model.named_parameters()):
-            if p.dim() > 1:
-                p.normal_(0, p.shape[1] ** -0.5 if p.dim() == 2 else 0.1)
-            elif "scale_shift_table" in name:
-                p.normal_(0, 0.5)
-    return model.eval()
+    return visible_weights(model).eval()
 
 
 def install(model, passes="cond_and_uncond", cache=None, override_image=False, backend="chunked", guidance_scale=None):

@@ -141,8 +141,6 @@ class FreeSwim:
 
     def unreached_culprit(self, blocks) -> str:
         """What sits in FreeSwim's place on these blocks' self-attention, and the fix."""
-        if not blocks:
-            return ""
         kinds = sorted({type(self.transformer.blocks[i].attn1.processor).__name__ for i in blocks})
         return (f"Their attn1 processor is {', '.join(kinds)}, set after FreeSwim was installed: set it before "
                 f"installing FreeSwim, or not at all.")
@@ -302,7 +300,7 @@ class _FreeSwimHook(ModelHook):
             out = self.fn_ref.original_forward(hidden_states, timestep, encoder_hidden_states,
                                                encoder_hidden_states_image, return_dict=False,
                                                attention_kwargs=attention_kwargs or None)[0]
-            fs.run.finish_call(call, fs.ran, fs.reached, fs.unreached_culprit(fs.ran - fs.reached))
+            fs.run.finish_call(call, fs.ran, fs.reached, fs.unreached_culprit)
         finally:
             fs.current_call, fs.ulysses = None, None
         if call.layout is not None:

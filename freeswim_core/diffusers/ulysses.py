@@ -132,8 +132,6 @@ def enable_ulysses(transformer, degree: int, anything: bool = False, device: Opt
     accelerator count, which is 0 there; the same steps then run with the explicit CPU device."""
     import torch.distributed as dist
     from diffusers import ContextParallelConfig
-    from diffusers.models._modeling_parallel import ParallelConfig
-    from torch.distributed.device_mesh import init_device_mesh
 
     check_degree(int(transformer.config.num_attention_heads), degree)
     cp = ContextParallelConfig(ulysses_degree=degree, ulysses_anything=anything)
@@ -141,19 +139,33 @@ def enable_ulysses(transformer, degree: int, anything: bool = False, device: Opt
     if device is None or device.type != "cpu":
         transformer.enable_parallelism(config=cp)
         return transformer
-    from diffusers.hooks.context_parallel import apply_context_parallel
     if getattr(transformer, "_parallel_config", None) is not None:
         raise RuntimeError("FreeSwim: parallelism is already enabled on this transformer.")
-    mesh = init_device_mesh("cpu", cp.mesh_shape, mesh_dim_names=cp.mesh_dim_names)
+    apply_parallel_config(transformer, parallel_config(cp, dist.get_rank(), dist.get_world_size(), device))
+    return transformer
+
+
+def parallel_config(cp, rank: int, world: int, device: torch.device):
+    """diffusers' ``ParallelConfig`` of ``cp`` set up for ``rank`` of ``world`` on ``device``, its mesh
+    made on the CPU (what ``enable_parallelism`` resolves from the accelerator, given explicitly).
+    Made outside fake-tensor mode: building the mesh reads values."""
+    from diffusers.models._modeling_parallel import ParallelConfig
+    from torch.distributed.device_mesh import init_device_mesh
     config = ParallelConfig(context_parallel_config=cp)
-    config.setup(dist.get_rank(), dist.get_world_size(), device, mesh=mesh)
+    config.setup(rank, world, device, mesh=init_device_mesh("cpu", cp.mesh_shape, mesh_dim_names=cp.mesh_dim_names))
+    return config
+
+
+def apply_parallel_config(transformer, config) -> None:
+    """What ``enable_parallelism`` does with a resolved ``config``: it is recorded on the transformer and
+    its attention processors, and the model's context-parallel plan is applied."""
+    from diffusers.hooks.context_parallel import apply_context_parallel
     transformer._parallel_config = config
     for module in transformer.modules():
         processor = getattr(module, "processor", None)
         if processor is not None and hasattr(processor, "_parallel_config"):
             processor._parallel_config = config
-    apply_context_parallel(transformer, cp, transformer._cp_plan)
-    return transformer
+    apply_context_parallel(transformer, config.context_parallel_config, transformer._cp_plan)
 
 
 def torchrun_device(degree: int, device: str) -> tuple[torch.device, int]:

@@ -293,12 +293,13 @@ class Run:
         return out
 
     @torch.compiler.disable
-    def finish_call(self, plan: CallPlan, ran, reached, culprit: str = "") -> None:
+    def finish_call(self, plan: CallPlan, ran, reached, culprit: Optional[Callable[[list], str]] = None) -> None:
         """After a windowed model call: of the blocks that ran (``ran``: their other attention calls,
         or FreeSwim's run of the block, were seen), those whose self-attention never reached FreeSwim
         (not in ``reached``) computed it some other way (another pack's code, as raylight's sequence
         parallelism replaces Wan's), so they had no window and no dual path: said once per run,
-        naming ``culprit`` (what the host found in their place), and listed in the report
+        naming ``culprit(blocks)`` (what the host finds in their place; asked only when it is said),
+        and listed in the report
         (``unreached_blocks``). Blocks that did not run at all (skipped by a layer-skip guidance, a
         block cache's hit) are not counted."""
         if plan.window is None:
@@ -308,13 +309,15 @@ class Run:
             return
         with self.lock:
             self.report.unreached_blocks = sorted(set(self.report.unreached_blocks) | set(missing))
+            if "unreached" in self.said:
+                return
         shown = ", ".join(map(str, missing[:12])) + (", ..." if len(missing) > 12 else "")
         self.say("unreached", logging.WARNING,
                  "%s: the self-attention of %d of the model's %d blocks (%s) ran but never reached FreeSwim in a "
                  "call at the %s token grid, so those blocks had no window and no dual path. %s",
                  self.host.names.window, len(missing), self.model.blocks if self.model else len(set(ran)), shown,
                  "x".join(map(str, plan.window.grid.as_tuple())),
-                 culprit or self.host.names.unreached_hint)
+                 (culprit(missing) if culprit is not None else "") or self.host.names.unreached_hint)
 
     def note_handoff(self, nbytes: int) -> None:
         with self.lock:
