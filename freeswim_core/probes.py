@@ -29,6 +29,8 @@ class Probe:
     on_output: Optional[Callable] = None         # (CallPlan, output) -> None: a model call's output with its
                                                  # twin rows after the caller's, before they are cut off
     window_kernel: Optional[Callable] = None     # (device) -> kernel: stands in for the compiled flex kernel
+    natten_kernel: Optional[Callable] = None     # (q, k, v heads-last, kernel_size=, scale=) -> output: stands
+                                                 # in for NATTEN's fused call (and says it can run)
     block_tables: Optional[Callable] = None      # (grid, window, inward, device, block_size) -> the four
                                                  # BlockMask tables: stands in for flex's table builder
     device_memory_unknown: bool = False          # hosts report no free-memory limit (a device with nothing to ask)
@@ -70,6 +72,10 @@ def output(plan, out) -> None:
 
 def window_kernel_stand_in() -> Optional[Callable]:
     return _first("window_kernel") if _probes else None
+
+
+def natten_kernel_stand_in() -> Optional[Callable]:
+    return _first("natten_kernel") if _probes else None
 
 
 def block_tables_stand_in() -> Optional[Callable]:

@@ -476,6 +476,46 @@ def test_natten_takes_the_hosts_layout_and_writes_over_q(grid, window):
     assert (got - want).abs().max().item() < 2e-5
 
 
+def test_natten_head_groups_bound_its_copies_hand_computed():
+    """NATTEN's tiles pad each axis (to 8 at most, 3-D); one call holds 6 padded bf16 copies of its heads and
+    2 float32 log-sum-exps. 14B at 4K: (21, 136, 240) pads to 24 x 136 x 240 = 783,360 tokens, one head's
+    call 783,360 x (6 x 128 x 2 + 8) = 1.21 GB, above the 1 GiB budget: one head a call (the least). 1.3B at
+    1088p: (21, 68, 120) pads to 24 x 72 x 120 = 207,360; 3 heads take 0.96 GB, 4 would take 1.28 GB."""
+    _natten()
+    from freeswim_core.attention import natten_backend as nb
+    assert nb.padded_tokens(TokenGrid(21, 136, 240)) == 783_360
+    assert nb.call_bytes(1, TokenGrid(21, 136, 240), 128) == 783_360 * 1544
+    assert nb.head_group(40, TokenGrid(21, 136, 240), 128) == 1
+    assert nb.padded_tokens(TokenGrid(21, 68, 120)) == 207_360
+    assert nb.head_group(12, TokenGrid(21, 68, 120), 128) == 3
+    assert nb.padded_tokens(TokenGrid(1, 20, 30)) == 32 * 32             # one frame: 2-D tiles of 16
+
+
+def test_natten_runs_one_row_and_head_group_a_call_written_over_q(monkeypatch):
+    """With a budget of two heads' copies, 2 rows x 6 heads run as 6 calls of 2 heads (counted through a
+    probe that calls NATTEN itself), each written over q as it finishes; the result is the dense masked
+    attention's."""
+    natten = _natten()
+    from freeswim_core import probes
+    from freeswim_core.attention import natten_backend as nb
+    grid, window = TokenGrid(3, 9, 13), Window(5, 7)
+    calls = []
+
+    def counted(q, k, v, kernel_size, scale):
+        calls.append(tuple(q.shape))
+        return natten.na3d(q, k, v, kernel_size=kernel_size, scale=scale, backend="flex-fna")
+    monkeypatch.setattr(nb, "COPY_BUDGET", nb.call_bytes(2, grid, 16, 4))
+    g = torch.Generator().manual_seed(5)
+    rows = [torch.randn(2, grid.tokens, 6 * 16, generator=g) for _ in range(3)]
+    q, k, v = (r.view(2, grid.tokens, 6, 16).transpose(1, 2) for r in rows)
+    ref = masked_attention(q, k, v, dense_window_mask(grid.as_tuple(), (window.h, window.w), True), 0.25)
+    with probes.probing(probes.Probe(natten_kernel=counted)):
+        got = window_attention(q, k, v, grid, window, scale=0.25, backend="natten", out=q)
+    assert calls == [(1, 3, 9, 13, 2, 16)] * 6
+    assert got.data_ptr() == rows[0].data_ptr()
+    assert (got.double() - ref).abs().max().item() < 2e-5
+
+
 def test_natten_refuses_the_no_inward_ablation_and_auto_says_why_it_passed_it_over():
     _natten()
     from freeswim_core.attention import choose_backend

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import probes
 from ..geometry import TokenGrid, as_grid, as_window
 from ..log import logger
 from .chunked import chunked_window_attention, device_bounds
@@ -76,7 +77,7 @@ def _flex_auto_cannot_run(q, grid, window, inward, *others) -> str | None:
 
 def _natten_cannot_run(q, grid, window, inward, *others) -> str | None:
     reason = natten_cannot_run(q, grid, window, inward)
-    if reason is None and q.is_cuda and not natten_compiled():
+    if reason is None and q.is_cuda and not natten_compiled() and probes.natten_kernel_stand_in() is None:
         reason = ("this NATTEN has no compiled library, and its FlexAttention kernel uncompiled would hold "
                   "every score: install NATTEN's wheel for your torch and CUDA (README), or use backend flex")
     return reason

@@ -11,15 +11,34 @@ backends' ``[B, heads, L, D]`` argument is usually that view transposed, so tran
 costs nothing either. NATTEN picks its own kernel (Hopper, Blackwell, CUTLASS where its
 compiled library has them, else its FlexAttention one, ``flex-fna``, which a build without
 CUDA has and which runs on a CPU).
+
+Memory: NATTEN's Hopper and Blackwell forwards copy q, k and v into tiles ("token permute",
+padded to whole tiles) and copy the output back, so one call over every head would hold about
+five copies of the whole row (35 GB for a 14B row at 4K). Calls go one batch row and an equal
+head group at a time, sized so those copies fit :data:`COPY_BUDGET` (as the flex backend's
+reordered copies do), each group written into ``out`` (which may be q) as it finishes.
 """
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional
 
 import torch
 
+from .. import probes
 from ..geometry import TokenGrid, Window
+from .flex import COPY_BUDGET
+
+# What NATTEN's fused forward holds beside its inputs, per call, in its largest case (Hopper and
+# Blackwell FNA): q, k and v token-permuted, the kernel's permuted output, that output un-permuted and
+# then with the padding cut off, each of the call's heads and every (padded) token; and its
+# log-sum-exp, float32, permuted and un-permuted. CUTLASS FNA holds fewer (contiguous q, k, v, output).
+NATTEN_COPIES = 6
+LSE_COPIES = 2
+# Largest tile extent per token axis in NATTEN's default fused forward tiles (Hopper 3-D (4, 4, 8),
+# Blackwell 3-D (8, 4, 8); 2-D (16, 8) and (16, 16)): a token axis is padded to at most a multiple of it.
+TILE_BOUND = {3: (8, 8, 8), 2: (16, 16)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -83,6 +102,29 @@ def fused_cannot_run(q: torch.Tensor, grid: TokenGrid, window: Window, inward: b
     return None if fused else f"NATTEN has no fused kernel for head dim {q.shape[-1]}, {q.dtype} on this GPU"
 
 
+def padded_tokens(grid: TokenGrid) -> int:
+    """Tokens of one row after NATTEN's token permute pads each axis to whole tiles (a bound over
+    its default tiles, :data:`TILE_BOUND`)."""
+    axes = (grid.h, grid.w) if grid.t == 1 else (grid.t, grid.h, grid.w)
+    return math.prod(-(-n // t) * t for n, t in zip(axes, TILE_BOUND[len(axes)]))
+
+
+def call_bytes(heads: int, grid: TokenGrid, head_dim: int, element_bytes: int = 2) -> int:
+    """Transient bytes of one NATTEN call of ``heads`` heads of one row (:data:`NATTEN_COPIES`)."""
+    per_token = heads * (NATTEN_COPIES * head_dim * element_bytes + LSE_COPIES * 4)
+    return padded_tokens(grid) * per_token
+
+
+def head_group(NH: int, grid: TokenGrid, head_dim: int, element_bytes: int = 2, budget: int | None = None) -> int:
+    """Heads per call: the largest divisor of ``NH`` whose call fits ``budget`` (:data:`COPY_BUDGET`,
+    :func:`call_bytes`); one head where none does."""
+    budget = COPY_BUDGET if budget is None else budget
+    for heads in sorted((h for h in range(1, NH + 1) if NH % h == 0), reverse=True):
+        if call_bytes(heads, grid, head_dim, element_bytes) <= budget:
+            return heads
+    return 1
+
+
 def _heads_last(x: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
     """``[B, heads, L, D]`` -> ``[B, T, H, W, heads, D]`` (``[B, H, W, heads, D]`` for one frame): a view
     where ``x`` is a transposed ``[B, L, heads, D]``, as the hosts' calls give it."""
@@ -97,12 +139,22 @@ def natten_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g
                             *, scale: float | None = None, out: torch.Tensor | None = None,
                             fused: bool = False) -> torch.Tensor:
     """Window attention (inward) of ``[B, heads, L, D]`` q, k, v through NATTEN's ``na3d`` (``na2d`` for one
-    frame), written into ``out`` where given; ``fused``: NATTEN picks its fastest kernel, else its
-    FlexAttention one (``flex-fna``, any device)."""
-    natten = natten_module()
+    frame), one batch row and head group (:func:`head_group`) a call, written into ``out`` (any strides; it
+    may be q) or a new tensor laid out ``[B, L, heads, D]``. ``fused``: NATTEN picks its fastest kernel,
+    else its FlexAttention one (``flex-fna``, any device)."""
+    B, NH, L, D = q.shape
     kernel = kernel_of(grid, window)
-    qh, kh, vh = (_heads_last(t, grid) for t in (q, k, v))
-    fn = natten.na2d if len(kernel) == 2 else natten.na3d
-    res = fn(qh, kh, vh, kernel_size=kernel, scale=scale, backend=None if fused else "flex-fna")
-    res = res.reshape(q.shape[0], grid.tokens, q.shape[1], q.shape[3]).transpose(1, 2)
-    return res if out is None else out.copy_(res)
+    run = probes.natten_kernel_stand_in()
+    if run is None:
+        fn = natten_module().na2d if len(kernel) == 2 else natten_module().na3d
+        run = functools.partial(fn, backend=None if fused else "flex-fna")
+    if out is None:
+        out = torch.empty((B, L, NH, D), dtype=q.dtype, device=q.device).transpose(1, 2)
+    heads = head_group(NH, grid, D, q.element_size())
+    for b in range(B):
+        for h0 in range(0, NH, heads):
+            at = (slice(b, b + 1), slice(h0, h0 + heads))
+            res = run(*(_heads_last(t[at], grid) for t in (q, k, v)), kernel_size=kernel, scale=scale)
+            out[at].copy_(res.reshape(1, L, heads, D).transpose(1, 2))
+            del res
+    return out
