@@ -12,7 +12,11 @@ override installed before the FreeSwim nodes (FreeSwim keeps and calls it for
 full attention and cross-attention), and the compiled FlexAttention kernel of the
 window backend by a stand-in returning its output. Everything around those kernels
 (the flex backend's reordered copies and padding, RoPE, norms, projections, the
-FFN) runs as the real code does.
+FFN) runs as the real code does. With ``backend="natten"`` the window runs through
+NATTEN's own Hopper FNA forward (its token permute of q, k and v into padded tiles,
+its un-permute of the output), only the compiled kernel (absent from a build without
+CUDA) replaced by what NATTEN registers as that kernel's fake: its output and
+log-sum-exp.
 
 Blocks are identical, so ``blocks`` of them are traced (two by default) and the
 weights of the full model are counted from its architecture: the peak of the call
@@ -28,6 +32,7 @@ import torch
 from freeswim_core.families import variant
 
 MODES = ("plain", "window", "dual", "cache")
+BACKENDS = ("flex", "natten")
 WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.float8_e4m3fn}
 GB = 1e9
 
@@ -48,6 +53,7 @@ class Trace:
     peak_bytes: int                # weights + activations
     phases: dict = field(default_factory=dict)   # module kind -> device bytes at its peak (weights included)
     host_traits: dict = field(default_factory=dict)   # what the planner needs to know of this host
+    backend: str = "flex"          # the window backend traced
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +67,28 @@ def _stub_attention(func, q, k, v, heads=None, mask=None, **kwargs):
 
 def _stub_flex(q, k, v, *args, **kwargs):
     return torch.empty_like(q)
+
+
+def _natten_hopper(q, k, v, kernel_size, scale):
+    """NATTEN's Hopper FNA forward (``natten.backends.hopper_fna``) on its default tiles, its compiled
+    kernel stood in by the allocations of NATTEN's registered fake of it."""
+    import inspect
+
+    from natten.backends import hopper_fna
+    from natten.backends.configs.cutlass_hopper import HOPPER_BACKWARD_CONFIGS, HOPPER_FORWARD_CONFIGS
+
+    def kernel(query, key, value, *args):
+        return (torch.empty(query.shape[:-1] + (value.shape[-1],), dtype=query.dtype, device=query.device),
+                torch.empty(query.shape[:-1], dtype=torch.float32, device=query.device))
+    na = q.dim() - 3
+    fn = hopper_fna.CutlassHopperFNAAutogradFns[na]
+    forward = inspect.unwrap(fn.forward)
+    ops = forward.__closure__[forward.__code__.co_freevars.index("FORWARD_OPS")].cell_contents
+    configs = (HOPPER_FORWARD_CONFIGS[na][16][q.shape[-1]][0], HOPPER_BACKWARD_CONFIGS[na][16][q.shape[-1]][0])
+    with unittest.mock.patch.dict(ops, {na: kernel}):
+        out, _ = fn.apply(q, k, v, kernel_size, (1,) * na, (1,) * na, (False,) * na,
+                          scale or q.shape[-1] ** -0.5, *configs)
+    return out
 
 
 _dropout = torch.nn.functional.dropout
@@ -151,10 +179,12 @@ def _block_params(dm, blocks_attr: str) -> tuple[int, int]:
 
 
 def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "dual", *,
-          execution: str = "sequential", weight_dtype: str = "bf16", blocks: int = 2) -> Trace:
+          execution: str = "sequential", weight_dtype: str = "bf16", blocks: int = 2,
+          backend: str = "flex") -> Trace:
     """Trace one conditional model call (the sampler's largest: cond and uncond are separate
     calls at these sizes) of ``model`` at ``width`` x ``height`` x ``frames`` with the FreeSwim
-    nodes of ``mode``. Needs the in-process host (``harness.inprocess.comfy_ready``)."""
+    nodes of ``mode``, the window through ``backend`` (``flex``, or ``natten``: NATTEN's fused
+    kernels, which need NATTEN installed). Needs the in-process host (``harness.inprocess.comfy_ready``)."""
     import comfy.model_detection
     import comfy.model_patcher
     import comfy.utils
@@ -167,6 +197,8 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
     arch, family = v.arch, FAMILIES[v.family]
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     sd = family.state_dict(arch, blocks)
     config = comfy.model_detection.model_config_from_unet(sd, "")
     weights_dtype = WEIGHT_DTYPES[weight_dtype]
@@ -178,14 +210,15 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
     # stand-ins through the pack's probe interface: the fake device cannot run the compiled kernel,
     # and has no allocator to ask (the planner sees no free-memory limit)
     probe = probes.Probe(window_kernel=lambda device: _stub_flex,
-                         block_tables=_block_tables(flex, unset_fake_temporarily), device_memory_unknown=True)
+                         block_tables=_block_tables(flex, unset_fake_temporarily),
+                         natten_kernel=_natten_hopper if backend == "natten" else None, device_memory_unknown=True)
     with (FakeTensorMode(allow_non_fake_inputs=True), probes.probing(probe),
           unittest.mock.patch.object(torch.nn.functional, "dropout", _eager_dropout)):
         base = config.get_model({}, "", device=dev)
         dm = base.diffusion_model
         patcher = comfy.model_patcher.ModelPatcher(base, load_device=dev, offload_device=dev)
         patcher.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = _stub_attention
-        patcher = _apply_nodes(host, patcher, arch, mode, execution)
+        patcher = _apply_nodes(host, patcher, arch, mode, execution, backend)
         for key, obj in patcher.object_patches.items():
             comfy.utils.set_attr(base, key, obj)
         x = _latent(arch, width, height, frames, dev)
@@ -218,7 +251,8 @@ def trace(model: str, width: int, height: int, frames: int = 81, mode: str = "du
     rows = 2 if mode in ("dual", "cache") else 1
     extra = weights - traced_weights
     return Trace(model, width, height, frames, mode, execution if rows == 2 else "-", weight_dtype, tokens, rows,
-                 weights, activations, weights + activations, {k: v + extra for k, v in phases.items()}, traits)
+                 weights, activations, weights + activations, {k: v + extra for k, v in phases.items()}, traits,
+                 backend)
 
 
 def _block_tables(flex, unset_fake):
@@ -241,13 +275,13 @@ def _block_tables(flex, unset_fake):
     return build
 
 
-def _apply_nodes(host, patcher, arch, mode, execution):
+def _apply_nodes(host, patcher, arch, mode, execution, backend):
     if mode == "plain":
         return patcher
     native_w, native_h = arch.native
     (m,) = host.run_node("FreeSwimWindowAttentionPatch", model=patcher, native_size="custom",
                          custom_width=native_w, custom_height=native_h, inward=True,
-                         attention_scale="reference", backend="auto")
+                         attention_scale="reference", backend="auto" if backend == "flex" else backend)
     if mode == "window":
         return m
     (m,) = host.run_node("FreeSwimDualPathOverride", model=m, passes="cond", override_image_cross=False,

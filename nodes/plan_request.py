@@ -10,6 +10,8 @@ import math
 from dataclasses import replace
 
 from ..freeswim_core import TokenGrid, Window, attention_cost
+from ..freeswim_core.attention import BACKENDS, planned_backend
+from ..freeswim_core.attention.natten_backend import natten_module
 from ..freeswim_core.families import VARIANTS, variant, variant_for_file
 from ..freeswim_core.families import wan
 from ..freeswim_core.families.wan import WanArchitecture
@@ -97,6 +99,8 @@ def plan_from_request(body) -> dict:
     weight_dtype = _choice(body, "weight_dtype", tuple(DTYPE_BYTES), "bf16")
     interval = _int(body, "cache_interval", 2, 1, 100)
     experts = _int(body, "experts", 1, 1, 2)
+    backend = _choice(body, "backend", BACKENDS, "auto")
+    window_backend = planned_backend(backend)          # what a run on this server's GPU takes
     vram = body.get("vram_gb")
     if vram is not None and (isinstance(vram, bool) or not isinstance(vram, (int, float))
                              or not math.isfinite(vram) or not 0 < vram <= 4096):
@@ -117,7 +121,8 @@ def plan_from_request(body) -> dict:
 
     def plan_of(chosen: str):
         return plan_memory(arch, width, height, frames, mode=mode, execution=chosen, weight_dtype=weight_dtype,
-                           vram_bytes=vram_bytes, cache_storage=storage, cache_precision=cache_precision, host=host)
+                           vram_bytes=vram_bytes, cache_storage=storage, cache_precision=cache_precision, host=host,
+                           window_backend=window_backend)
     # the rule a run applies (memory.execution), on an idle GPU of this size
     _, plan = choose_execution(execution, plan_of, free_beside_weights(vram_bytes, arch.weights_bytes(weight_dtype)))
     out = plan.as_dict()
@@ -128,6 +133,9 @@ def plan_from_request(body) -> dict:
     out["attention_share"] = (attention_cost(grid, window, arch.heads, arch.head_dim)["fraction_of_full"]
                               if plan.windowed else 1.0)
     out["headroom"] = HEADROOM
+    if backend == "natten" and natten_module() is None:
+        warnings.append("backend natten: NATTEN is not installed on this ComfyUI, so the run will stop. Install "
+                        "NATTEN's wheel for your torch and CUDA (README) or choose backend auto.")
     out["cache_interval"] = interval
     out["host_traits"] = traits
     if not plan.windowed:

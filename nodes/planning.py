@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 
+from ..freeswim_core.attention import planned_backend
 from ..freeswim_core.dual import row_keys, row_kinds, step_index
 from ..freeswim_core.host_reads import first_value
 from ..freeswim_core.planner import CallFacts, HostServices, Run
@@ -48,7 +49,9 @@ def ready(run: Run, opts: FreeSwimOptions, family: Family, dm) -> Run:
             info = opts.window.info
             run.host = HostServices(names=NAMES, free_device_bytes=free_device_bytes,
                                     free_host_bytes=free_host_bytes,
-                                    plan_memory=functools.partial(family.memory_plan, dm, info), invalid=InvalidInput)
+                                    plan_memory=functools.partial(family.memory_plan, dm, info,
+                                                                  window_backend=planned_backend(opts.window.backend)),
+                                    invalid=InvalidInput)
             run.model = family.model_facts(dm, info)        # last: a run with a model is ready
     return run
 

@@ -78,11 +78,20 @@ AGREEMENT += [("14b-i2v", "fp8", 2560, 1440, "dual", "sequential"), ("5b", "bf16
               ("1.3b", "bf16", 832, 480, "dual", "sequential")]
 
 
-@pytest.mark.parametrize("model,weight_dtype,width,height,mode,execution", AGREEMENT)
-def test_planner_agrees_with_the_trace_within_10_percent(comfy, model, weight_dtype, width, height, mode, execution):
-    r = trace(model, width, height, 81, mode, execution=execution, weight_dtype=weight_dtype)
+AGREEMENT = [case + ("flex",) for case in AGREEMENT]
+# the window through NATTEN's fused kernels (harness/memory_trace.py: NATTEN's own forward, its kernel stood in)
+AGREEMENT += [("14b", "fp8", 3840, 2160, "dual", "sequential", "natten"),
+              ("1.3b", "bf16", 1920, 1088, "cache", "batched", "natten")]
+
+
+@pytest.mark.parametrize("model,weight_dtype,width,height,mode,execution,backend", AGREEMENT)
+def test_planner_agrees_with_the_trace_within_10_percent(comfy, model, weight_dtype, width, height, mode, execution,
+                                                         backend):
+    if backend == "natten":
+        pytest.importorskip("natten")
+    r = trace(model, width, height, 81, mode, execution=execution, weight_dtype=weight_dtype, backend=backend)
     p = plan_memory(model, width, height, 81, mode=mode, execution=execution, weight_dtype=weight_dtype,
-                    host=HostTraits(**r.host_traits))
+                    host=HostTraits(**r.host_traits), window_backend=backend)
     assert abs(p.peak_bytes / r.peak_bytes - 1) < 0.10, (p.peak_bytes / GB, r.peak_bytes / GB)
     for phase, traced in r.phases.items():
         assert abs(p.phases[phase] / traced - 1) < 0.10, (phase, p.phases[phase] / GB, traced / GB)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from freeswim_core.families import variant
-from harness.memory_trace import trace
+from harness.memory_trace import _natten_hopper, trace
 
 GB = 1e9
 
@@ -64,24 +64,56 @@ def test_traced_ltxv_weights_are_the_planned_ones(comfy, model, dim, blocks, par
     assert abs(r.weights_bytes / 2 / params - 1) < 0.05
 
 
-LTXV_AGREEMENT = [("ltxv-2b", "bf16", 3840, 2176, "dual", "batched"),
-                  ("ltxv-2b", "bf16", 1920, 1088, "window", "sequential"),
-                  ("ltxv-13b", "fp8", 3840, 2176, "cache", "sequential"),
-                  ("ltxv-13b", "bf16", 2560, 1440, "plain", "sequential")]
+LTXV_AGREEMENT = [("ltxv-2b", "bf16", 3840, 2176, "dual", "batched", "flex"),
+                  ("ltxv-2b", "bf16", 1920, 1088, "window", "sequential", "flex"),
+                  ("ltxv-13b", "fp8", 3840, 2176, "cache", "sequential", "flex"),
+                  ("ltxv-13b", "bf16", 2560, 1440, "plain", "sequential", "flex"),
+                  ("ltxv-2b", "bf16", 3840, 2176, "dual", "sequential", "natten")]
 
 
-@pytest.mark.parametrize("model,weight_dtype,width,height,mode,execution", LTXV_AGREEMENT)
+@pytest.mark.parametrize("model,weight_dtype,width,height,mode,execution,backend", LTXV_AGREEMENT)
 def test_ltxv_planner_agrees_with_the_trace_within_10_percent(comfy, model, weight_dtype, width, height, mode,
-                                                              execution):
+                                                              execution, backend):
     """The LTX phase model (freeswim_core/memory/ltxv.py) against the real LTXVModel at 97 frames, with
     the host's traits as the nodes read them (both hosts: 0.3.x builds RoPE from float32 and chunks
     the FFN; 0.33 keeps norm_x and the first block's input, and its FeedForward runs past the chunks)."""
     from freeswim_core.memory import HostTraits, plan_memory
-    r = trace(model, width, height, 97, mode, execution=execution, weight_dtype=weight_dtype)
+    if backend == "natten":
+        pytest.importorskip("natten")
+    r = trace(model, width, height, 97, mode, execution=execution, weight_dtype=weight_dtype, backend=backend)
     p = plan_memory(model, width, height, 97, mode=mode, execution=execution, weight_dtype=weight_dtype,
-                    host=HostTraits(**r.host_traits))
+                    host=HostTraits(**r.host_traits), window_backend=backend)
     assert p.tokens == r.tokens and p.rows == r.rows
     assert abs(p.peak_bytes / r.peak_bytes - 1) < 0.10, (p.peak_bytes / GB, r.peak_bytes / GB)
     assert set(r.phases) == {"self_attn", "cross_attn", "ffn"}
     for phase, traced in r.phases.items():
         assert abs(p.phases[phase] / traced - 1) < 0.10, (phase, p.phases[phase] / GB, traced / GB)
+
+
+# --- NATTEN's fused forward: what one call holds --------------------------------------------
+
+@pytest.mark.parametrize("grid", [(21, 136, 240), (21, 45, 80)])
+def test_one_natten_call_holds_its_tiled_copies_within_the_planned_bound(grid):
+    """NATTEN's Hopper forward, its own Python (q, k, v token-permuted into padded tiles, the output
+    un-permuted and its padding cut off; only the compiled kernel stood in by NATTEN's fake of it), for one
+    head of a 14B row at 4K (21 x 136 x 240 tokens; frames padded to 24) and a 1.3B row at 720p (21 x 45 x
+    80; rows padded to 48, so cutting the padding off copies too), traced on a fake GPU: it holds more
+    than five unpadded copies of the head (so over all 40 heads at once it would hold about 35 GB at 4K),
+    and no more than the planner's bound for one call (natten_backend.call_bytes: six padded copies and
+    two float32 log-sum-exps)."""
+    pytest.importorskip("natten")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed._tools.mem_tracker import MemTracker
+    from freeswim_core import TokenGrid
+    from freeswim_core.attention.natten_backend import call_bytes
+    tokens, D = grid[0] * grid[1] * grid[2], 128
+    with FakeTensorMode():
+        rows = [torch.empty(1, *grid, 40 * D, dtype=torch.bfloat16, device="cuda") for _ in range(3)]
+        q, k, v = (r.view(1, *grid, 40, D)[..., :1, :] for r in rows)      # one head of the host's layout
+        tracker = MemTracker()
+        with tracker, torch.inference_mode():
+            out = _natten_hopper(q, k, v, (grid[0], 33, 59), None)
+        assert out.shape == q.shape
+        peak = sum(c["Total"] for dev, c in tracker.get_tracker_snapshot("peak").items()
+                   if torch.device(dev).type == "cuda")
+    assert 5 * tokens * D * 2 < peak <= call_bytes(1, TokenGrid(*grid), D), (peak, tokens * D * 2)

@@ -55,6 +55,27 @@ def test_plan_route_answers_with_the_planner(served):
     assert plan["fits"] == expected.fits
 
 
+def test_plan_route_counts_the_window_kernel_a_run_takes(served):
+    """auto on a server whose NATTEN has no compiled library (a CPU build) runs flex: 14B at 4K (680,400
+    tokens), its block tables kept through the call (2 x 5,316^2 x 4 bytes, 0.23 GB) and one head's four
+    reordered copies (0.70 GB). Asked for natten, the plan counts NATTEN's tiled copies of one head instead
+    (24 x 136 x 240 padded tokens x (6 x 128 x 2 + 8) bytes, 1.21 GB) and no tables. Self-attention peaks at
+    the kernel on ComfyUI 0.33, at RoPE's float32 copies of q and k on 0.3.x (where only the tables differ)."""
+    pytest.importorskip("natten")
+    request = {"model": "wan2.1-14b", "width": 3840, "height": 2160, "mode": "window", "execution": "sequential"}
+    _, auto = post_raw(served, "/freeswim/plan", json.dumps(request).encode())
+    _, natten = post_raw(served, "/freeswim/plan", json.dumps({**request, "backend": "natten"}).encode())
+    assert auto["window_backend"] == "flex" and natten["window_backend"] == "natten"
+    q = -(-21 * 135 * 240 // 128)
+    tables, flex_copies, natten_copies = 2 * q * q * 4 + 2 * q * 4, 4 * 680_400 * 128 * 2, 783_360 * 1544
+    assert auto["phases"]["cross_attn"] - natten["phases"]["cross_attn"] == tables
+    assert auto["phases"]["ffn"] - natten["phases"]["ffn"] == tables
+    kernel_peaks = not auto["host_traits"]["rope_in_float32"]
+    assert auto["phases"]["self_attn"] - natten["phases"]["self_attn"] == (
+        tables + (flex_copies - natten_copies if kernel_peaks else 0))
+    assert not any("NATTEN" in w for w in natten["warnings"])
+
+
 def test_plan_route_warns_in_plain_words(served):
     """A size off the token grid, a target at the native size, a cache that fits nowhere."""
     _, plan = post_raw(served, "/freeswim/plan", json.dumps({"model": "wan2.2-5b", "width": 1000,
@@ -120,7 +141,8 @@ def _expected(p):
     return plan_memory(model, r["width"], r["height"], r["frames"], mode=r["mode"], execution=p["plan"]["execution"],
                        weight_dtype=r["weight_dtype"], host=HostTraits(**p["plan"]["host_traits"]),
                        vram_bytes=int(r["vram_gb"] * 1e9) if r.get("vram_gb") else None,
-                       cache_storage=r["storage"], cache_precision=precision)
+                       cache_storage=r["storage"], cache_precision=precision,
+                       window_backend=p["plan"]["window_backend"])
 
 
 def test_panel_shows_the_planners_numbers_live(frontend, tmp_path):
@@ -144,6 +166,12 @@ def test_panel_shows_the_planners_numbers_live(frontend, tmp_path):
     expected = _expected(p)
     assert p["plan"]["peak_bytes"] == expected.peak_bytes and p["plan"]["grid"] == [21, 135, 240]
     assert f"{expected.peak_bytes / 1e9:.1f} GB peak" in p["lines"][1]
+
+    _set_widget(frontend, "FreeSwimWindowAttentionPatch", "backend", "natten")
+    p = _wait_panel(frontend, REFINE, lambda p: p["request"]["backend"] == "natten")
+    assert p["plan"]["window_backend"] == "natten" and "natten window" in p["lines"][1]
+    assert p["plan"]["peak_bytes"] == _expected(p).peak_bytes
+    _set_widget(frontend, "FreeSwimWindowAttentionPatch", "backend", "auto")
 
     _set_widget(frontend, "EmptyHunyuanLatentVideo", "length", 41)
     p = _wait_panel(frontend, REFINE, lambda p: p["plan"]["frames"] == 41)

@@ -113,6 +113,15 @@ def choose_backend(q: torch.Tensor, grid, window, backend: str = "auto", inward:
     return Choice("chunked", tuple(passed))
 
 
+def planned_backend(backend: str) -> str:
+    """The window backend the memory planner counts for a run asked for ``backend`` on a CUDA GPU (it has
+    no tensors to ask :func:`choose_backend`): ``natten`` where asked, or for ``auto`` where NATTEN's
+    compiled library is installed; else ``flex`` (``chunked`` is counted as flex, :mod:`..memory.phases`)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown window attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return "natten" if backend == "natten" or (backend == "auto" and natten_compiled()) else "flex"
+
+
 def backend_for(q: torch.Tensor, grid, window, backend: str = "auto", inward: bool = True) -> str:
     """The backend :func:`window_attention` uses for these arguments now: ``"sdpa"`` (the window
     covers the grid: full attention), ``"natten"``, ``"flex"`` or ``"chunked"``."""
@@ -203,5 +212,5 @@ def release_run_caches() -> None:
     device_bounds.cache_clear()
 
 
-__all__ = ["BACKENDS", "Choice", "backend_for", "choose_backend", "chunked_window_attention", "flex_available",
+__all__ = ["BACKENDS", "Choice", "backend_for", "choose_backend", "planned_backend", "chunked_window_attention", "flex_available",
            "flex_window_attention", "natten_window_attention", "release_run_caches", "window_attention"]

@@ -54,6 +54,7 @@ class MemoryPlan:
     fits: Optional[bool] = None     # None without a budget
     vae: Optional[dict] = None      # Wan 2.1 VAE: the decode and encode at this size (memory.vae), when
                                     # they run alone on the GPU (ComfyUI unloads the model for them)
+    window_backend: str = "flex"    # the window kernel counted (phases.window_memory)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -65,7 +66,8 @@ def plan_memory(arch: WanArchitecture | LTXVArchitecture | str, width: int, heig
                 mode: str = "dual", execution: str = "sequential", weight_dtype: str = "bf16",
                 rows: int = 1, twins: Optional[int] = None, host: HostTraits = HostTraits(), vram_bytes: Optional[int] = None,
                 host_ram_bytes: Optional[int] = None, cache_storage: str = "auto",
-                cache_precision: str = "bf16", pinned: bool = True, with_vae: bool = True) -> MemoryPlan:
+                cache_precision: str = "bf16", pinned: bool = True, with_vae: bool = True,
+                window_backend: str = "flex") -> MemoryPlan:
     """Peak device memory of one model call of ``rows`` latent rows (1: the conditional call,
     which is the sampler's largest at sizes where memory matters; ``twins`` of them with a
     full-attention twin, all by default), and whether it fits ``vram_bytes``.
@@ -74,7 +76,8 @@ def plan_memory(arch: WanArchitecture | LTXVArchitecture | str, width: int, heig
     ``cache`` (the dual path's guide call, features stored where ``cache_storage`` allows:
     ``host_ram_bytes`` free host RAM, ``vram_bytes`` minus the call's peak on the GPU).
     ``with_vae``: also plan the VAE's decode and encode at this size (the panel's; a sampling run
-    plans its model calls only).
+    plans its model calls only). ``window_backend``: the window kernel on the GPU, ``flex`` or
+    ``natten`` (:func:`.phases.window_memory`; :func:`planned_backend` says which a run takes).
     """
     name = arch if isinstance(arch, str) else (arch.label or "custom")
     arch = variant(arch).arch if isinstance(arch, str) else arch
@@ -96,12 +99,12 @@ def plan_memory(arch: WanArchitecture | LTXVArchitecture | str, width: int, heig
     token_major = freeswim and host.frees_block_inputs
     c, t, h, w = arch.latent_shape(width, height, frames)
     latent = c * t * h * w * P.ACT
+    window = P.window_memory(window_backend, arch.heads, grid, arch.head_dim) if windowed else (0, 0)
     if arch.family == "ltxv":
-        act, constant = ltxv.activations(arch, n, rows, twins, execution, windowed, freeswim, latent,
-                                         P.block_table_bytes(n) if windowed else 0, host)
+        act, constant = ltxv.activations(arch, n, rows, twins, execution, windowed, freeswim, latent, window, host)
     else:
         act, constant = _wan_activations(arch, n, U, rows, twins, execution, windowed, freeswim, token_major,
-                                         latent, host)
+                                         latent, window, host)
     weights = arch.weights_bytes(weight_dtype)
 
     cache = None
@@ -132,20 +135,20 @@ def plan_memory(arch: WanArchitecture | LTXVArchitecture | str, width: int, heig
     return MemoryPlan(name, width, height, frames, mode, execution if twins else "-", weight_dtype, grid,
                       window_tokens, windowed, n,
                       total, weights, phase_bytes, peak_phase, peak, needed, cache, vram_bytes,
-                      None if vram_bytes is None else needed <= vram_bytes, vae)
+                      None if vram_bytes is None else needed <= vram_bytes, vae, window_backend)
 
 
-def _wan_activations(arch, n, U, rows, twins, execution, windowed, freeswim, token_major, latent, host):
+def _wan_activations(arch, n, U, rows, twins, execution, windowed, freeswim, token_major, latent, window, host):
     """(phase -> activation bytes at its peak, bytes alive through the call) of one Wan call
-    (:mod:`.phases`)."""
+    (:mod:`.phases`); ``window``: the window kernel's transient bytes and what it keeps."""
+    window_extra, block_tables = window
     total = rows + twins
     context_len = arch.text_len + (257 if arch.i2v else 0)            # I2V: CLIP image tokens first
     context = total * context_len * arch.dim * P.ACT + rows * arch.text_len * arch.text_dim * P.ACT
     constant = (n * arch.head_dim * 8                                # RoPE table, float32
                 + (rows + total + (total if twins else 0)) * latent  # latent, padded, with twins
                 + context
-                + (P.block_table_bytes(n) if windowed else 0))
-    window_extra = P.window_extra_bytes(arch.heads, n, arch.head_dim)
+                + block_tables)
     hidden = total * U
     sa = ca = ff = 0
     for half in P.halves(rows, twins, U, execution == "sequential", windowed,

@@ -113,9 +113,11 @@ def ffn(h: Half, U: int, hidden: int, tokens: int, dim: int, ffn_dim: int, chunk
 
 
 def activations(arch, tokens: int, rows: int, twins: int, execution: str, windowed: bool, freeswim: bool,
-                latent: int, block_tables: int, host: HostTraits) -> tuple[dict, int]:
+                latent: int, window: tuple[int, int], host: HostTraits) -> tuple[dict, int]:
     """(phase -> activation bytes at its peak, bytes alive through the call) of one LTX call of
-    ``rows`` rows and ``twins`` full-attention twins."""
+    ``rows`` rows and ``twins`` full-attention twins; ``window``: the window kernel's transient bytes
+    and what it keeps (:func:`.phases.window_memory`), zeros where the call is not windowed."""
+    window_extra, block_tables = window
     n, dim = tokens, arch.dim
     U = n * dim * ACT
     total = rows + twins
@@ -127,7 +129,6 @@ def activations(arch, tokens: int, rows: int, twins: int, execution: str, window
     # x; where the block replacement joins its halves into a new tensor (sequential) and the host's
     # _forward keeps the patch embedding's output, every block after the first holds that one too
     hidden = total * U * (2 if sequential and host.keeps_first_input else 1)
-    window_extra = P.window_extra_bytes(arch.heads, n, arch.head_dim)
     sa = ca = ff = 0
     for half in P.halves(rows, twins, U, sequential, windowed):
         sa = max(sa, self_attention(half, U, hidden, window_extra, scaled=windowed, host=host))

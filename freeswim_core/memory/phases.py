@@ -16,7 +16,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..attention import natten_backend
 from ..attention.flex import head_group      # the window backend's own head groups
+from ..geometry import TokenGrid
 
 ACT = 2                          # bf16 activations
 # The token-chunked FFN (nodes/ffn_chunks.py) slices its tokens with ffn_slice_tokens: bytes the
@@ -74,10 +76,28 @@ def halves(rows: int, twins: int, U: int, sequential: bool, windowed: bool, held
     return [Half(window=0, full=rows)]
 
 
+# the window backends the planner counts on a GPU (``chunked`` is counted as ``flex``: its copies
+# have the same 1 GiB cap, and it holds no block tables)
+WINDOW_BACKENDS = ("flex", "natten")
+
+
 def window_extra_bytes(heads: int, tokens: int, head_dim: int) -> int:
-    """The window backend's transient copies for one row: q, k, v reordered and padded, and its output,
+    """The flex backend's transient copies for one row: q, k, v reordered and padded, and its output,
     in the backend's own head groups."""
     return 4 * head_group(heads, tokens, head_dim, ACT) * tokens * head_dim * ACT
+
+
+def window_memory(backend: str, heads: int, grid: tuple, head_dim: int) -> tuple[int, int]:
+    """(transient bytes of one row's window kernel, bytes it keeps through the call) of ``backend``:
+    flex, its reordered copies and its block tables; natten, NATTEN's tiled copies of one head group
+    (:func:`freeswim_core.attention.natten_backend.call_bytes`) and nothing kept."""
+    if backend not in WINDOW_BACKENDS:
+        raise ValueError(f"window backend {backend!r}: choose one of {', '.join(WINDOW_BACKENDS)}")
+    tokens = math.prod(grid)
+    if backend == "natten":
+        g = TokenGrid(*grid)
+        return natten_backend.call_bytes(natten_backend.head_group(heads, g, head_dim, ACT), g, head_dim, ACT), 0
+    return window_extra_bytes(heads, tokens, head_dim), block_table_bytes(tokens)
 
 
 def block_table_bytes(tokens: int) -> int:

@@ -111,8 +111,9 @@ class Family(abc.ABC):
 
     @abc.abstractmethod
     def memory_plan(self, dm, info: ModelInfo, window, facts, twins: int, mode: str, execution: str,
-                    cache_precision: str):
-        """The memory planner's plan of one call (``freeswim_core.memory.plan_memory``)."""
+                    cache_precision: str, window_backend: str = "flex"):
+        """The memory planner's plan of one call (``freeswim_core.memory.plan_memory``), its window
+        kernel ``window_backend`` (``freeswim_core.attention.planned_backend``)."""
 
     @abc.abstractmethod
     def host_level_traits(self) -> dict:

@@ -108,14 +108,14 @@ class LTXV(Family):
     def install(self, model, dm) -> None:
         install_chunked_ffn(model, dm, (BLOCKS,), attr="ff")
 
-    def memory_plan(self, dm, info, window, facts, twins, mode, execution, cache_precision):
+    def memory_plan(self, dm, info, window, facts, twins, mode, execution, cache_precision, window_backend="flex"):
         _, _, t, h, w = facts.shape
         arch = architecture_of(dm, info, tuple(window.native_px))
         weight_dtype = weight_dtype_name(dm.transformer_blocks[0].attn1.to_q.weight)
         return plan_memory(arch, w * VAE_FACTOR, h * VAE_FACTOR, (t - 1) * VAE_TEMPORAL + 1, mode=mode,
                            execution=execution, weight_dtype=weight_dtype, rows=facts.rows, twins=twins,
                            host=HostTraits(**self.host_level_traits()), cache_precision=cache_precision,
-                           with_vae=False)
+                           with_vae=False, window_backend=window_backend)
 
     def host_level_traits(self) -> dict:
         """How the running ComfyUI's LTX code spends memory (``freeswim_core.memory.ltxv``), read off its

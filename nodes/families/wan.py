@@ -98,7 +98,7 @@ class Wan(Family):
         if host_frees_block_inputs(dm):      # the host loop this layout is known to suit
             install_token_major_embedding(model, dm)
 
-    def memory_plan(self, dm, info, window, facts, twins, mode, execution, cache_precision):
+    def memory_plan(self, dm, info, window, facts, twins, mode, execution, cache_precision, window_backend="flex"):
         _, _, t, h, w = facts.shape
         arch = WanArchitecture(dim=dm.dim, ffn_dim=dm.ffn_dim, blocks=len(dm.blocks), in_dim=dm.in_dim,
                                out_dim=dm.out_dim, head_dim=dm.dim // dm.num_heads, patch=tuple(dm.patch_size),
@@ -107,7 +107,7 @@ class Wan(Family):
         return plan_memory(arch, w * info.vae_factor, h * info.vae_factor, (t - 1) * info.vae_temporal + 1,
                            mode=mode, execution=execution, weight_dtype=weight_dtype_of(dm), rows=facts.rows,
                            twins=twins, host=HostTraits(**host_traits(dm)), cache_precision=cache_precision,
-                           with_vae=False)
+                           with_vae=False, window_backend=window_backend)
 
     def host_level_traits(self) -> dict:
         """ComfyUI's own Wan classes, whose forwards drop q and block inputs."""

@@ -83,6 +83,7 @@ export function planRequest(graph) {
     native_size: native === "custom" ? `${widget(patch, "custom_width")}x${widget(patch, "custom_height")}` : native,
     mode: cache ? "cache" : dual ? "dual" : "window",
     execution: widget(dual, "execution") || "auto",
+    backend: widget(patch, "backend") || "auto",
     cache_interval: widget(cache, "guide_interval") ?? 2,
     storage: widget(cache, "storage") || "auto",
     precision: widget(cache, "precision") || "model",
@@ -105,7 +106,8 @@ export function planLines(plan) {
   lines.push(`FreeSwim ${plan.width}x${plan.height}x${plan.frames}: ${t}x${h}x${w} tokens, window ` +
              `${plan.window[0]}x${plan.window[1]} (${(100 * plan.attention_share).toFixed(1)}% of full attention)`);
   const budget = plan.budget_bytes ? ` of ${gb(plan.budget_bytes)} GB: ${plan.fits ? "fits" : "does not fit"}` : "";
-  lines.push(`GPU: ${gb(plan.peak_bytes)} GB peak (${plan.peak_phase}, ${plan.execution}) + ` +
+  const kernel = plan.windowed ? `, ${plan.window_backend} window` : "";
+  lines.push(`GPU: ${gb(plan.peak_bytes)} GB peak (${plan.peak_phase}, ${plan.execution}${kernel}) + ` +
              `${Math.round((plan.headroom - 1) * 100)}% = ${gb(plan.needed_bytes)} GB${budget}`);
   if (plan.cache) {
     const where = plan.cache.storage ? `in ${plan.cache.storage === "cpu" ? "host RAM" : "GPU memory"}` : "off (does not fit)";
