@@ -6,6 +6,7 @@
   python benchmarks/memory.py --table --host 0.3.75   # the table in docs/benchmarks.md, one host a run
   python benchmarks/memory.py --table --family ltxv --host 0.3.75   # its LTX-Video rows only
   python benchmarks/memory.py --ulysses --model 14b --width 3840 --height 2176   # per rank, N = 1, 2, 4, 8
+  python benchmarks/memory.py --backends --host 0.33.0   # 4K: the flex window beside NATTEN's (needs NATTEN)
 
 The trace runs ComfyUI's real model (WanModel, LTXVModel) under FakeTensorMode on a fake CUDA device
 with the FreeSwim nodes applied (harness/memory_trace.py says what is counted and
@@ -53,18 +54,19 @@ def host_by_version(version: str | None):
     raise SystemExit(f"no built host {version}: " + "; ".join(skipped))
 
 
-def traced_and_planned(model, width, height, frames, mode, execution, weight_dtype, budget=None):
+def traced_and_planned(model, width, height, frames, mode, execution, weight_dtype, budget=None, backend="flex"):
     """The trace of one call and the planner's answer for the same call on the same host."""
-    r = trace(model, width, height, frames, mode, execution=execution, weight_dtype=weight_dtype)
+    r = trace(model, width, height, frames, mode, execution=execution, weight_dtype=weight_dtype, backend=backend)
     p = plan_memory(model, width, height, frames, mode=mode, execution=execution, weight_dtype=weight_dtype,
-                    host=HostTraits(**r.host_traits), vram_bytes=budget)
+                    host=HostTraits(**r.host_traits), vram_bytes=budget, window_backend=backend)
     return r, p
 
 
 def one(a) -> int:
     budget = int(a.vram_gb * GB) if a.vram_gb else None
     a.frames = a.frames or default_frames(a.model)
-    r, p = traced_and_planned(a.model, a.width, a.height, a.frames, a.mode, a.execution, a.weight_dtype, budget)
+    r, p = traced_and_planned(a.model, a.width, a.height, a.frames, a.mode, a.execution, a.weight_dtype, budget,
+                              a.backend)
     out = {"model": a.model, "width": a.width, "height": a.height, "frames": a.frames, "mode": a.mode,
            "execution": r.execution, "weight_dtype": a.weight_dtype, "tokens": r.tokens, "rows": r.rows,
            "peak_bytes_traced": r.peak_bytes, "peak_bytes_planned": p.peak_bytes, "budget_bytes": budget,
@@ -115,6 +117,36 @@ def table(host, json_path=None, family=None) -> int:
             print(f"| {host.id} | {model} ({wdt}) | {w}x{hgt}x{frames} | " + " | ".join(cells) + " |", flush=True)
     if sink:
         sink.close()
+    return 0
+
+
+BACKEND_MODES = [("window", "sequential"), ("dual", "sequential"), ("dual", "batched")]
+
+
+def backends_table(host) -> int:
+    """At each case's 4K size: the traced (planned) peak with the flex window and with NATTEN's fused kernels
+    (NATTEN's own forward, its kernel stood in), and NATTEN traced in one call over every head (what
+    the natten backend's head groups avoid)."""
+    import harness.inprocess as inprocess
+    natten = inprocess.pack_module("freeswim_core.attention.natten_backend")
+    heads = [f"{m} {e}: flex | natten | natten, one call" for m, e in BACKEND_MODES]
+    print("| host | model (weights) | size | " + " | ".join(heads) + " |")
+    print("|---|---|---|" + "---|---|---|" * len(BACKEND_MODES))
+    for model, wdt in TABLE_CASES:
+        w, hgt = table_sizes(model)[-1]
+        frames = default_frames(model)
+        cells = []
+        for mode, execution in BACKEND_MODES:
+            for backend in ("flex", "natten"):
+                r, p = traced_and_planned(model, w, hgt, frames, mode, execution, wdt, backend=backend)
+                cells.append(f"{r.peak_bytes / GB:.1f} ({p.peak_bytes / GB:.1f})")
+            budget, natten.COPY_BUDGET = natten.COPY_BUDGET, 1 << 62
+            try:
+                r = trace(model, w, hgt, frames, mode, execution=execution, weight_dtype=wdt, backend="natten")
+            finally:
+                natten.COPY_BUDGET = budget
+            cells.append(f"{r.peak_bytes / GB:.1f}")
+        print(f"| {host.id} | {model} ({wdt}) | {w}x{hgt}x{frames} | " + " | ".join(cells) + " |", flush=True)
     return 0
 
 
@@ -212,6 +244,10 @@ def main() -> int:
     ap.add_argument("--table-json", default=None, help="with --table: also append each row to this JSON-lines file")
     ap.add_argument("--family", choices=("wan", "ltxv"), default=None, help="with --table: only this family's rows")
     ap.add_argument("--vae", action="store_true", help="the VAE's decode and encode table on the host")
+    ap.add_argument("--backends", action="store_true",
+                    help="at 4K: the flex window's peaks beside NATTEN's, traced (planned), on the host")
+    ap.add_argument("--backend", choices=("flex", "natten"), default="flex",
+                    help="the window kernel of a one-call trace (natten: NATTEN's fused kernels; needs NATTEN)")
     ap.add_argument("--ulysses", action="store_true",
                     help="the diffusers adapter's peak per rank under Ulysses (N = 1, 2, 4, 8): planned and traced")
     ap.add_argument("--fits", default=None, metavar="TABLE_JSON",
@@ -225,6 +261,8 @@ def main() -> int:
     host = inprocess.comfy_ready(host_by_version(a.host))
     if a.vae:
         return vae_table(host)
+    if a.backends:
+        return backends_table(host)
     return table(host, a.table_json, a.family) if a.table else one(a)
 
 
