@@ -54,13 +54,14 @@ CHECK_SMOKE = ("tiny 3x12x20", (3, 12, 20), (7, 11), 2)
 STEP_PRESET = {"gpu": "1.3b", "smoke": "cpu"}
 STEP_SMOKE = dict(steps=1, latent=(16, 3, 24, 40))
 MEMORY_CASES = {
-    # (label, dims, blocks, latent [C, T, H, W], native px): one model call, dual path sequential
-    "gpu": [("1.3B 1920x1088x81, whole model", dict(dim=A13B.dim, ffn=A13B.ffn_dim), A13B.blocks,
-             (16, 21, 136, 240), A13B.native),
-            ("1.3B 3840x2160x81, one block", dict(dim=A13B.dim, ffn=A13B.ffn_dim), 1, (16, 21, 270, 480),
-             A13B.native)],
-    "smoke": [("tiny, 2 blocks", dict(dim=256, ffn=512), 2, (16, 3, 24, 40), (128, 96))],
+    # (label, model of the trace, blocks, latent [C, T, H, W]): one model call of random weights at the
+    # model's dimensions and native size
+    "gpu": [("1.3B 1920x1088x81, whole model", "1.3b", A13B.blocks, (16, 21, 136, 240)),
+            ("1.3B 3840x2160x81, one block", "1.3b", 1, (16, 21, 270, 480)),
+            ("14B 3840x2160x81, one block", "14b", 1, (16, 21, 270, 480))],
+    "smoke": [("tiny, 2 blocks", "tiny", 2, (16, 3, 24, 40))],
 }
+TINY_MODEL = dict(dim=256, ffn=512, native=(128, 96))
 
 
 def device() -> torch.device:
@@ -220,18 +221,26 @@ def _model(comfy, dims: dict, blocks: int):
     return _MODELS[key]
 
 
-def memory_case(spec, mode: str, suite_mode: str, estimate_s: float) -> Case:
+def memory_case(spec, mode: str, suite_mode: str, estimate_s: float, backend: str = "flex") -> Case:
     """One real model call (``mode``: window, or dual with sequential execution) of a random-weight
-    Wan in ComfyUI: the device's peak beside the trace of the same call (harness/memory_trace.py),
-    inputs in the dtype ComfyUI chose for the model (it may load bf16 weights as fp16)."""
-    label, dims, blocks, latent, native = spec
+    Wan in ComfyUI, the window through ``backend`` (flex, or natten: NATTEN's fused kernels): the device's
+    peak beside the trace of the same call (harness/memory_trace.py), inputs in the dtype ComfyUI chose
+    for the model (it may load bf16 weights as fp16)."""
+    label, model, blocks, latent = spec
+    if model == "tiny":
+        dims, native = TINY_MODEL, TINY_MODEL["native"]
+    else:
+        arch = variant(model).arch
+        dims, native = dict(dim=arch.dim, ffn=arch.ffn_dim), arch.native
+    label = f"{label}, {mode}" + (", natten" if backend == "natten" else "")
 
     def run():
         comfy = _host()
         import comfy.model_management as mm
         from benchmarks.step import patched
         dev = device()
-        m = patched(comfy, _model(comfy, dims, blocks), mode, native, execution="sequential")
+        m = patched(comfy, _model(comfy, dims, blocks), mode, native, execution="sequential",
+                    backend="auto" if backend == "flex" else backend)
         mm.load_models_gpu([m])
         base = m.model
         dm = base.diffusion_model
@@ -267,14 +276,16 @@ def memory_case(spec, mode: str, suite_mode: str, estimate_s: float) -> Case:
         traced = None
         if suite_mode == "gpu":        # the same call traced: its activations (weights differ by block count)
             from harness.memory_trace import trace
-            traced = trace("1.3b", latent[3] * 8, latent[2] * 8, (latent[1] - 1) * 4 + 1, mode,
-                           execution="sequential").activation_peak_bytes
-        return [{"part": "memory", "label": f"{label}, {mode}", "mode_of_call": mode, "blocks": blocks,
+            traced = trace(model, latent[3] * 8, latent[2] * 8, (latent[1] - 1) * 4 + 1, mode,
+                           execution="sequential", backend=backend).activation_peak_bytes
+        return [{"part": "memory", "label": label, "mode_of_call": mode, "blocks": blocks,
                  "latent": list(latent), "dtype": str(dtype).split(".")[-1], "weights_bytes": weights,
+                 "window_backend": backend,
                  "max_memory_allocated": peak, "activations_measured": None if peak is None else peak - before,
                  "activations_traced": traced, "seconds": seconds, "allocator_peak_sites": sites}]
-    return Case("memory", f"{label}, {mode}", estimate_s, run,
-                id=f"memory-{_size_name(label)}-{mode}")
+    return Case("memory", label, estimate_s, run,
+                id=f"memory-{'' if model in ('1.3b', 'tiny') else model + '-'}{_size_name(label)}-{mode}"
+                   + ("-natten" if backend == "natten" else ""))
 
 
 # --- the plan ----------------------------------------------------------------------------------
@@ -318,6 +329,8 @@ def plan(mode: str) -> list[Case]:
         memory_case(MEMORY_CASES["gpu"][0], "dual", "gpu", 40),
         memory_case(MEMORY_CASES["gpu"][0], "window", "gpu", 25),
         memory_case(MEMORY_CASES["gpu"][1], "dual", "gpu", 30),
+        *_natten_cases(memory_case(MEMORY_CASES["gpu"][1], "dual", "gpu", 30, backend="natten")),
+        memory_case(MEMORY_CASES["gpu"][2], "dual", "gpu", 40),
         # 5. the fallback backend at real sizes, 14B's head count, the rest of the step modes
         kernel_case(P1080_13B, "chunked", 5, repeat=2),
         kernel_case(P4K_13B, "chunked", 20, repeat=2),

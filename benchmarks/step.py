@@ -58,14 +58,15 @@ def build(comfy, preset):
     return model
 
 
-def patched(comfy, model, mode, native, *, storage="auto", execution="auto"):
+def patched(comfy, model, mode, native, *, storage="auto", execution="auto", backend="auto"):
     """``model`` with the FreeSwim nodes of ``mode`` (full: none; window; dual; cacheN: guide
-    interval N; cacheN-cpu: the same with the features in host memory) applied as a graph would."""
+    interval N; cacheN-cpu: the same with the features in host memory) applied as a graph would,
+    the window through ``backend``."""
     if mode == "full":
         return model
     (m,) = comfy.run_node("FreeSwimWindowAttentionPatch", model=model, native_size="custom",
                           custom_width=native[0], custom_height=native[1], inward=True,
-                          attention_scale="reference", backend="auto")
+                          attention_scale="reference", backend=backend)
     if mode == "window":
         return m
     (m,) = comfy.run_node("FreeSwimDualPathOverride", model=m, passes="cond", override_image_cross=False,
