@@ -81,6 +81,9 @@ def _natten_hopper(q, k, v, kernel_size, scale):
         return (torch.empty(query.shape[:-1] + (value.shape[-1],), dtype=query.dtype, device=query.device),
                 torch.empty(query.shape[:-1], dtype=torch.float32, device=query.device))
     na = q.dim() - 3
+    if q.shape[-1] not in HOPPER_FORWARD_CONFIGS[na][16]:
+        raise ValueError(f"NATTEN's Hopper FNA has no kernel for head dim {q.shape[-1]} (it has "
+                         f"{', '.join(map(str, HOPPER_FORWARD_CONFIGS[na][16]))})")
     fn = hopper_fna.CutlassHopperFNAAutogradFns[na]
     forward = inspect.unwrap(fn.forward)
     ops = forward.__closure__[forward.__code__.co_freevars.index("FORWARD_OPS")].cell_contents
@@ -113,7 +116,9 @@ class _Wan:
 
     blocks_attr = "blocks"
     phase_modules = {"self_attn": "self_attn", "cross_attn": "cross_attn", "ffn": "ffn"}
-    phase_blocks = 1           # the phases of the first block, the largest (it copies its input)
+    # the phases of the largest traced block: the first copies its input where the patch embedding is not
+    # token-major; the window's block tables, built in the first block's self-attention, are alive in the next
+    phase_blocks = None
 
     @staticmethod
     def state_dict(arch, blocks: int) -> dict:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import torch
+
 from ..freeswim_core import TokenGrid, Window, attention_cost
 from ..freeswim_core.attention import BACKENDS, planned_backend
-from ..freeswim_core.attention.natten_backend import natten_module
+from ..freeswim_core.attention.natten_backend import natten_compiled, natten_module
 from ..freeswim_core.families import VARIANTS, variant, variant_for_file
 from ..freeswim_core.families import wan
 from ..freeswim_core.families.wan import WanArchitecture
@@ -100,13 +102,15 @@ def plan_from_request(body) -> dict:
     interval = _int(body, "cache_interval", 2, 1, 100)
     experts = _int(body, "experts", 1, 1, 2)
     backend = _choice(body, "backend", BACKENDS, "auto")
-    window_backend = planned_backend(backend)          # what a run on this server's GPU takes
+    inward = _choice(body, "inward", (True, False), True)
     vram = body.get("vram_gb")
     if vram is not None and (isinstance(vram, bool) or not isinstance(vram, (int, float))
                              or not math.isfinite(vram) or not 0 < vram <= 4096):
         raise BadRequest(f"vram_gb: expected a number of GB above 0, got {vram!r}")
     native = _native(body, arch, width, height)
     arch = replace(arch, native=native)
+    # the window kernel a run on this server's GPU takes
+    window_backend = planned_backend(backend, arch.token_grid(width, height, frames), arch.native_window(), inward)
     traits = family_named(arch.family).host_level_traits()     # the variant's family's host
     host = HostTraits(**traits)
 
@@ -133,8 +137,11 @@ def plan_from_request(body) -> dict:
     out["attention_share"] = (attention_cost(grid, window, arch.heads, arch.head_dim)["fraction_of_full"]
                               if plan.windowed else 1.0)
     out["headroom"] = HEADROOM
-    if backend == "natten" and natten_module() is None:
-        warnings.append("backend natten: NATTEN is not installed on this ComfyUI, so the run will stop. Install "
+    missing = ("is not installed" if natten_module() is None else
+               "has no compiled library (built without CUDA)" if torch.cuda.is_available() and not natten_compiled()
+               else None)
+    if backend == "natten" and missing:
+        warnings.append(f"backend natten: NATTEN {missing} on this ComfyUI, so the run will stop. Install "
                         "NATTEN's wheel for your torch and CUDA (README) or choose backend auto.")
     out["cache_interval"] = interval
     out["host_traits"] = traits

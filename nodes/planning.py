@@ -49,11 +49,16 @@ def ready(run: Run, opts: FreeSwimOptions, family: Family, dm) -> Run:
             info = opts.window.info
             run.host = HostServices(names=NAMES, free_device_bytes=free_device_bytes,
                                     free_host_bytes=free_host_bytes,
-                                    plan_memory=functools.partial(family.memory_plan, dm, info,
-                                                                  window_backend=planned_backend(opts.window.backend)),
+                                    plan_memory=functools.partial(_memory_plan, family, dm, info),
                                     invalid=InvalidInput)
             run.model = family.model_facts(dm, info)        # last: a run with a model is ready
     return run
+
+
+def _memory_plan(family: Family, dm, info, window, *args):
+    """The family's memory plan of a call, counting the window kernel a GPU run takes for it."""
+    backend = planned_backend(window.backend, window.grid, window.window, window.inward)
+    return family.memory_plan(dm, info, window, *args, window_backend=backend)
 
 
 def call_facts(run: Run, inputs: CallInputs, to: dict) -> CallFacts:

@@ -92,15 +92,15 @@ def test_ltxv_planner_agrees_with_the_trace_within_10_percent(comfy, model, weig
 
 # --- NATTEN's fused forward: what one call holds --------------------------------------------
 
-@pytest.mark.parametrize("grid", [(21, 136, 240), (21, 45, 80)])
+@pytest.mark.parametrize("grid", [(21, 135, 240), (21, 45, 80)])
 def test_one_natten_call_holds_its_tiled_copies_within_the_planned_bound(grid):
     """NATTEN's Hopper forward, its own Python (q, k, v token-permuted into padded tiles, the output
     un-permuted and its padding cut off; only the compiled kernel stood in by NATTEN's fake of it), for one
-    head of a 14B row at 4K (21 x 136 x 240 tokens; frames padded to 24) and a 1.3B row at 720p (21 x 45 x
-    80; rows padded to 48, so cutting the padding off copies too), traced on a fake GPU: it holds more
-    than five unpadded copies of the head (so over all 40 heads at once it would hold about 35 GB at 4K),
-    and no more than the planner's bound for one call (natten_backend.call_bytes: six padded copies and
-    two float32 log-sum-exps)."""
+    head of a 14B row at 4K (21 x 135 x 240 tokens, padded to 24 x 136 x 240) and a 1.3B row at 720p
+    (21 x 45 x 80, padded to 24 x 48 x 80; cutting padding off a row axis is one more copy), traced on a
+    fake GPU: it holds more than five unpadded copies of the head (so over all 40 heads at once it would hold about 35 GB at 4K),
+    and no more than the planner's bound for one call (natten_backend.call_bytes: five padded copies, two
+    float32 log-sum-exps, and the unpadded output where rows or columns were padded)."""
     pytest.importorskip("natten")
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import MemTracker

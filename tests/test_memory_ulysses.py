@@ -37,3 +37,13 @@ def test_more_ranks_hold_less_but_every_rank_keeps_the_weights_and_the_whole_emb
 def test_a_degree_that_does_not_divide_the_heads_is_refused():
     with pytest.raises(ValueError, match="does not divide the 40 heads"):
         plan_rank(variant("14b").arch, 3840, 2176, degree=3)
+
+
+def test_a_rank_with_the_natten_window_keeps_no_block_tables():
+    """The tables flex keeps over the whole grid (every rank: 14B at 3840x2176, 21 x 136 x 240 = 685,440
+    tokens, 5,355 blocks of 128: 2 x 5,355^2 x 4 + 2 x 5,355 x 4 bytes) are all a natten rank holds less of
+    outside its blocks."""
+    arch = variant("14b").arch
+    flex, natten = (plan_rank(arch, 3840, 2176, 81, degree=4, window_backend=b) for b in ("flex", "natten"))
+    assert flex.kept_bytes - natten.kept_bytes == 2 * 5355 ** 2 * 4 + 2 * 5355 * 4
+    assert flex.block_bytes == natten.block_bytes

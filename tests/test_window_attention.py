@@ -477,18 +477,36 @@ def test_natten_takes_the_hosts_layout_and_writes_over_q(grid, window):
 
 
 def test_natten_head_groups_bound_its_copies_hand_computed():
-    """NATTEN's tiles pad each axis (to 8 at most, 3-D); one call holds 6 padded bf16 copies of its heads and
-    2 float32 log-sum-exps. 14B at 4K: (21, 136, 240) pads to 24 x 136 x 240 = 783,360 tokens, one head's
-    call 783,360 x (6 x 128 x 2 + 8) = 1.21 GB, above the 1 GiB budget: one head a call (the least). 1.3B at
-    1088p: (21, 68, 120) pads to 24 x 72 x 120 = 207,360; 3 heads take 0.96 GB, 4 would take 1.28 GB."""
+    """NATTEN's tiles pad each axis (3-D: frames and columns to 8 at most, rows to 4); one call holds 5 padded
+    bf16 copies of its heads, 2 float32 log-sum-exps, and where rows or columns were padded the unpadded
+    output. 14B at 4K: (21, 135, 240) pads to 24 x 136 x 240 = 783,360 tokens; one head's call is 783,360 x
+    (5 x 128 x 2 + 8) + 680,400 x 128 x 2 = 1.18 GB, above the 1 GiB budget: one head a call (the least).
+    1.3B at 1088p: (21, 68, 120) pads to 24 x 68 x 120 = 195,840 (no row or column padding); 4 heads take
+    4 x 195,840 x 1288 = 1.01 GB, 6 would take 1.51 GB."""
     _natten()
     from freeswim_core.attention import natten_backend as nb
-    assert nb.padded_tokens(TokenGrid(21, 136, 240)) == 783_360
-    assert nb.call_bytes(1, TokenGrid(21, 136, 240), 128) == 783_360 * 1544
-    assert nb.head_group(40, TokenGrid(21, 136, 240), 128) == 1
-    assert nb.padded_tokens(TokenGrid(21, 68, 120)) == 207_360
-    assert nb.head_group(12, TokenGrid(21, 68, 120), 128) == 3
+    assert nb.padded_tokens(TokenGrid(21, 135, 240)) == 783_360
+    assert nb.call_bytes(1, TokenGrid(21, 135, 240), 128) == 783_360 * 1288 + 680_400 * 256
+    assert nb.head_group(40, TokenGrid(21, 135, 240), 128) == 1
+    assert nb.padded_tokens(TokenGrid(21, 68, 120)) == 195_840
+    assert nb.call_bytes(4, TokenGrid(21, 68, 120), 128) == 4 * 195_840 * 1288
+    assert nb.head_group(12, TokenGrid(21, 68, 120), 128) == 4
     assert nb.padded_tokens(TokenGrid(1, 20, 30)) == 32 * 32             # one frame: 2-D tiles of 16
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_natten_tile_bound_covers_its_default_tiles(head_dim):
+    """The padding bound holds for the tiles NATTEN's fused forwards take by default (read off NATTEN's own
+    tables): every extent of the Hopper (bf16) and Blackwell default q and kv tiles divides the bound's, so
+    no axis pads past it (CUTLASS FNA does not permute)."""
+    _natten()
+    from natten.backends.configs.cutlass_blackwell import _get_default_tile_shapes_forward
+    from natten.backends.configs.cutlass_hopper import HOPPER_FORWARD_CONFIGS
+    from freeswim_core.attention.natten_backend import TILE_BOUND
+    for na, bound in TILE_BOUND.items():
+        (hopper_q, hopper_kv), _ = HOPPER_FORWARD_CONFIGS[na][16][head_dim][0]
+        for tile in (hopper_q, hopper_kv, *_get_default_tile_shapes_forward(na)):
+            assert len(tile) == na and all(b % t == 0 for t, b in zip(tile, bound)), (na, tile, bound)
 
 
 def test_natten_runs_one_row_and_head_group_a_call_written_over_q(monkeypatch):
@@ -527,3 +545,20 @@ def test_natten_refuses_the_no_inward_ablation_and_auto_says_why_it_passed_it_ov
     reasons = dict(choice.passed_over)
     assert set(reasons) == {"natten", "flex"}
     assert "CUDA" in reasons["natten"] and "CUDA" in reasons["flex"]
+
+
+def test_the_planner_counts_natten_only_where_auto_would_take_it(monkeypatch):
+    """With NATTEN's compiled library, auto takes NATTEN for an inward, odd window (14B's native 45 x 81 at
+    4K) and flex where NATTEN cannot run it (inward off; an even window); without it, flex. A backend named
+    is counted as itself (chunked as flex)."""
+    _natten()
+    import freeswim_core.attention as attention
+    grid = (21, 135, 240)
+    monkeypatch.setattr(attention, "natten_compiled", lambda: True)
+    assert attention.planned_backend("auto", grid, (45, 81)) == "natten"
+    assert attention.planned_backend("auto", grid, (45, 81), inward=False) == "flex"
+    assert attention.planned_backend("auto", grid, (44, 81)) == "flex"
+    assert [attention.planned_backend(b, grid, (45, 81)) for b in ("natten", "flex", "chunked")] == [
+        "natten", "flex", "flex"]
+    monkeypatch.setattr(attention, "natten_compiled", lambda: False)
+    assert attention.planned_backend("auto", grid, (45, 81)) == "flex"

@@ -113,13 +113,21 @@ def choose_backend(q: torch.Tensor, grid, window, backend: str = "auto", inward:
     return Choice("chunked", tuple(passed))
 
 
-def planned_backend(backend: str) -> str:
+def planned_backend(backend: str, grid, window, inward: bool = True) -> str:
     """The window backend the memory planner counts for a run asked for ``backend`` on a CUDA GPU (it has
     no tensors to ask :func:`choose_backend`): ``natten`` where asked, or for ``auto`` where NATTEN's
-    compiled library is installed; else ``flex`` (``chunked`` is counted as flex, :mod:`..memory.phases`)."""
+    compiled library is installed and NATTEN can run this window (inward, odd, no kernel of 1); else
+    ``flex`` (``chunked`` is counted as flex, :mod:`..memory.phases`). Not known without tensors: whether
+    NATTEN has a fused kernel for the head dim and GPU (the native models' 64 and 128 it has on Hopper and
+    Blackwell)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown window attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    return "natten" if backend == "natten" or (backend == "auto" and natten_compiled()) else "flex"
+    if backend == "natten":
+        return "natten"
+    if backend == "auto" and natten_compiled() and natten_cannot_run(None, as_grid(grid), as_window(window),
+                                                                      inward) is None:
+        return "natten"
+    return "flex"
 
 
 def backend_for(q: torch.Tensor, grid, window, backend: str = "auto", inward: bool = True) -> str:

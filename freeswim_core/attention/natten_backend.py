@@ -15,8 +15,9 @@ CUDA has and which runs on a CPU).
 Memory: NATTEN's Hopper and Blackwell forwards copy q, k and v into tiles ("token permute",
 padded to whole tiles) and copy the output back, so one call over every head would hold about
 five copies of the whole row (35 GB for a 14B row at 4K). Calls go one batch row and an equal
-head group at a time, sized so those copies fit :data:`COPY_BUDGET` (as the flex backend's
-reordered copies do), each group written into ``out`` (which may be q) as it finishes.
+head group at a time, the largest whose copies fit :data:`COPY_BUDGET` (as the flex backend's
+reordered copies do; one head where a head's copies are larger, 1.2 GB at 14B 4K), each group
+written into ``out`` (which may be q) as it finishes.
 """
 from __future__ import annotations
 
@@ -30,15 +31,18 @@ from .. import probes
 from ..geometry import TokenGrid, Window
 from .flex import COPY_BUDGET
 
-# What NATTEN's fused forward holds beside its inputs, per call, in its largest case (Hopper and
-# Blackwell FNA): q, k and v token-permuted, the kernel's permuted output, that output un-permuted and
-# then with the padding cut off, each of the call's heads and every (padded) token; and its
-# log-sum-exp, float32, permuted and un-permuted. CUTLASS FNA holds fewer (contiguous q, k, v, output).
-NATTEN_COPIES = 6
+# What NATTEN's fused forward holds beside its inputs at its peak, per call, in its largest case (Hopper
+# and Blackwell FNA, torch token permute): q, k and v token-permuted, the kernel's permuted output and
+# its un-permuted copy, each padded to whole tiles; where padding is cut off a row or column axis (not
+# only frames), the unpadded output too; and the log-sum-exp, float32, permuted and un-permuted.
+# Its compiled token permute writes the unpadded output directly; CUTLASS FNA holds less (contiguous
+# q, k, v and the output).
+PADDED_COPIES = 5
 LSE_COPIES = 2
-# Largest tile extent per token axis in NATTEN's default fused forward tiles (Hopper 3-D (4, 4, 8),
-# Blackwell 3-D (8, 4, 8); 2-D (16, 8) and (16, 16)): a token axis is padded to at most a multiple of it.
-TILE_BOUND = {3: (8, 8, 8), 2: (16, 16)}
+# Largest tile extent per token axis over NATTEN's default fused forward tiles, q and kv (Hopper 3-D
+# (4, 4, 8) and (4, 4, 4), Blackwell 3-D (8, 4, 8); Hopper 2-D (16, 8) and (8, 8), Blackwell 2-D
+# (16, 16)): a token axis is padded to at most a multiple of it.
+TILE_BOUND = {3: (8, 4, 8), 2: (16, 16)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -102,17 +106,24 @@ def fused_cannot_run(q: torch.Tensor, grid: TokenGrid, window: Window, inward: b
     return None if fused else f"NATTEN has no fused kernel for head dim {q.shape[-1]}, {q.dtype} on this GPU"
 
 
+def _axes(grid: TokenGrid) -> tuple[int, ...]:
+    return (grid.h, grid.w) if grid.t == 1 else (grid.t, grid.h, grid.w)
+
+
 def padded_tokens(grid: TokenGrid) -> int:
     """Tokens of one row after NATTEN's token permute pads each axis to whole tiles (a bound over
     its default tiles, :data:`TILE_BOUND`)."""
-    axes = (grid.h, grid.w) if grid.t == 1 else (grid.t, grid.h, grid.w)
+    axes = _axes(grid)
     return math.prod(-(-n // t) * t for n, t in zip(axes, TILE_BOUND[len(axes)]))
 
 
 def call_bytes(heads: int, grid: TokenGrid, head_dim: int, element_bytes: int = 2) -> int:
-    """Transient bytes of one NATTEN call of ``heads`` heads of one row (:data:`NATTEN_COPIES`)."""
-    per_token = heads * (NATTEN_COPIES * head_dim * element_bytes + LSE_COPIES * 4)
-    return padded_tokens(grid) * per_token
+    """Transient bytes of one NATTEN call of ``heads`` heads of one row (:data:`PADDED_COPIES`)."""
+    axes = _axes(grid)
+    inner = axes[-2:]                       # cutting padding off these copies; off frames it is a view
+    cut_copy = any(n % t for n, t in zip(inner, TILE_BOUND[len(axes)][-2:]))
+    per_padded = PADDED_COPIES * head_dim * element_bytes + LSE_COPIES * 4
+    return heads * (padded_tokens(grid) * per_padded + (grid.tokens * head_dim * element_bytes if cut_copy else 0))
 
 
 def head_group(NH: int, grid: TokenGrid, head_dim: int, element_bytes: int = 2, budget: int | None = None) -> int:

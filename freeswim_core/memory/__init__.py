@@ -99,7 +99,8 @@ def plan_memory(arch: WanArchitecture | LTXVArchitecture | str, width: int, heig
     token_major = freeswim and host.frees_block_inputs
     c, t, h, w = arch.latent_shape(width, height, frames)
     latent = c * t * h * w * P.ACT
-    window = P.window_memory(window_backend, arch.heads, grid, arch.head_dim) if windowed else (0, 0)
+    window = P.window_memory(window_backend, arch.heads, grid, arch.head_dim)    # (checks the name too)
+    window = window if windowed else (0, 0)
     if arch.family == "ltxv":
         act, constant = ltxv.activations(arch, n, rows, twins, execution, windowed, freeswim, latent, window, host)
     else:

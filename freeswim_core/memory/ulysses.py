@@ -55,9 +55,10 @@ class RankPlan:
 
 
 def plan_rank(arch, width: int, height: int, frames: int = 81, degree: int = 1, mode: str = "window",
-              weight_dtype: str = "bf16") -> RankPlan:
+              weight_dtype: str = "bf16", window_backend: str = "flex") -> RankPlan:
     """The peak device bytes of one rank of ``degree`` in one conditional call of the diffusers
-    adapter (``mode`` window: one row; dual: the row and its full-attention twin)."""
+    adapter (``mode`` window: one row; dual: the row and its full-attention twin; ``window_backend``:
+    flex keeps its block tables, NATTEN none, :func:`.phases.window_memory`)."""
     if mode not in ("window", "dual"):
         raise ValueError(f"mode {mode!r}: choose window or dual")
     if arch.heads % degree:
@@ -75,7 +76,8 @@ def plan_rank(arch, width: int, height: int, frames: int = 81, degree: int = 1, 
     c, lt, lh, lw = arch.latent_shape(width, height, frames)
     kept = (rows * n * arch.dim * ACT                       # the patch embedding's output, split as views
             + 2 * n * arch.head_dim * 4                     # RoPE cos and sin, float32, split as views
-            + (P.block_table_bytes(n) if windowed else 0)   # the window's block tables
+            + (P.window_memory(window_backend, arch.heads // degree, (t, h, w), arch.head_dim)[1]
+               if windowed else 0)                          # the window's block tables
             + inputs * c * lt * lh * lw * ACT               # the caller's latent (and its rows with the twin)
             + inputs * arch.text_len * arch.text_dim * ACT  # the caller's text (and with the twin)
             + rows * arch.text_len * arch.dim * ACT)        # the text, embedded

@@ -84,6 +84,7 @@ export function planRequest(graph) {
     mode: cache ? "cache" : dual ? "dual" : "window",
     execution: widget(dual, "execution") || "auto",
     backend: widget(patch, "backend") || "auto",
+    inward: widget(patch, "inward") ?? true,
     cache_interval: widget(cache, "guide_interval") ?? 2,
     storage: widget(cache, "storage") || "auto",
     precision: widget(cache, "precision") || "model",
