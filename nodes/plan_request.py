@@ -102,7 +102,9 @@ def plan_from_request(body) -> dict:
     interval = _int(body, "cache_interval", 2, 1, 100)
     experts = _int(body, "experts", 1, 1, 2)
     backend = _choice(body, "backend", BACKENDS, "auto")
-    inward = _choice(body, "inward", (True, False), True)
+    inward = body.get("inward", True)
+    if not isinstance(inward, bool):
+        raise BadRequest(f"inward: expected true or false, got {inward!r}")
     vram = body.get("vram_gb")
     if vram is not None and (isinstance(vram, bool) or not isinstance(vram, (int, float))
                              or not math.isfinite(vram) or not 0 < vram <= 4096):

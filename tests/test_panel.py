@@ -112,6 +112,7 @@ def test_the_route_names_the_model_of_a_loaders_file(served, file, model):
     (b'{"frames": 1e9}', "frames"), (b'{"native_size": "big"}', "native_size"),
     (b'{"model": {"dim": 1000, "ffn_dim": 10, "blocks": 2}}', "model.dim"), (b'{"experts": 3}', "experts"),
     (b'{"model_file": 7}', "model_file"), (b'{"backend": "sage"}', "backend"),
+    (b'{"inward": 1}', "inward"),
 ])
 def test_bad_plan_requests_get_a_400_naming_the_field(served, body, field):
     status, answer = post_raw(served, "/freeswim/plan", body)
