@@ -83,6 +83,11 @@ def _natten_cannot_run(q, grid, window, inward, *others) -> str | None:
     return reason
 
 
+def _check_name(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown window attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
 # what each backend cannot run when asked for by name, and when auto considers it (fastest first)
 _CANNOT = {"natten": _natten_cannot_run, "flex": _flex_cannot_run, "chunked": lambda *a: None}
 _AUTO_CANNOT = {"natten": natten_fused_cannot_run, "flex": _flex_auto_cannot_run}
@@ -94,8 +99,7 @@ def choose_backend(q: torch.Tensor, grid, window, backend: str = "auto", inward:
     k and v, for the gradient check). A backend asked for by name that cannot run the call is an error
     naming why and the fix."""
     grid, window = as_grid(grid), as_window(window)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown window attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    _check_name(backend)
     if window.covers(grid):
         return Choice("sdpa")
     if backend != "auto":
@@ -120,8 +124,7 @@ def planned_backend(backend: str, grid, window, inward: bool = True) -> str:
     ``flex`` (``chunked`` is counted as flex, :mod:`..memory.phases`). Not known without tensors: whether
     NATTEN has a fused kernel for the head dim and GPU (the native models' 64 and 128 it has on Hopper and
     Blackwell)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown window attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    _check_name(backend)
     if backend == "natten":
         return "natten"
     if backend == "auto" and natten_compiled() and natten_cannot_run(None, as_grid(grid), as_window(window),

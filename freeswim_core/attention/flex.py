@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from typing import Callable
 
 import torch
 
@@ -150,14 +151,20 @@ def _cached_block_mask(grid: TokenGrid, window: Window, inward: bool, device: to
         seq_lengths=(padded, padded), compute_q_blocks=False)
 
 
-def head_group(NH: int, L: int, D: int, element_bytes: int, budget: int | None = None) -> int:
-    """Heads per call: the largest divisor of ``NH`` (equal groups: one compiled shape) whose
-    four copies (q, k, v reordered and the kernel's output, ``L`` tokens each) fit ``budget``."""
-    budget = COPY_BUDGET if budget is None else budget
+def largest_head_group(NH: int, call_bytes: Callable[[int], int], budget: int) -> int:
+    """The largest divisor of ``NH`` (equal groups: one shape per call) whose call's transient bytes,
+    ``call_bytes(heads)``, fit ``budget``; one head where none does."""
     for heads in sorted((h for h in range(1, NH + 1) if NH % h == 0), reverse=True):
-        if 4 * heads * L * D * element_bytes <= budget:
+        if call_bytes(heads) <= budget:
             return heads
     return 1
+
+
+def head_group(NH: int, L: int, D: int, element_bytes: int, budget: int | None = None) -> int:
+    """Heads per call: the largest divisor of ``NH`` whose four copies (q, k, v reordered and the
+    kernel's output, ``L`` tokens each) fit ``budget``."""
+    return largest_head_group(NH, lambda heads: 4 * heads * L * D * element_bytes,
+                              COPY_BUDGET if budget is None else budget)
 
 
 def _call_groups(B: int, NH: int, L: int, D: int, element_bytes: int = 2):

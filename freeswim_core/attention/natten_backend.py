@@ -29,7 +29,7 @@ import torch
 
 from .. import probes
 from ..geometry import TokenGrid, Window
-from .flex import COPY_BUDGET
+from .flex import COPY_BUDGET, largest_head_group
 
 # What NATTEN's fused forward holds beside its inputs at its peak, per call, in its largest case (Hopper
 # and Blackwell FNA, torch token permute): q, k and v token-permuted, the kernel's permuted output and
@@ -129,11 +129,8 @@ def call_bytes(heads: int, grid: TokenGrid, head_dim: int, element_bytes: int = 
 def head_group(NH: int, grid: TokenGrid, head_dim: int, element_bytes: int = 2, budget: int | None = None) -> int:
     """Heads per call: the largest divisor of ``NH`` whose call fits ``budget`` (:data:`COPY_BUDGET`,
     :func:`call_bytes`); one head where none does."""
-    budget = COPY_BUDGET if budget is None else budget
-    for heads in sorted((h for h in range(1, NH + 1) if NH % h == 0), reverse=True):
-        if call_bytes(heads, grid, head_dim, element_bytes) <= budget:
-            return heads
-    return 1
+    return largest_head_group(NH, lambda heads: call_bytes(heads, grid, head_dim, element_bytes),
+                              COPY_BUDGET if budget is None else budget)
 
 
 def _heads_last(x: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
